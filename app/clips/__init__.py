@@ -1,0 +1,1 @@
+"""Clips: one rendered (or imported) GIF per prompt and arm, with render state and telemetry."""

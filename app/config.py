@@ -1,0 +1,88 @@
+"""One typed settings object, read from `VIDARENA_*` environment variables (and `.env`)."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+# Refused as SECRET_KEY outside development: it is in the docs, so anyone could forge sessions.
+PLACEHOLDER_SECRET = "change-me"
+
+
+class Settings(BaseSettings):
+    """Every field is documented in README.md (a test checks it)."""
+
+    model_config = SettingsConfigDict(env_prefix="VIDARENA_", env_file=".env", extra="ignore")
+
+    env: Literal["development", "production", "test"] = "development"
+    var_dir: Path = Path("var")
+    database_url: str = ""
+    broker_url: str = ""
+    storage_url: str = ""
+    s3_endpoint_url: str | None = None
+    s3_region: str = "us-east-1"
+    s3_access_key_id: str | None = None
+    s3_secret_access_key: SecretStr | None = None
+    admin_password: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    session_max_age: int = Field(default=8 * 3600, ge=60)
+    https_only: bool = False
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _defaults_under_var(self) -> Settings:
+        # Embedded default: everything lives under ./var/, nothing to install.
+        if not self.database_url:
+            self.database_url = f"sqlite:///{self.var_dir / 'vidarena.sqlite'}"
+        if not self.broker_url:
+            self.broker_url = f"filesystem://{self.var_dir / 'broker'}"
+        if not self.storage_url:
+            self.storage_url = str(self.var_dir / "media")
+        if self.secret_key is not None and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET:
+            if self.env != "development":
+                raise ValueError(
+                    f"VIDARENA_SECRET_KEY is the documented placeholder {PLACEHOLDER_SECRET!r}; "
+                    "set a long random value (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
+                )
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, or one generated once and kept in ./var/secret_key."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return self._generated("secret_key", nbytes=48)
+
+    def resolved_admin_password(self) -> str:
+        """The configured password; in development one generated once into ./var/admin_password."""
+        if self.admin_password is not None and self.admin_password.get_secret_value():
+            return self.admin_password.get_secret_value()
+        if self.env == "production":
+            raise ValueError("VIDARENA_ADMIN_PASSWORD must be set in production")
+        return self._generated("admin_password", nbytes=12)
+
+    def _generated(self, name: str, *, nbytes: int) -> str:
+        path = self.var_dir / name
+        if path.exists():
+            return path.read_text().strip()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        value = secrets.token_urlsafe(nbytes)
+        # Created 0600 so no other user of the machine can read it.
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as file:
+            file.write(value)
+        return value
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

@@ -1,0 +1,44 @@
+"""FastAPI dependencies shared by every router: settings, sessions, the current study."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.studies import service as studies_service
+from app.studies.models import Study
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_session(request: Request) -> Iterator[Session]:
+    """A write session (BEGIN IMMEDIATE on SQLite). Routers commit explicitly."""
+    with request.app.state.session_factory() as session:
+        yield session
+
+
+def get_read_session(request: Request) -> Iterator[Session]:
+    """A read-only session for pages and dashboards (deferred BEGIN on SQLite)."""
+    with request.app.state.read_session_factory() as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+
+
+def get_study(slug: str, session: ReadSessionDep) -> Study:
+    try:
+        return studies_service.get_by_slug(session=session, slug=slug)
+    except studies_service.StudyNotFoundError as exc:
+        raise HTTPException(status_code=404, detail=str(exc)) from exc
+
+
+StudyDep = Annotated[Study, Depends(get_study)]

@@ -1,0 +1,1 @@
+"""Rating: evaluators, matchups, trials and votes."""

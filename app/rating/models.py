@@ -1,0 +1,129 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.clips.models import Clip
+from app.db import Base, UTCDateTime, utcnow
+from app.studies.models import str_enum
+
+
+class Matchup(Base):
+    """Two clips of the same prompt from two different arms (arm_a_id < arm_b_id).
+
+    The composite foreign keys make a matchup across prompts or within one arm impossible:
+    each (clip, prompt, arm) triple must exist in `clip`, with one shared prompt_id.
+    """
+
+    __tablename__ = "matchup"
+    __table_args__ = (
+        ForeignKeyConstraint(
+            ["prompt_id", "study_id"], ["prompt.id", "prompt.study_id"], ondelete="CASCADE"
+        ),
+        ForeignKeyConstraint(
+            ["clip_a_id", "prompt_id", "arm_a_id"],
+            ["clip.id", "clip.prompt_id", "clip.arm_id"],
+            ondelete="CASCADE",
+        ),
+        ForeignKeyConstraint(
+            ["clip_b_id", "prompt_id", "arm_b_id"],
+            ["clip.id", "clip.prompt_id", "clip.arm_id"],
+            ondelete="CASCADE",
+        ),
+        UniqueConstraint("clip_a_id", "clip_b_id"),
+        CheckConstraint("arm_a_id < arm_b_id", name="arms_ordered_distinct"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(Integer, index=True)
+    prompt_id: Mapped[int] = mapped_column(Integer, index=True)
+    clip_a_id: Mapped[int] = mapped_column(Integer)
+    clip_b_id: Mapped[int] = mapped_column(Integer)
+    arm_a_id: Mapped[int] = mapped_column(Integer)
+    arm_b_id: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    clip_a: Mapped[Clip] = relationship(foreign_keys=[clip_a_id], viewonly=True)
+    clip_b: Mapped[Clip] = relationship(foreign_keys=[clip_b_id], viewonly=True)
+
+
+class Evaluator(Base):
+    """A pseudonymous participant: invite token or an external id such as a Prolific PID."""
+
+    __tablename__ = "evaluator"
+    __table_args__ = (UniqueConstraint("study_id", "external_id"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    public_id: Mapped[str] = mapped_column(String(64), unique=True)  # random, in cookies/URLs
+    external_id: Mapped[str | None] = mapped_column(String(200))
+    invite: Mapped[str | None] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    completion_code: Mapped[str | None] = mapped_column(String(64))
+
+
+class Choice(enum.StrEnum):
+    left = "left"
+    right = "right"
+    tie = "tie"
+
+
+class Trial(Base):
+    """One matchup shown to one evaluator; `a_on_left` records which clip was on which side."""
+
+    __tablename__ = "trial"
+    __table_args__ = (
+        UniqueConstraint("evaluator_id", "matchup_id", "is_repeat"),
+        CheckConstraint("answered_at IS NULL OR answered_at >= shown_at", name="answered_after"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    evaluator_id: Mapped[int] = mapped_column(
+        ForeignKey("evaluator.id", ondelete="CASCADE"), index=True
+    )
+    matchup_id: Mapped[int] = mapped_column(ForeignKey("matchup.id", ondelete="CASCADE"), index=True)
+    a_on_left: Mapped[bool] = mapped_column(Boolean)
+    is_repeat: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    shown_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    flagged: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
+    flag_reason: Mapped[str | None] = mapped_column(String(200))
+
+    matchup: Mapped[Matchup] = relationship()
+    evaluator: Mapped[Evaluator] = relationship()
+    votes: Mapped[list[Vote]] = relationship(back_populates="trial", cascade="all, delete-orphan")
+
+    @property
+    def left_clip_id(self) -> int:
+        return self.matchup.clip_a_id if self.a_on_left else self.matchup.clip_b_id
+
+    @property
+    def right_clip_id(self) -> int:
+        return self.matchup.clip_b_id if self.a_on_left else self.matchup.clip_a_id
+
+
+class Vote(Base):
+    """One criterion's answer within a trial. Exactly one per (trial, criterion)."""
+
+    __tablename__ = "vote"
+    __table_args__ = (UniqueConstraint("trial_id", "criterion"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    trial_id: Mapped[int] = mapped_column(ForeignKey("trial.id", ondelete="CASCADE"), index=True)
+    criterion: Mapped[str] = mapped_column(String(63))
+    choice: Mapped[Choice] = mapped_column(str_enum(Choice, "vote_choice"))
+
+    trial: Mapped[Trial] = relationship(back_populates="votes")

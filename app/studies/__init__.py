@@ -1,0 +1,1 @@
+"""Studies: a study, its arms (pipeline configurations) and its prompts."""

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    Enum,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from app.db import Base, UTCDateTime, utcnow
+from app.studies.schemas import ArmSpec, Criterion
+
+if TYPE_CHECKING:
+    from app.clips.models import Clip
+
+
+class StudyStatus(enum.StrEnum):
+    draft = "draft"
+    rendering = "rendering"
+    open = "open"
+    closed = "closed"
+
+
+def str_enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    """Portable enum: a VARCHAR with a CHECK constraint (no native PostgreSQL type to migrate)."""
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+    )
+
+
+class Study(Base):
+    __tablename__ = "study"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    slug: Mapped[str] = mapped_column(String(63), unique=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[StudyStatus] = mapped_column(
+        str_enum(StudyStatus, "study_status"), default=StudyStatus.draft
+    )
+    # [{key, label, question}, ...] in display order; votes refer to criteria by key.
+    criteria: Mapped[list[dict[str, str]]] = mapped_column(JSON)
+    # Rating settings (quota, enrollment, quality control) as validated by RatingSpec.
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The study file as uploaded, kept for provenance.
+    study_file: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+    arms: Mapped[list[Arm]] = relationship(
+        back_populates="study", order_by="Arm.position", cascade="all, delete-orphan"
+    )
+    prompts: Mapped[list[Prompt]] = relationship(
+        back_populates="study", order_by="Prompt.position", cascade="all, delete-orphan"
+    )
+
+    @property
+    def criterion_list(self) -> list[Criterion]:
+        return [Criterion(**c) for c in self.criteria]
+
+    @property
+    def criterion_keys(self) -> list[str]:
+        return [c["key"] for c in self.criteria]
+
+
+class Arm(Base):
+    """One pipeline configuration of a study. Never shown to evaluators."""
+
+    __tablename__ = "arm"
+    __table_args__ = (
+        UniqueConstraint("study_id", "name"),
+        UniqueConstraint("study_id", "position"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    position: Mapped[int] = mapped_column(Integer)
+    # The validated ArmSpec (kind, models, scheduler, steps, guidance, geometry).
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)
+
+    study: Mapped[Study] = relationship(back_populates="arms")
+    clips: Mapped[list[Clip]] = relationship(back_populates="arm", passive_deletes=True)
+
+    @property
+    def arm_spec(self) -> ArmSpec:
+        return ArmSpec.model_validate(self.spec)
+
+    @property
+    def kind(self) -> str:
+        return str(self.spec["kind"])
+
+
+class Prompt(Base):
+    __tablename__ = "prompt"
+    __table_args__ = (
+        UniqueConstraint("study_id", "text"),
+        UniqueConstraint("study_id", "position"),
+        # Target of the matchup's composite foreign key (same study).
+        UniqueConstraint("id", "study_id"),
+        CheckConstraint("seed >= 0 AND seed < 4294967296", name="seed_range"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)  # 1-based order in the prompts CSV
+    text: Mapped[str] = mapped_column(Text)
+    theme: Mapped[str] = mapped_column(String(100), index=True)
+    seed: Mapped[int] = mapped_column(BigInteger)  # shared by every arm: same starting noise
+
+    study: Mapped[Study] = relationship(back_populates="prompts")
+    clips: Mapped[list[Clip]] = relationship(back_populates="prompt", passive_deletes=True)

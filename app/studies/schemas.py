@@ -1,0 +1,163 @@
+"""Pydantic shapes of a study: what a study file holds and what the workers render from.
+
+Pure pydantic (no database, no torch) so that the web app, the CLI and the render workers
+validate arms the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+
+PipelineKind = Literal["animatediff", "animatediff-lightning"]
+PIPELINE_KINDS: tuple[str, ...] = ("animatediff", "animatediff-lightning")
+LIGHTNING_STEPS = (1, 2, 4, 8)
+MAX_PROMPT_CHARS = 1000
+Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
+Key = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+
+
+class Strict(BaseModel):
+    """Unknown keys are mistakes in a study file, never silently ignored."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Criterion(Strict):
+    key: Key
+    label: Annotated[str, StringConstraints(min_length=1, max_length=80, strip_whitespace=True)]
+    question: Annotated[str, StringConstraints(min_length=1, max_length=300, strip_whitespace=True)]
+
+
+# The six criteria of the Allegro user study that the founding study followed. Every question is
+# phrased so that "better" means the same direction for every criterion.
+DEFAULT_CRITERIA: tuple[Criterion, ...] = (
+    Criterion(
+        key="video_text_relevance",
+        label="Video-text relevance",
+        question="Which clip shows what the text describes more accurately?",
+    ),
+    Criterion(
+        key="appearance_distortion",
+        label="Appearance distortion",
+        question="Which clip has fewer visual artifacts, deformed shapes or glitches?",
+    ),
+    Criterion(
+        key="appearance_aesthetics",
+        label="Appearance aesthetics",
+        question="Which clip looks more appealing: composition, colour harmony, consistent style?",
+    ),
+    Criterion(
+        key="motion_naturalness",
+        label="Motion naturalness",
+        question="Which clip moves more fluidly and believably?",
+    ),
+    Criterion(
+        key="motion_amplitude",
+        label="Motion amplitude",
+        question="Which clip has a more appropriate, dynamic range of movement for the scene?",
+    ),
+    Criterion(
+        key="overall_quality",
+        label="Overall quality",
+        question="All things considered, which clip is better?",
+    ),
+)
+
+
+class SchedulerSpec(Strict):
+    """A diffusers scheduler and the config keys the arm overrides on it."""
+
+    name: Literal["ddim", "euler"]
+    beta_schedule: Literal["linear", "scaled_linear", "squaredcos_cap_v2"] = "linear"
+    timestep_spacing: Literal["linspace", "leading", "trailing"] = "linspace"
+    clip_sample: bool = False
+    steps_offset: int = Field(default=1, ge=0, le=10)
+
+
+DEFAULT_SCHEDULERS: dict[str, SchedulerSpec] = {
+    # AnimateDiff model card: DDIM, linear betas, linspace spacing, no sample clipping.
+    "animatediff": SchedulerSpec(
+        name="ddim", beta_schedule="linear", timestep_spacing="linspace", clip_sample=False
+    ),
+    # AnimateDiff-Lightning model card: Euler, trailing spacing, linear betas.
+    "animatediff-lightning": SchedulerSpec(
+        name="euler", beta_schedule="linear", timestep_spacing="trailing", clip_sample=False
+    ),
+}
+
+
+class RenderSpec(Strict):
+    """Clip geometry shared by every arm of a study unless an arm overrides it."""
+
+    num_frames: int = Field(default=16, ge=1, le=128)
+    width: int = Field(default=512, ge=16, le=2048, multiple_of=8)
+    height: int = Field(default=512, ge=16, le=2048, multiple_of=8)
+    fps: int = Field(default=8, ge=1, le=60)
+
+
+class ArmSpec(Strict):
+    """One pipeline configuration. Never shown to evaluators.
+
+    `base_model` and `motion_adapter` are Hugging Face model ids or local paths. For
+    `animatediff-lightning`, `motion_adapter` is the repository holding the
+    `animatediff_lightning_{N}step_diffusers.safetensors` checkpoints and N = `steps`.
+    """
+
+    name: Slug
+    kind: PipelineKind
+    base_model: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    motion_adapter: Annotated[str, StringConstraints(min_length=1, max_length=500)]
+    revision: str | None = None
+    steps: int = Field(ge=1, le=200)
+    guidance_scale: float = Field(ge=0.0, le=50.0)
+    negative_prompt: str | None = Field(default=None, max_length=MAX_PROMPT_CHARS)
+    scheduler: SchedulerSpec | None = None
+    num_frames: int = Field(ge=1, le=128)
+    width: int = Field(ge=16, le=2048, multiple_of=8)
+    height: int = Field(ge=16, le=2048, multiple_of=8)
+    fps: int = Field(ge=1, le=60)
+
+    @model_validator(mode="after")
+    def _check_kind(self) -> ArmSpec:
+        if self.kind == "animatediff-lightning" and self.steps not in LIGHTNING_STEPS:
+            raise ValueError(
+                f"animatediff-lightning has checkpoints for steps {LIGHTNING_STEPS}, "
+                f"not {self.steps}: set steps to one of them"
+            )
+        return self
+
+    @property
+    def resolved_scheduler(self) -> SchedulerSpec:
+        return self.scheduler or DEFAULT_SCHEDULERS[self.kind]
+
+    @property
+    def lightning_checkpoint(self) -> str:
+        """File name of the Lightning motion-module state dict for this step count."""
+        return f"animatediff_lightning_{self.steps}step_diffusers.safetensors"
+
+    @property
+    def denoiser_passes(self) -> int:
+        """UNet evaluations per clip: classifier-free guidance doubles them."""
+        return self.steps * (2 if self.guidance_scale > 1.0 else 1)
+
+
+def slugify(text: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:63].strip("-") or "study"
+
+
+__all__ = [
+    "DEFAULT_CRITERIA",
+    "DEFAULT_SCHEDULERS",
+    "LIGHTNING_STEPS",
+    "MAX_PROMPT_CHARS",
+    "PIPELINE_KINDS",
+    "ArmSpec",
+    "Criterion",
+    "RenderSpec",
+    "SchedulerSpec",
+    "slugify",
+]

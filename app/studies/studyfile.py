@@ -1,0 +1,473 @@
+"""Read and validate a study: a TOML study file plus a prompts CSV.
+
+Every problem is reported at once with file, line and column (`prompts.csv:14:1: prompt is
+empty`), and nothing touches the database until the whole study is valid.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import Field, StringConstraints, ValidationError, field_validator
+
+from app.studies.schemas import (
+    DEFAULT_CRITERIA,
+    MAX_PROMPT_CHARS,
+    ArmSpec,
+    Criterion,
+    PipelineKind,
+    RenderSpec,
+    SchedulerSpec,
+    Slug,
+    Strict,
+    slugify,
+)
+
+MAX_FILE_BYTES = 5 * 1024 * 1024
+MAX_PROMPTS = 10_000
+MAX_THEME_CHARS = 100
+PROMPT_COLUMNS = ("prompt", "theme", "seed")
+REQUIRED_COLUMNS = ("prompt", "theme")
+
+
+@dataclass(frozen=True)
+class Problem:
+    file: str
+    line: int
+    column: int
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+
+
+class StudyFileError(ValueError):
+    """A study file or prompts CSV is invalid; `problems` lists every problem found."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = problems
+        lines = "\n".join(f"  {p}" for p in problems)
+        super().__init__(f"{len(problems)} problem(s) in the study; nothing was created:\n{lines}")
+
+
+class RatingSpec(Strict):
+    """How evaluators rate. Defaults suit a lab study; crowd studies set a quota."""
+
+    trials_per_evaluator: int | None = Field(default=None, ge=1, le=10_000)
+    open_enrollment: bool = False
+    external_id_param: str = Field(default="PROLIFIC_PID", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    repeat_trials: int = Field(default=0, ge=0, le=50)  # matchups repeated with sides swapped
+    min_view_seconds: float = Field(default=0.0, ge=0, le=600)
+    fast_trial_seconds: float = Field(default=0.0, ge=0, le=600)  # faster answers get flagged
+    completion_code: str | None = Field(default=None, max_length=64)
+
+
+class ArmEntry(Strict):
+    """An arm as written in the study file: geometry falls back to [render]."""
+
+    name: Slug
+    kind: PipelineKind
+    base_model: str
+    motion_adapter: str
+    revision: str | None = None
+    steps: int
+    guidance_scale: float
+    negative_prompt: str | None = None
+    scheduler: SchedulerSpec | None = None
+    num_frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    fps: int | None = None
+
+
+class StudyFile(Strict):
+    name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
+    slug: Slug | None = None
+    description: str = Field(default="", max_length=10_000)
+    prompts: str = Field(min_length=1, description="path of the prompts CSV, relative to this file")
+    criteria: list[Criterion | Annotated[str, StringConstraints(min_length=1)]] | None = None
+    render: RenderSpec = RenderSpec()
+    rating: RatingSpec = RatingSpec()
+    arms: list[ArmEntry] = Field(min_length=2)
+
+    @field_validator("criteria")
+    @classmethod
+    def _known_criteria(cls, value: list[Criterion | str] | None) -> list[Criterion | str] | None:
+        known = {c.key for c in DEFAULT_CRITERIA}
+        for item in value or []:
+            if isinstance(item, str) and item not in known:
+                raise ValueError(
+                    f"unknown criterion {item!r}: use one of {sorted(known)} "
+                    "or a table with key, label and question"
+                )
+        return value
+
+
+@dataclass
+class PromptRow:
+    line: int
+    text: str
+    theme: str
+    seed: int
+
+
+@dataclass
+class StudyDraft:
+    """A fully validated study, ready to be written in one transaction."""
+
+    name: str
+    slug: str
+    description: str
+    criteria: list[Criterion]
+    rating: RatingSpec
+    arms: list[ArmSpec]
+    prompts: list[PromptRow]
+    study_file: str = ""
+    themes: list[str] = field(default_factory=list)
+
+
+def load_study_file(path: Path) -> StudyDraft:
+    """Read a study file and the prompts CSV it names (relative to the study file)."""
+    toml_bytes = _read_limited(path)
+    toml_text = _decode(toml_bytes, path.name)
+    raw = _parse_toml(toml_text, path.name)
+    prompts_rel = raw.get("prompts") if isinstance(raw, dict) else None
+    if not isinstance(prompts_rel, str) or not prompts_rel:
+        raise StudyFileError(
+            [Problem(path.name, 1, 1, "missing field 'prompts' (path of the prompts CSV)")]
+        )
+    prompts_path = (path.parent / prompts_rel).resolve()
+    if not prompts_path.is_file():
+        line = _find_key_line(toml_text, ("prompts",))
+        message = f"prompts file {prompts_rel!r} not found at {prompts_path}"
+        raise StudyFileError([Problem(path.name, line, 1, message)])
+    return parse_study(
+        toml_text=toml_text,
+        toml_name=path.name,
+        prompts_bytes=_read_limited(prompts_path),
+        prompts_name=prompts_path.name,
+    )
+
+
+def parse_study(
+    *, toml_text: str, toml_name: str, prompts_bytes: bytes, prompts_name: str
+) -> StudyDraft:
+    """Validate a study from its texts (used by the CLI and by the upload form)."""
+    raw = _parse_toml(toml_text, toml_name)
+    problems: list[Problem] = []
+    spec = _validate_study(raw, toml_text, toml_name, problems)
+    prompts = _parse_prompts(prompts_bytes, prompts_name, problems)
+    if problems or spec is None:
+        raise StudyFileError(problems)
+    arms = _resolve_arms(spec, toml_text, toml_name)
+    criteria = [
+        next(d for d in DEFAULT_CRITERIA if d.key == c) if isinstance(c, str) else c
+        for c in (spec.criteria or list(DEFAULT_CRITERIA))
+    ]
+    _check_unique(criteria, arms, toml_text, toml_name)
+    return StudyDraft(
+        name=spec.name,
+        slug=spec.slug or slugify(spec.name),
+        description=spec.description,
+        criteria=criteria,
+        rating=spec.rating,
+        arms=arms,
+        prompts=prompts,
+        study_file=toml_text,
+        themes=sorted({p.theme for p in prompts}),
+    )
+
+
+# --- TOML ---------------------------------------------------------------------------------
+
+
+def _read_limited(path: Path) -> bytes:
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        problem = Problem(path.name, 1, 1, f"cannot read file: {exc.strerror}")
+        raise StudyFileError([problem]) from exc
+    if len(data) > MAX_FILE_BYTES:
+        raise StudyFileError(
+            [Problem(path.name, 1, 1, f"file is {len(data)} bytes; the limit is {MAX_FILE_BYTES}")]
+        )
+    return data
+
+
+def _decode(data: bytes, name: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise StudyFileError(
+            [
+                Problem(
+                    name,
+                    line,
+                    column,
+                    f"not valid UTF-8 (byte 0x{data[exc.start]:02x}); save the file as UTF-8",
+                )
+            ]
+        ) from exc
+
+
+def _parse_toml(text: str, name: str) -> dict[str, Any]:
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
+        line, column = (int(match[1]), int(match[2])) if match else (1, 1)
+        message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        raise StudyFileError([Problem(name, line, column, f"invalid TOML: {message}")]) from exc
+
+
+def _validate_study(
+    raw: dict[str, Any], text: str, name: str, problems: list[Problem]
+) -> StudyFile | None:
+    try:
+        return StudyFile.model_validate(raw)
+    except ValidationError as exc:
+        for err in exc.errors():
+            loc = tuple(err["loc"])
+            where = ".".join(str(p) for p in loc) or "study file"
+            problems.append(
+                Problem(name, _find_key_line(text, loc), 1, f"{where}: {_message(err, raw, loc)}")
+            )
+        return None
+
+
+def _message(err: Any, raw: dict[str, Any], loc: tuple[Any, ...]) -> str:
+    if err["type"] == "missing":
+        return "missing required field"
+    if err["type"] == "extra_forbidden":
+        return "unknown field (check the spelling; see examples/*/study.toml)"
+    if err["type"] == "literal_error" and loc and loc[-1] == "kind":
+        allowed = str(err["msg"]).removeprefix("Input should be ")
+        return f"unknown pipeline kind {err['input']!r}: use {allowed}"
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def _resolve_arms(spec: StudyFile, text: str, name: str) -> list[ArmSpec]:
+    arms: list[ArmSpec] = []
+    problems: list[Problem] = []
+    for index, entry in enumerate(spec.arms):
+        values = entry.model_dump(exclude_none=True)
+        for key, default in spec.render.model_dump().items():
+            values.setdefault(key, default)
+        try:
+            arms.append(ArmSpec.model_validate(values))
+        except ValidationError as exc:
+            for err in exc.errors():
+                loc = ("arms", index, *err["loc"])
+                line = _find_key_line(text, loc)
+                where = ".".join(str(p) for p in ("arms", index, *err["loc"]))
+                msg = str(err["msg"]).removeprefix("Value error, ")
+                problems.append(Problem(name, line, 1, f"{where}: {msg}"))
+    if problems:
+        raise StudyFileError(problems)
+    return arms
+
+
+def _check_unique(criteria: list[Criterion], arms: list[ArmSpec], text: str, name: str) -> None:
+    problems: list[Problem] = []
+    for label, keys, loc_key in (
+        ("arm name", [a.name for a in arms], "arms"),
+        ("criterion key", [c.key for c in criteria], "criteria"),
+    ):
+        seen: set[str] = set()
+        for index, key in enumerate(keys):
+            if key in seen:
+                line = _find_key_line(text, (loc_key, index, "name" if loc_key == "arms" else "key"))
+                problems.append(Problem(name, line, 1, f"duplicate {label} {key!r}"))
+            seen.add(key)
+    if problems:
+        raise StudyFileError(problems)
+
+
+def _find_key_line(text: str, loc: tuple[Any, ...]) -> int:
+    """Best-effort line of a pydantic error location in TOML text (tomllib keeps no positions).
+
+    Walks table headers: `[[arms]]` occurrences are counted to find `arms.<index>`, then the
+    first `key =` line inside that table. Falls back to the table header, then to line 1.
+    """
+    lines = text.splitlines()
+    table: tuple[str, ...] = ()
+    counts: dict[str, int] = {}
+    best = 1
+    target = [str(p) for p in loc]
+    for number, raw_line in enumerate(lines, start=1):
+        line = raw_line.strip()
+        if header := re.fullmatch(r"\[\[\s*([\w.-]+)\s*\]\]", line):
+            key = header[1]
+            counts[key] = counts.get(key, -1) + 1
+            table = (*key.split("."), str(counts[key]))
+        elif header := re.fullmatch(r"\[\s*([\w.-]+)\s*\]", line):
+            table = tuple(header[1].split("."))
+        else:
+            assignment = re.match(r"([\w-]+)\s*=", line)
+            if assignment is None:
+                continue
+            path = [*table, assignment[1]]
+            if path == target[: len(path)] and len(path) >= len(target[:1]):
+                if path == target:
+                    return number
+                best = number
+            continue
+        if list(table) == target[: len(table)]:
+            best = number
+    return best
+
+
+# --- prompts CSV ----------------------------------------------------------------------------
+
+
+def _parse_prompts(data: bytes, name: str, problems: list[Problem]) -> list[PromptRow]:
+    try:
+        text = _decode(data, name)
+    except StudyFileError as exc:
+        problems.extend(exc.problems)
+        return []
+    try:
+        records = list(_csv_records(text, name))
+    except StudyFileError as exc:
+        problems.extend(exc.problems)
+        return []
+    if not records or not any(records[0][1]):
+        problems.append(Problem(name, 1, 1, "empty file: expected a header 'prompt,theme,seed'"))
+        return []
+    header_line, header = records[0]
+    columns = _check_header(header, header_line, text, name, problems)
+    if columns is None:
+        return []
+    rows: list[PromptRow] = []
+    first_seen: dict[str, int] = {}
+    for line, fields in records[1:]:
+        if not any(f.strip() for f in fields):
+            continue  # blank line
+        row = _parse_row(line, fields, columns, text, name, problems)
+        if row is None:
+            continue
+        key = " ".join(row.text.casefold().split())
+        if key in first_seen:
+            problems.append(
+                Problem(name, line, 1, f"duplicate prompt (same as line {first_seen[key]})")
+            )
+            continue
+        first_seen[key] = line
+        rows.append(row)
+    if not rows and not problems:
+        problems.append(Problem(name, 2, 1, "no prompts: add at least one row under the header"))
+    if len(rows) > MAX_PROMPTS:
+        problems.append(Problem(name, 1, 1, f"{len(rows)} prompts; the limit is {MAX_PROMPTS}"))
+    return rows
+
+
+def _csv_records(text: str, name: str) -> Any:
+    """Yield (first line number, fields) per CSV record; quoted fields may span lines."""
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    start = 1
+    try:
+        for fields in reader:
+            yield start, fields
+            start = reader.line_num + 1
+    except csv.Error as exc:
+        problem = Problem(name, reader.line_num, 1, f"malformed CSV: {exc}")
+        raise StudyFileError([problem]) from exc
+
+
+def _check_header(
+    header: list[str], line: int, text: str, name: str, problems: list[Problem]
+) -> dict[str, int] | None:
+    names = [h.strip().lower() for h in header]
+    offsets = _field_offsets(text.splitlines()[line - 1] if text else "")
+    before = len(problems)
+    for index, column in enumerate(names):
+        col = offsets[index] if index < len(offsets) else 1
+        if column not in PROMPT_COLUMNS:
+            allowed = ", ".join(PROMPT_COLUMNS)
+            message = f"unknown column {header[index]!r}: allowed are {allowed}"
+            problems.append(Problem(name, line, col, message))
+        elif names.index(column) != index:
+            problems.append(Problem(name, line, col, f"duplicate column {column!r}"))
+    for required in REQUIRED_COLUMNS:
+        if required not in names:
+            problems.append(Problem(name, line, 1, f"missing column {required!r} in the header"))
+    if len(problems) > before:
+        return None
+    return {column: index for index, column in enumerate(names)}
+
+
+def _parse_row(
+    line: int,
+    fields: list[str],
+    columns: dict[str, int],
+    text: str,
+    name: str,
+    problems: list[Problem],
+) -> PromptRow | None:
+    offsets = _field_offsets(text.splitlines()[line - 1])
+    if len(fields) != len(columns):
+        expected = f"{len(columns)} ({', '.join(columns)})"
+        message = f"{len(fields)} fields, expected {expected}; quote fields that contain commas"
+        problems.append(Problem(name, line, 1, message))
+        return None
+
+    def col(column: str) -> int:
+        index = columns[column]
+        return offsets[index] if index < len(offsets) else 1
+
+    before = len(problems)
+    prompt = " ".join(fields[columns["prompt"]].split())
+    theme = " ".join(fields[columns["theme"]].split())
+    if not prompt:
+        problems.append(Problem(name, line, col("prompt"), "prompt is empty"))
+    elif len(prompt) > MAX_PROMPT_CHARS:
+        message = f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}"
+        problems.append(Problem(name, line, col("prompt"), message))
+    elif any(ord(ch) < 32 for ch in prompt):
+        problems.append(Problem(name, line, col("prompt"), "prompt contains control characters"))
+    if not theme:
+        problems.append(Problem(name, line, col("theme"), "theme is empty"))
+    elif len(theme) > MAX_THEME_CHARS:
+        message = f"theme is {len(theme)} characters; the limit is {MAX_THEME_CHARS}"
+        problems.append(Problem(name, line, col("theme"), message))
+    seed = _parse_seed(fields, columns, prompt)
+    if isinstance(seed, str):
+        problems.append(Problem(name, line, col("seed"), seed))
+    if len(problems) > before or isinstance(seed, str):
+        return None
+    return PromptRow(line=line, text=prompt, theme=theme, seed=seed)
+
+
+def _parse_seed(fields: list[str], columns: dict[str, int], prompt: str) -> int | str:
+    """The row's seed, a seed derived from the prompt text when blank, or an error message."""
+    raw = fields[columns["seed"]].strip() if "seed" in columns else ""
+    if not raw:
+        # Reproducible without a seed column: the same prompt always gets the same seed.
+        return int.from_bytes(hashlib.sha256(prompt.encode()).digest()[:4], "big") & 0x7FFFFFFF
+    if not re.fullmatch(r"\d+", raw):
+        return f"seed {raw!r} is not a whole number in 0..4294967295"
+    seed = int(raw)
+    if seed >= 2**32:
+        return f"seed {seed} is out of range 0..4294967295"
+    return seed
+
+
+def _field_offsets(line: str) -> list[int]:
+    """1-based column where each CSV field starts on a single physical line (quote-aware)."""
+    offsets = [1]
+    quoted = False
+    for index, char in enumerate(line):
+        if char == '"':
+            quoted = not quoted
+        elif char == "," and not quoted:
+            offsets.append(index + 2)
+    return offsets

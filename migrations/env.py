@@ -1,0 +1,56 @@
+"""Alembic environment: the URL comes from vidarena's settings (or `-x url=...`)."""
+
+from __future__ import annotations
+
+from alembic import context
+
+from app.config import get_settings
+from app.db import import_all_models, make_engine, normalize_url
+
+target_metadata = import_all_models()
+
+
+def _url() -> str:
+    config_url = context.config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url")
+    return normalize_url(config_url or get_settings().database_url)
+
+
+def run_migrations_offline() -> None:
+    context.configure(
+        url=_url(),
+        target_metadata=target_metadata,
+        literal_binds=True,
+        render_as_batch=True,  # SQLite can only ALTER by copying the table
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+def run_migrations_online() -> None:
+    connection = context.config.attributes.get("connection")
+    if connection is not None:
+        _run(connection)
+        return
+    engine = make_engine(_url())
+    try:
+        with engine.connect() as conn:
+            _run(conn)
+    finally:
+        engine.dispose()
+
+
+def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        render_as_batch=True,
+        compare_type=True,
+    )
+    with context.begin_transaction():
+        context.run_migrations()
+
+
+if context.is_offline_mode():
+    run_migrations_offline()
+else:
+    run_migrations_online()
