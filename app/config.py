@@ -12,7 +12,7 @@ from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Refused as SECRET_KEY outside development: it is in the docs, so anyone could forge sessions.
-PLACEHOLDER_SECRET = "change-me"
+PLACEHOLDER_SECRET = "change-me"  # noqa: S105 - the value we refuse, not a credential
 
 
 class Settings(BaseSettings):
@@ -44,12 +44,15 @@ class Settings(BaseSettings):
             self.broker_url = f"filesystem://{self.var_dir / 'broker'}"
         if not self.storage_url:
             self.storage_url = str(self.var_dir / "media")
-        if self.secret_key is not None and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET:
-            if self.env != "development":
-                raise ValueError(
-                    f"VIDARENA_SECRET_KEY is the documented placeholder {PLACEHOLDER_SECRET!r}; "
-                    "set a long random value (python -c 'import secrets; print(secrets.token_urlsafe(48))')"
-                )
+        placeholder = (
+            self.secret_key is not None
+            and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET
+        )
+        if placeholder and self.env != "development":
+            raise ValueError(
+                f"VIDARENA_SECRET_KEY is the documented placeholder {PLACEHOLDER_SECRET!r}; set a "
+                "long random value: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+            )
         return self
 
     @property

@@ -157,12 +157,14 @@ def pending_migrations(engine: Engine) -> list[str]:
     from alembic.runtime.migration import MigrationContext
     from alembic.script import ScriptDirectory
 
-    script = ScriptDirectory.from_config(alembic_config(engine.url.render_as_string(hide_password=False)))
+    script = ScriptDirectory.from_config(
+        alembic_config(engine.url.render_as_string(hide_password=False))
+    )
     with engine.connect() as conn:
         current = set(MigrationContext.configure(conn).get_current_heads())
     heads = set(script.get_heads())
     if current == heads:
         return []
-    return [rev.revision for rev in script.iterate_revisions(heads, current or None)][::-1] or sorted(
-        heads - current
-    )
+    return [rev.revision for rev in script.iterate_revisions(heads, current or None)][
+        ::-1
+    ] or sorted(heads - current)

@@ -11,7 +11,9 @@ target_metadata = import_all_models()
 
 
 def _url() -> str:
-    config_url = context.config.attributes.get("url") or context.get_x_argument(as_dictionary=True).get("url")
+    config_url = context.config.attributes.get("url") or context.get_x_argument(
+        as_dictionary=True
+    ).get("url")
     return normalize_url(config_url or get_settings().database_url)
 
 

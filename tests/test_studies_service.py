@@ -57,16 +57,16 @@ def test_one_clip_per_prompt_and_arm_is_enforced(session):
     study = small_study(session)
     prompt, arm = study.prompts[0], study.arms[0]
     session.add(Clip(prompt_id=prompt.id, arm_id=arm.id))
-    with pytest.raises(Exception, match="(?i)unique"):
+    with pytest.raises(Exception, match=r"(?i)unique"):
         session.flush()
     session.rollback()
 
 
 def test_done_clip_needs_media(session):
-    study = small_study(session)
+    small_study(session)
     clip = session.scalars(select(Clip)).first()
     clip.status = ClipStatus.done
-    with pytest.raises(Exception, match="(?i)check|constraint"):
+    with pytest.raises(Exception, match=r"(?i)check|constraint"):
         session.flush()
     session.rollback()
 

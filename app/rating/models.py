@@ -94,7 +94,9 @@ class Trial(Base):
     evaluator_id: Mapped[int] = mapped_column(
         ForeignKey("evaluator.id", ondelete="CASCADE"), index=True
     )
-    matchup_id: Mapped[int] = mapped_column(ForeignKey("matchup.id", ondelete="CASCADE"), index=True)
+    matchup_id: Mapped[int] = mapped_column(
+        ForeignKey("matchup.id", ondelete="CASCADE"), index=True
+    )
     a_on_left: Mapped[bool] = mapped_column(Boolean)
     is_repeat: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     shown_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -97,7 +97,10 @@ def counts(*, session: Session, study: Study) -> dict[str, int]:
 def themes(*, session: Session, study: Study) -> list[str]:
     return list(
         session.scalars(
-            select(Prompt.theme).where(Prompt.study_id == study.id).distinct().order_by(Prompt.theme)
+            select(Prompt.theme)
+            .where(Prompt.study_id == study.id)
+            .distinct()
+            .order_by(Prompt.theme)
         )
     )
 

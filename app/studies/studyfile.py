@@ -285,7 +285,9 @@ def _check_unique(criteria: list[Criterion], arms: list[ArmSpec], text: str, nam
         seen: set[str] = set()
         for index, key in enumerate(keys):
             if key in seen:
-                line = _find_key_line(text, (loc_key, index, "name" if loc_key == "arms" else "key"))
+                line = _find_key_line(
+                    text, (loc_key, index, "name" if loc_key == "arms" else "key")
+                )
                 problems.append(Problem(name, line, 1, f"duplicate {label} {key!r}"))
             seen.add(key)
     if problems:

@@ -1,0 +1,79 @@
+"""The `vidarena` command line, run as a user runs it: a real process on a real database."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from tests.factories import EXAMPLE_STUDY
+
+VIDARENA = [sys.executable, "-m", "app"]
+
+
+def run(*args: str, database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "VIDARENA_DATABASE_URL": database_url,
+        "VIDARENA_VAR_DIR": str(cwd / "var"),
+    }
+    return subprocess.run(
+        [*VIDARENA, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def count(engine: sa.Engine, table: str) -> int:
+    with engine.connect() as conn:
+        return conn.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar_one()
+
+
+def test_study_create_prints_the_slug_and_stores_the_study(database_url, engine, tmp_path):
+    result = run("study", "create", str(EXAMPLE_STUDY), database_url=database_url, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "lightning-vs-animatediff"
+    assert "2 arms, 100 prompts, 10 themes" in result.stderr
+    assert count(engine, "prompt") == 100
+    assert count(engine, "arm") == 2
+    assert count(engine, "clip") == 200
+
+    listed = run("study", "list", database_url=database_url, cwd=tmp_path)
+    assert "lightning-vs-animatediff" in listed.stdout
+    assert "draft" in listed.stdout
+
+    again = run("study", "create", str(EXAMPLE_STUDY), database_url=database_url, cwd=tmp_path)
+    assert again.returncode == 2
+    assert "already exists" in again.stderr
+    assert count(engine, "study") == 1
+
+
+def test_broken_prompts_csv_names_the_line_and_creates_nothing(database_url, engine, tmp_path):
+    folder = tmp_path / "study"
+    shutil.copytree(EXAMPLE_STUDY.parent, folder)
+    lines = (folder / "prompts.csv").read_text().splitlines()
+    lines[41] = ',"nature",7'  # line 42 of the file: an empty prompt
+    (folder / "prompts.csv").write_text("\n".join(lines) + "\n")
+    result = run(
+        "study", "create", str(folder / "study.toml"), database_url=database_url, cwd=tmp_path
+    )
+    assert result.returncode == 2
+    assert "prompts.csv:42:1: prompt is empty" in result.stderr
+    assert "nothing was created" in result.stderr
+    assert count(engine, "study") == 0
+    assert count(engine, "prompt") == 0
+
+
+def test_every_command_has_help(tmp_path):
+    for args in (
+        ["--help"],
+        ["serve", "--help"],
+        ["db", "upgrade", "--help"],
+        ["study", "create", "--help"],
+        ["study", "list", "--help"],
+    ):
+        result = subprocess.run([*VIDARENA, *args], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0, result.stderr
+        assert "Usage" in result.stdout

@@ -1,0 +1,122 @@
+"""Study file and prompts CSV validation: every problem with file, line and column."""
+
+from __future__ import annotations
+
+import pytest
+
+from app.studies.studyfile import StudyFileError, load_study_file, parse_study
+from tests.factories import EXAMPLE_STUDY, SMALL_PROMPTS_CSV, SMALL_STUDY_TOML
+
+TOML = SMALL_STUDY_TOML.format(slug="s")
+
+
+def problems(toml: str = TOML, csv: bytes | str = SMALL_PROMPTS_CSV) -> list[str]:
+    data = csv.encode() if isinstance(csv, str) else csv
+    with pytest.raises(StudyFileError) as info:
+        parse_study(
+            toml_text=toml, toml_name="study.toml", prompts_bytes=data, prompts_name="p.csv"
+        )
+    return [str(p) for p in info.value.problems]
+
+
+def test_example_study_is_valid():
+    draft = load_study_file(EXAMPLE_STUDY)
+    assert len(draft.prompts) == 100
+    assert len(draft.themes) >= 10
+    assert len({p.text for p in draft.prompts}) == 100
+    assert [a.kind for a in draft.arms] == ["animatediff", "animatediff-lightning"]
+    assert [c.key for c in draft.criteria][-1] == "overall_quality"
+
+
+def test_small_study_inherits_render_settings():
+    draft = parse_study(
+        toml_text=TOML,
+        toml_name="study.toml",
+        prompts_bytes=SMALL_PROMPTS_CSV.encode(),
+        prompts_name="p.csv",
+    )
+    assert {(a.num_frames, a.width, a.fps) for a in draft.arms} == {(4, 64, 8)}
+    assert len(draft.criteria) == 6
+
+
+@pytest.mark.parametrize(
+    ("csv", "expected"),
+    [
+        ("prompt,theme,seed\n,nature,1\n", "p.csv:2:1: prompt is empty"),
+        (
+            "prompt,theme,seed\n" + "x" * 1001 + ",nature,1\n",
+            "p.csv:2:1: prompt is 1001 characters",
+        ),
+        ("prompt,theme\na cat,pets\nA  cat,pets\n", "p.csv:3:1: duplicate prompt (same as line 2)"),
+        ("prompt,theme,colour\na,b,c\n", "p.csv:1:14: unknown column 'colour'"),
+        ("prompt,seed\na,1\n", "p.csv:1:1: missing column 'theme'"),
+        ("prompt,theme,seed\na cat,pets,-3\n", "p.csv:2:12: seed '-3' is not a whole number"),
+        (
+            "prompt,theme,seed\na cat,pets,4294967296\n",
+            "p.csv:2:12: seed 4294967296 is out of range",
+        ),
+        ("prompt,theme,seed\na cat,,1\n", "p.csv:2:7: theme is empty"),
+        ("prompt,theme,seed\na, cat,pets,1\n", "p.csv:2:1: 4 fields, expected 3"),
+        ("", "p.csv:1:1: empty file"),
+        ("prompt,theme\n", "p.csv:2:1: no prompts"),
+    ],
+)
+def test_prompt_csv_problems_name_line_and_column(csv, expected):
+    found = problems(csv=csv)
+    assert any(p.startswith(expected) for p in found), found
+
+
+def test_bad_encoding_names_the_byte():
+    found = problems(csv=b"prompt,theme\ncaf\xe9 scene,food\n")
+    assert found == ["p.csv:2:4: not valid UTF-8 (byte 0xe9); save the file as UTF-8"]
+
+
+def test_quoted_fields_may_hold_commas_and_newlines():
+    csv = 'prompt,theme\n"a fox, running",wildlife\n"two\nlines",x\nlast one,y\n'
+    draft = parse_study(
+        toml_text=TOML, toml_name="study.toml", prompts_bytes=csv.encode(), prompts_name="p.csv"
+    )
+    assert [p.text for p in draft.prompts] == ["a fox, running", "two lines", "last one"]
+    assert [p.line for p in draft.prompts] == [2, 3, 5]
+
+
+def test_every_problem_is_reported_at_once():
+    toml = TOML.replace('kind = "animatediff-lightning"', 'kind = "sora"').replace(
+        "steps = 2\n", ""
+    )
+    found = problems(toml=toml, csv="prompt,theme\n,x\n")
+    assert any("arms.1.kind: unknown pipeline kind 'sora'" in p for p in found), found
+    assert any("arms.0.steps: missing required field" in p for p in found), found
+    assert any(p.startswith("p.csv:2:1: prompt is empty") for p in found), found
+
+
+def test_toml_syntax_error_has_line_and_column():
+    found = problems(toml='name = "x"\nprompts = \n')
+    assert found[0].startswith("study.toml:2:")
+    assert "invalid TOML" in found[0]
+
+
+def test_unknown_field_points_at_its_line():
+    toml = TOML.replace("guidance_scale = 7.5", "guidance_scale = 7.5\nguidence = 3")
+    found = problems(toml=toml)
+    line = toml.splitlines().index("guidence = 3") + 1
+    assert f"study.toml:{line}:1: arms.0.guidence: unknown field" in found[0]
+
+
+def test_lightning_needs_a_published_step_count():
+    toml = TOML.replace("steps = 1\n", "steps = 3\n")
+    found = problems(toml=toml)
+    assert any("checkpoints for steps (1, 2, 4, 8), not 3" in p for p in found), found
+
+
+def test_duplicate_arm_names_are_refused():
+    toml = TOML.replace('name = "fast"', 'name = "slow"')
+    found = problems(toml=toml)
+    assert any("duplicate arm name 'slow'" in p for p in found), found
+
+
+def test_missing_prompts_file(tmp_path):
+    study = tmp_path / "study.toml"
+    study.write_text(TOML)
+    with pytest.raises(StudyFileError, match=r"prompts file 'prompts\.csv' not found"):
+        load_study_file(study)
