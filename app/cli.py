@@ -138,6 +138,13 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
     workers: Annotated[int, typer.Option(help="uvicorn worker processes.")] = 1,
+    render_worker: Annotated[
+        bool | None,
+        typer.Option(
+            "--render-worker/--no-render-worker",
+            help="Run a render worker as a child process (default: on with the embedded broker).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the web app (evaluators, admin, dashboards) with uvicorn."""
     import uvicorn
@@ -147,16 +154,144 @@ def serve(
     password = settings.resolved_admin_password()
     typer.echo(f"vidarena on http://{host}:{port}/  admin: http://{host}:{port}/admin/")
     if settings.admin_password is None:
-        typer.echo(
-            f"admin password (generated, kept in {settings.var_dir}/admin_password): {password}"
-        )
-    uvicorn.run(
-        "app.main:create_app", factory=True, host=host, port=port, workers=workers, log_level="info"
+        where = settings.var_dir / "admin_password"
+        typer.echo(f"admin password (generated, kept in {where}): {password}")
+    embedded = settings.broker_url.startswith("filesystem://")
+    child = (
+        _start_worker_process() if (embedded if render_worker is None else render_worker) else None
     )
+    try:
+        uvicorn.run(
+            "app.main:create_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            log_level="info",
+        )
+    finally:
+        _stop_process(child)
 
 
-def main() -> None:  # pragma: no cover - console entry point
-    app()
+def _start_worker_process():  # type: ignore[no-untyped-def]
+    import subprocess
+    import sys
+
+    typer.echo("starting a render worker (child process)")
+    return subprocess.Popen([sys.executable, "-m", "app", "worker", "--loglevel", "WARNING"])
+
+
+def _stop_process(process) -> None:  # type: ignore[no-untyped-def]
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except Exception:
+        process.kill()
+
+
+@app.command("worker")
+def worker(
+    loglevel: Annotated[str, typer.Option(help="Celery log level.")] = "INFO",
+    hostname: Annotated[
+        str | None, typer.Option(help="Worker name, e.g. gpu0@%h (default: celery@host).")
+    ] = None,
+) -> None:
+    """Run one render worker: one process, one clip at a time (start one per GPU, choosing it
+    with CUDA_VISIBLE_DEVICES)."""
+    settings = get_settings()
+    ensure_schema(settings)
+    from workers.celery_app import RENDER_QUEUE, celery_app
+
+    argv = ["worker", f"--loglevel={loglevel}", "--pool=solo", "--concurrency=1"]
+    argv += [f"--queues={RENDER_QUEUE}", "--without-gossip", "--without-mingle"]
+    if hostname:
+        argv.append(f"--hostname={hostname}")
+    celery_app.worker_main(argv)
+
+
+@app.command("render")
+def render(
+    slug: Annotated[str, typer.Argument(help="The study to render.")],
+    tiny: Annotated[
+        bool, typer.Option(help="Use tiny random-weight models (demos, tests; no downloads).")
+    ] = False,
+    wait: Annotated[bool, typer.Option(help="Show progress until every clip is done.")] = False,
+    retry_failed: Annotated[
+        bool, typer.Option("--retry-failed", help="Queue failed clips only.")
+    ] = False,
+    with_worker: Annotated[
+        bool, typer.Option(help="Run a render worker in a child process while waiting.")
+    ] = False,
+) -> None:
+    """Queue every missing clip of a study (one render task per prompt x arm)."""
+    from app.clips import service as clips_service
+    from app.clips.dispatch import send_renders
+    from app.db import session_scope
+    from app.studies import service as studies_service
+
+    settings = get_settings()
+    ensure_schema(settings)
+    try:
+        with session_scope() as session:
+            study = studies_service.get_by_slug(session=session, slug=slug)
+            queue = clips_service.retry_failed if retry_failed else clips_service.queue_missing
+            ids = queue(session=session, study=study, tiny=tiny)
+    except studies_service.StudyNotFoundError as exc:
+        raise fail(str(exc), code=2) from exc
+    try:
+        send_renders(settings=settings, clips=[(i, tiny) for i in ids])
+    except clips_service.QueueUnavailableError as exc:
+        raise fail(str(exc), code=3) from exc
+    typer.echo(f"queued {len(ids)} clip(s) of {slug!r}{' with tiny models' if tiny else ''}")
+    if wait:
+        child = _start_worker_process() if with_worker else None
+        try:
+            failed = _wait_for_renders(slug)
+        finally:
+            _stop_process(child)
+        if failed:
+            raise fail(f"{failed} clip(s) failed: see the study page or `vidarena render --help`")
+
+
+def _wait_for_renders(slug: str) -> int:
+    """A progress bar per arm until nothing is queued or rendering; returns failed clips."""
+    import time
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from app.clips import service as clips_service
+    from app.db import session_scope
+    from app.studies import service as studies_service
+
+    def snapshot() -> list[clips_service.ArmProgress]:
+        with session_scope(read_only=True) as session:
+            study = studies_service.get_by_slug(session=session, slug=slug)
+            return clips_service.progress(session=session, study=study)
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+    )
+    with Progress(*columns) as bar:
+        tasks = {a.arm: bar.add_task(a.arm, total=a.total, detail="") for a in snapshot()}
+        while True:
+            arms = snapshot()
+            for arm in arms:
+                steps = ", ".join(f"step {r['step']}/{r['total']}" for r in arm.rendering)
+                eta = f"ETA {arm.eta_seconds:.0f} s" if arm.eta_seconds else ""
+                failed = arm.counts.get("failed", 0)
+                detail = " ".join(
+                    x for x in (steps, eta, f"{failed} failed" if failed else "") if x
+                )
+                bar.update(tasks[arm.arm], completed=arm.done, detail=detail)
+            if not any(a.counts.get("queued", 0) + a.counts.get("rendering", 0) for a in arms):
+                return sum(a.counts.get("failed", 0) for a in arms)
+            time.sleep(0.5)
 
 
 @app.command("demo")
@@ -164,9 +299,12 @@ def demo(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
-    """Migrate, create the example study (once) and serve it on the embedded default."""
+    """Migrate, create the example study, render it with tiny models in the background, open
+    it for rating and serve it (what `make run` calls)."""
+    from app.clips import service as clips_service
     from app.db import session_scope
     from app.studies import service as studies_service
+    from app.studies.models import StudyStatus
     from app.studies.studyfile import load_study_file
 
     settings = get_settings()
@@ -174,8 +312,23 @@ def demo(
     draft = load_study_file(EXAMPLE_STUDY)
     with session_scope() as session:
         try:
-            studies_service.create(session=session, draft=draft)
+            study = studies_service.create(session=session, draft=draft)
             typer.echo(f"created the example study {draft.slug!r}")
         except studies_service.StudyExistsError:
+            study = studies_service.get_by_slug(session=session, slug=draft.slug)
             typer.echo(f"the example study {draft.slug!r} is already there")
-    serve(host=host, port=port, workers=1)
+        ids = clips_service.queue_missing(session=session, study=study, tiny=True)
+        # Open at once: pairs become ratable as soon as both clips of a prompt exist.
+        if study.status != StudyStatus.open:
+            for status in (StudyStatus.rendering, StudyStatus.open):
+                if status in studies_service.TRANSITIONS[study.status]:
+                    studies_service.set_status(session=session, study=study, status=status)
+    from app.clips.dispatch import send_renders
+
+    send_renders(settings=settings, clips=[(i, True) for i in ids])
+    typer.echo(f"rendering {len(ids)} clip(s) with tiny models in the background")
+    serve(host=host, port=port, workers=1, render_worker=True)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

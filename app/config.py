@@ -34,6 +34,8 @@ class Settings(BaseSettings):
     session_max_age: int = Field(default=8 * 3600, ge=60)
     https_only: bool = False
     log_level: str = "INFO"
+    render_lease_seconds: int = Field(default=300, ge=1)
+    render_max_retries: int = Field(default=3, ge=0, le=20)
 
     @model_validator(mode="after")
     def _defaults_under_var(self) -> Settings:

@@ -7,12 +7,14 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     CheckConstraint,
     ForeignKey,
     Integer,
     String,
     Text,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
@@ -62,6 +64,8 @@ class Clip(Base):
     # library versions, model ids and revisions.
     telemetry: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     source: Mapped[str] = mapped_column(String(16), default="render")  # render | import
+    # Rendered with tiny random-weight stand-ins (demos, tests): never mix with real results.
+    tiny: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     progress_step: Mapped[int] = mapped_column(Integer, default=0)

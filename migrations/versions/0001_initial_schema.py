@@ -98,6 +98,7 @@ def upgrade() -> None:
     sa.Column('duration_ms', sa.Integer(), nullable=True),
     sa.Column('telemetry', sa.JSON(), nullable=False),
     sa.Column('source', sa.String(length=16), nullable=False),
+    sa.Column('tiny', sa.Boolean(), server_default=sa.false(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('progress_step', sa.Integer(), nullable=False),

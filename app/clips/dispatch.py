@@ -1,0 +1,55 @@
+"""Send render tasks to the broker, by name: the web app never imports torch or the tasks."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from celery import Celery
+
+from app.clips.service import QueueUnavailableError
+from app.config import Settings
+
+_apps: dict[str, Celery] = {}
+
+
+def _celery_for(settings: Settings) -> Celery:
+    """One Celery app (and its connection pool) per broker URL."""
+    from workers.celery_app import make_celery
+
+    if settings.broker_url not in _apps:
+        _apps[settings.broker_url] = make_celery(settings)
+    return _apps[settings.broker_url]
+
+
+def send_renders(*, settings: Settings, clips: Iterable[tuple[int, bool]]) -> int:
+    """Enqueue one render task per (clip id, tiny). Call only after the queueing commit."""
+    from workers.celery_app import RENDER_QUEUE, RENDER_TASK
+
+    celery = _celery_for(settings)
+    sent = 0
+    try:
+        for clip_id, tiny in clips:
+            celery.send_task(
+                RENDER_TASK,
+                args=[clip_id],
+                kwargs={"tiny": tiny},
+                queue=RENDER_QUEUE,
+                retry=True,
+                retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
+            )
+            sent += 1
+    except Exception as exc:  # kombu raises transport-specific errors; all mean "broker down"
+        raise QueueUnavailableError(
+            f"the render queue at {_safe(settings.broker_url)} is unavailable ({exc}); "
+            f"{sent} task(s) were sent. The clips stay queued and are sent again when a worker "
+            "starts, or queue them again later."
+        ) from exc
+    return sent
+
+
+def _safe(url: str) -> str:
+    """The broker URL without its password."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url

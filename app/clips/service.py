@@ -1,0 +1,312 @@
+"""Render batches and clip state. The web app and CLI queue work here; workers report back here.
+
+Every state change is a conditional UPDATE on the clip row, so a clip is claimed by one worker at
+a time and becomes `done` exactly once, whatever the broker delivers twice or loses.
+"""
+
+from __future__ import annotations
+
+import statistics
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from app.clips.models import Clip, ClipStatus
+from app.db import utcnow
+from app.studies.models import Arm, Prompt, Study
+
+ACTIVE = (ClipStatus.queued, ClipStatus.rendering)
+# What "render the missing clips" picks up: never rendered, failed or cancelled before.
+MISSING = (ClipStatus.pending, ClipStatus.failed, ClipStatus.cancelled)
+
+
+class QueueUnavailableError(RuntimeError):
+    """The broker cannot take render tasks right now (e.g. Redis is down)."""
+
+
+def _study_clips(study: Study) -> Any:
+    return (
+        select(Clip.id).join(Prompt, Prompt.id == Clip.prompt_id).where(Prompt.study_id == study.id)
+    )
+
+
+def queue_missing(
+    *, session: Session, study: Study, tiny: bool, statuses: tuple[ClipStatus, ...] = MISSING
+) -> list[int]:
+    """Mark every missing clip queued; returns their ids in prompt order, arms interleaved.
+
+    Interleaving (prompt 1 arm A, prompt 1 arm B, prompt 2 ...) makes the first pairs ratable
+    early. The caller sends the tasks only after committing (see `dispatch`).
+    """
+    ids = list(
+        session.scalars(
+            select(Clip.id)
+            .join(Prompt, Prompt.id == Clip.prompt_id)
+            .join(Arm, Arm.id == Clip.arm_id)
+            .where(Prompt.study_id == study.id, Clip.status.in_(statuses))
+            .order_by(Prompt.position, Arm.position)
+        )
+    )
+    if ids:
+        session.execute(
+            update(Clip)
+            .where(Clip.id.in_(ids))
+            .values(
+                status=ClipStatus.queued,
+                tiny=tiny,
+                queued_at=utcnow(),
+                error=None,
+                progress_step=0,
+                progress_total=0,
+                task_id=None,
+                worker=None,
+                lease_expires_at=None,
+            )
+        )
+    return ids
+
+
+def retry_failed(*, session: Session, study: Study, tiny: bool) -> list[int]:
+    return queue_missing(session=session, study=study, tiny=tiny, statuses=(ClipStatus.failed,))
+
+
+def cancel(*, session: Session, study: Study) -> int:
+    """Cancel queued and rendering clips; a rendering worker stops at its next step."""
+    result = session.execute(
+        update(Clip)
+        .where(Clip.id.in_(_study_clips(study)), Clip.status.in_(ACTIVE))
+        .values(status=ClipStatus.cancelled, lease_expires_at=None, finished_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
+    return result.rowcount or 0
+
+
+# --- the worker side ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClipJob:
+    """What a worker needs to render one clip, read in the claiming transaction."""
+
+    clip_id: int
+    study_id: int
+    arm_spec: dict[str, Any]
+    prompt: str
+    seed: int
+    tiny: bool
+    attempts: int
+
+
+def claim(
+    *, session: Session, clip_id: int, task_id: str, worker: str, lease_s: int
+) -> ClipJob | None:
+    """Take a queued clip (or one whose lease expired) for this task; None when not ours to do."""
+    now = utcnow()
+    claimed = session.execute(
+        update(Clip)
+        .where(
+            Clip.id == clip_id,
+            (Clip.status == ClipStatus.queued)
+            | ((Clip.status == ClipStatus.rendering) & (Clip.lease_expires_at < now)),
+        )
+        .values(
+            status=ClipStatus.rendering,
+            task_id=task_id,
+            worker=worker,
+            attempts=Clip.attempts + 1,
+            started_at=now,
+            lease_expires_at=now + timedelta(seconds=lease_s),
+            progress_step=0,
+            error=None,
+        )
+        .execution_options(synchronize_session=False)
+    ).rowcount
+    if not claimed:
+        return None
+    clip, prompt, arm = session.execute(
+        select(Clip, Prompt, Arm)
+        .join(Prompt, Prompt.id == Clip.prompt_id)
+        .join(Arm, Arm.id == Clip.arm_id)
+        .where(Clip.id == clip_id)
+    ).one()
+    return ClipJob(
+        clip_id=clip.id,
+        study_id=prompt.study_id,
+        arm_spec=dict(arm.spec),
+        prompt=prompt.text,
+        seed=prompt.seed,
+        tiny=clip.tiny,
+        attempts=clip.attempts,
+    )
+
+
+def report_progress(
+    *, session: Session, clip_id: int, task_id: str, step: int, total: int, lease_s: int
+) -> bool:
+    """Record a step and renew the lease. False when the clip is no longer this task's
+    (cancelled, or taken over after the lease lapsed): the worker should stop."""
+    return bool(
+        session.execute(
+            update(Clip)
+            .where(Clip.id == clip_id, Clip.task_id == task_id, Clip.status == ClipStatus.rendering)
+            .values(
+                progress_step=step,
+                progress_total=total,
+                lease_expires_at=utcnow() + timedelta(seconds=lease_s),
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
+
+
+def finish(
+    *,
+    session: Session,
+    clip_id: int,
+    task_id: str,
+    storage_key: str,
+    sha256: str,
+    size_bytes: int,
+    num_frames: int,
+    width: int,
+    height: int,
+    duration_ms: int,
+    telemetry: dict[str, Any],
+) -> bool:
+    """Mark the clip done with its media. Only the lease holder can: done happens once."""
+    return bool(
+        session.execute(
+            update(Clip)
+            .where(Clip.id == clip_id, Clip.task_id == task_id, Clip.status == ClipStatus.rendering)
+            .values(
+                status=ClipStatus.done,
+                storage_key=storage_key,
+                sha256=sha256,
+                size_bytes=size_bytes,
+                num_frames=num_frames,
+                width=width,
+                height=height,
+                duration_ms=duration_ms,
+                telemetry=telemetry,
+                progress_step=telemetry.get("steps", 0),
+                finished_at=utcnow(),
+                lease_expires_at=None,
+                error=None,
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
+
+
+def fail(
+    *, session: Session, clip_id: int, task_id: str, error: str, requeue: bool = False
+) -> bool:
+    """Record an error: `failed` for good, or back to `queued` when a retry is coming."""
+    return bool(
+        session.execute(
+            update(Clip)
+            .where(Clip.id == clip_id, Clip.task_id == task_id, Clip.status == ClipStatus.rendering)
+            .values(
+                status=ClipStatus.queued if requeue else ClipStatus.failed,
+                error=error[:4000],
+                lease_expires_at=None,
+                finished_at=None if requeue else utcnow(),
+            )
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
+
+
+def expire_leases(*, session: Session, now: datetime | None = None) -> list[tuple[int, bool]]:
+    """Re-queue clips whose worker stopped renewing its lease; returns (clip id, tiny) to resend."""
+    now = now or utcnow()
+    stale = list(
+        session.execute(
+            select(Clip.id, Clip.tiny).where(
+                Clip.status == ClipStatus.rendering, Clip.lease_expires_at < now
+            )
+        ).tuples()
+    )
+    if stale:
+        session.execute(
+            update(Clip)
+            .where(
+                Clip.id.in_([cid for cid, _ in stale]),
+                Clip.status == ClipStatus.rendering,
+                Clip.lease_expires_at < now,
+            )
+            .values(status=ClipStatus.queued, queued_at=now, task_id=None, worker=None)
+            .execution_options(synchronize_session=False)
+        )
+    return stale
+
+
+def queued_clips(*, session: Session) -> list[tuple[int, bool]]:
+    """Every queued clip (id, tiny): resent when an at-most-once broker restarts."""
+    return list(
+        session.execute(
+            select(Clip.id, Clip.tiny).where(Clip.status == ClipStatus.queued).order_by(Clip.id)
+        ).tuples()
+    )
+
+
+# --- progress ---------------------------------------------------------------------------------
+
+
+@dataclass
+class ArmProgress:
+    arm: str
+    counts: dict[str, int] = field(default_factory=dict)
+    total: int = 0
+    rendering: list[dict[str, Any]] = field(default_factory=list)
+    median_seconds: float | None = None
+    eta_seconds: float | None = None
+
+    @property
+    def done(self) -> int:
+        return self.counts.get(ClipStatus.done.value, 0)
+
+
+def progress(*, session: Session, study: Study) -> list[ArmProgress]:
+    """Per arm: clips by status, what is rendering now (step/total), median seconds, ETA."""
+    arms = {a.id: ArmProgress(arm=a.name) for a in study.arms}
+    rows = session.execute(
+        select(Clip.arm_id, Clip.status, func.count(Clip.id))
+        .where(Clip.id.in_(_study_clips(study)))
+        .group_by(Clip.arm_id, Clip.status)
+    ).all()
+    for arm_id, status, n in rows:
+        arms[arm_id].counts[status.value] = n
+        arms[arm_id].total += n
+    live = session.execute(
+        select(Clip.arm_id, Clip.id, Clip.progress_step, Clip.progress_total, Clip.worker).where(
+            Clip.id.in_(_study_clips(study)), Clip.status == ClipStatus.rendering
+        )
+    ).all()
+    for arm_id, clip_id, step, total, worker in live:
+        arms[arm_id].rendering.append(
+            {"clip": clip_id, "step": step, "total": total, "worker": worker}
+        )
+    for arm_id, arm in arms.items():
+        arm.median_seconds = _median_seconds(session, study, arm_id)
+        remaining = arm.counts.get("queued", 0) + arm.counts.get("rendering", 0)
+        if arm.median_seconds is not None and remaining:
+            workers = max(1, len({r["worker"] for a in arms.values() for r in a.rendering}))
+            arm.eta_seconds = arm.median_seconds * remaining / workers
+    return list(arms.values())
+
+
+def _median_seconds(session: Session, study: Study, arm_id: int) -> float | None:
+    telemetry = session.scalars(
+        select(Clip.telemetry)
+        .where(
+            Clip.id.in_(_study_clips(study)), Clip.arm_id == arm_id, Clip.status == ClipStatus.done
+        )
+        .order_by(Clip.finished_at.desc())
+        .limit(50)
+    ).all()
+    seconds = [t["total_s"] for t in telemetry if isinstance(t, dict) and "total_s" in t]
+    return statistics.median(seconds) if seconds else None

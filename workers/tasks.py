@@ -1,0 +1,87 @@
+"""Celery tasks. They take ids and re-read everything from SQL, so a re-run is harmless."""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+
+from celery.signals import worker_ready, worker_shutdown
+
+from app.clips import service as clips_service
+from app.clips.dispatch import send_renders
+from app.config import get_settings
+from app.db import get_engine, session_scope
+from workers.celery_app import RENDER_TASK, SWEEP_TASK, celery_app
+from workers.render import render_clip as render_one
+
+log = logging.getLogger(__name__)
+
+
+@celery_app.task(name=RENDER_TASK, bind=True, acks_late=True)
+def render_clip(self, clip_id: int, tiny: bool = False) -> str:  # type: ignore[no-untyped-def]
+    """Render clip `clip_id`; `tiny` is recorded on the clip row when it is queued."""
+    settings = get_settings()
+    retries = self.request.retries
+    last_try = retries >= settings.render_max_retries
+    outcome = render_one(
+        clip_id=clip_id, task_id=self.request.id, settings=settings, last_try=last_try
+    )
+    log.info("clip %s: %s %s", clip_id, outcome.status, outcome.detail)
+    if outcome.status == "retry":
+        # Exponential backoff with full jitter, capped at five minutes.
+        countdown = random.uniform(0, min(300, 2 ** (retries + 1)))
+        raise self.retry(countdown=countdown, max_retries=settings.render_max_retries)
+    return outcome.status
+
+
+@celery_app.task(name=SWEEP_TASK)
+def sweep_leases() -> int:
+    """Re-queue clips whose worker stopped renewing its lease (it died or hung)."""
+    settings = get_settings()
+    with session_scope(get_engine(settings)) as session:
+        stale = clips_service.expire_leases(session=session)
+    if stale:
+        log.warning("re-queueing %d clip(s) whose worker stopped: %s", len(stale), stale)
+        send_renders(settings=settings, clips=stale)
+    return len(stale)
+
+
+def _recover_queued() -> None:
+    """The filesystem broker loses the messages a dead worker had taken: resend every queued
+    clip. Duplicates are harmless, since a task only renders a clip it can claim."""
+    settings = get_settings()
+    if not settings.broker_url.startswith("filesystem://"):
+        return
+    with session_scope(get_engine(settings), read_only=True) as session:
+        queued = clips_service.queued_clips(session=session)
+    if queued:
+        log.info("resending %d queued clip(s) after start", len(queued))
+        send_renders(settings=settings, clips=queued)
+
+
+_stop = threading.Event()
+
+
+def _sweeper() -> None:
+    interval = max(1.0, min(30.0, get_settings().render_lease_seconds / 3))
+    while not _stop.wait(interval):
+        try:
+            sweep_leases()
+        except Exception:
+            log.exception("lease sweep failed; trying again in %.0f s", interval)
+
+
+@worker_ready.connect
+def _start_sweeper(**_: object) -> None:
+    try:
+        sweep_leases()
+        _recover_queued()
+    except Exception:
+        log.exception("start-up recovery failed")
+    threading.Thread(target=_sweeper, name="lease-sweeper", daemon=True).start()
+
+
+@worker_shutdown.connect
+def _stop_sweeper(**_: object) -> None:
+    _stop.set()
