@@ -160,7 +160,7 @@ def pending_migrations(engine: Engine) -> list[str]:
     script = ScriptDirectory.from_config(
         alembic_config(engine.url.render_as_string(hide_password=False))
     )
-    with engine.connect() as conn:
+    with engine.execution_options(sqlite_begin="DEFERRED").connect() as conn:
         current = set(MigrationContext.configure(conn).get_current_heads())
     heads = set(script.get_heads())
     if current == heads:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from dataclasses import dataclass
 
@@ -20,6 +21,10 @@ from app.config import Settings
 from app.db import get_engine, session_scope
 from app.storage import StorageError, get_storage
 from app.studies.schemas import ArmSpec
+
+# Imported when the worker starts, not inside the first task: importing torch takes seconds.
+from workers.gif import encode_gif, gif_info
+from workers.pipelines import MissingWeightsError, get_renderer
 
 log = logging.getLogger(__name__)
 PROGRESS_EVERY_S = 0.5
@@ -54,7 +59,8 @@ def render_clip(*, clip_id: int, task_id: str, settings: Settings, last_try: boo
     if job is None:
         return Outcome("skipped", "not queued, or another worker holds it")
     try:
-        return _render(job=job, task_id=task_id, settings=settings)
+        with LeaseKeeper(settings, clip_id, task_id) as lease:
+            return _render(job=job, task_id=task_id, settings=settings, lost=lease.lost)
     except RenderAborted as exc:
         return Outcome("aborted", str(exc))
     except TransientRenderError as exc:
@@ -64,8 +70,6 @@ def render_clip(*, clip_id: int, task_id: str, settings: Settings, last_try: boo
             return Outcome("failed", message)
         return Outcome("retry", message)
     except Exception as exc:
-        from workers.pipelines import MissingWeightsError
-
         if not isinstance(exc, MissingWeightsError):
             log.exception("clip %s failed", clip_id)
         # Permanent: missing weights or a bug. Failing once beats a crash loop.
@@ -76,15 +80,53 @@ def render_clip(*, clip_id: int, task_id: str, settings: Settings, last_try: boo
         return Outcome("failed", message)
 
 
-def _render(*, job: clips_service.ClipJob, task_id: str, settings: Settings) -> Outcome:
-    from workers.gif import encode_gif, gif_info
-    from workers.pipelines import get_renderer
+class LeaseKeeper:
+    """Renews the clip's lease from a thread while this process lives, so a slow model load
+    never looks like a dead worker; notices when the clip stops being ours (cancel, takeover)."""
 
+    def __init__(self, settings: Settings, clip_id: int, task_id: str) -> None:
+        self.settings, self.clip_id, self.task_id = settings, clip_id, task_id
+        self.lost = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=f"lease-{clip_id}", daemon=True)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        interval = max(0.2, self.settings.render_lease_seconds / 3)
+        while not self._stop.wait(interval):
+            try:
+                with session_scope(get_engine(self.settings)) as session:
+                    ours = clips_service.renew_lease(
+                        session=session,
+                        clip_id=self.clip_id,
+                        task_id=self.task_id,
+                        lease_s=self.settings.render_lease_seconds,
+                    )
+            except Exception:  # a blip: the next renewal or the lease margin covers it
+                log.warning("could not renew the lease of clip %s", self.clip_id, exc_info=True)
+                continue
+            if not ours:
+                self.lost.set()
+                return
+
+
+def _render(
+    *, job: clips_service.ClipJob, task_id: str, settings: Settings, lost: threading.Event
+) -> Outcome:
     started = time.perf_counter()
     arm = ArmSpec.model_validate(job.arm_spec)
     renderer = get_renderer(arm, tiny=job.tiny, tiny_root=settings.var_dir / "tiny-models")
     rendered = renderer.render(
-        prompt=job.prompt, seed=job.seed, on_step=_progress(settings, job.clip_id, task_id)
+        prompt=job.prompt,
+        seed=job.seed,
+        on_step=_progress(settings, job.clip_id, task_id, lost),
     )
     encode_started = time.perf_counter()
     data = encode_gif(rendered.frames, fps=arm.fps)
@@ -132,12 +174,14 @@ def _after_done(session, job: clips_service.ClipJob) -> None:  # type: ignore[no
         ensure(session=session, clip_id=job.clip_id)
 
 
-def _progress(settings: Settings, clip_id: int, task_id: str):  # type: ignore[no-untyped-def]
+def _progress(settings: Settings, clip_id: int, task_id: str, lost: threading.Event):  # type: ignore[no-untyped-def]
     """on_step callback: throttled progress writes that renew the lease and notice cancels."""
     last = 0.0
 
     def on_step(step: int, total: int) -> None:
         nonlocal last
+        if lost.is_set():
+            raise RenderAborted(f"clip {clip_id} was cancelled or taken over at step {step}")
         now = time.monotonic()
         if step < total and now - last < PROGRESS_EVERY_S:
             return

@@ -162,6 +162,18 @@ def report_progress(
     )
 
 
+def renew_lease(*, session: Session, clip_id: int, task_id: str, lease_s: int) -> bool:
+    """Extend the lease while the worker lives (loading weights has no steps to report)."""
+    return bool(
+        session.execute(
+            update(Clip)
+            .where(Clip.id == clip_id, Clip.task_id == task_id, Clip.status == ClipStatus.rendering)
+            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
+            .execution_options(synchronize_session=False)
+        ).rowcount
+    )
+
+
 def finish(
     *,
     session: Session,
