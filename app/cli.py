@@ -20,8 +20,10 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 study_app = typer.Typer(help="Create and list studies.", no_args_is_help=True)
+clips_app = typer.Typer(help="Clips rendered elsewhere.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(study_app, name="study")
+app.add_typer(clips_app, name="clips")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -131,6 +133,38 @@ def study_list() -> None:
                 f"{study.slug:<32} {study.status.value:<10} {n['arms']:>4} {n['prompts']:>7}  "
                 f"{study.name}"
             )
+
+
+@clips_app.command("import")
+def clips_import(
+    slug: Annotated[str, typer.Argument(help="The study the clips belong to.")],
+    manifest: Annotated[
+        Path, typer.Argument(help="CSV with columns prompt, arm, path (paths relative to it).")
+    ],
+    replace: Annotated[bool, typer.Option(help="Replace clips that are already done.")] = False,
+) -> None:
+    """Import GIFs rendered elsewhere; every bad row is reported and nothing is stored."""
+    from app.clips.importer import import_manifest
+    from app.db import session_scope
+    from app.storage import get_storage
+    from app.studies import service as studies_service
+    from app.studies.studyfile import StudyFileError
+
+    settings = get_settings()
+    ensure_schema(settings)
+    try:
+        with session_scope() as session:
+            study = studies_service.get_by_slug(session=session, slug=slug)
+            count = import_manifest(
+                session=session,
+                study=study,
+                manifest=manifest,
+                storage=get_storage(settings),
+                replace=replace,
+            )
+    except (StudyFileError, studies_service.StudyNotFoundError) as exc:
+        raise fail(str(exc), code=2) from exc
+    typer.echo(f"imported {count} clip(s) into {slug!r}")
 
 
 @app.command("serve")

@@ -29,6 +29,8 @@ def broker_options(broker_url: str) -> tuple[str, dict[str, object]]:
             "data_folder_in": str(queue),
             "data_folder_out": str(queue),
             "processed_folder": str(folder / "processed"),
+            # Exchange bindings; kombu would otherwise write ./control in the current directory.
+            "control_folder": str(folder / "control"),
             "store_processed": False,
             "polling_interval": 0.05,
         }
