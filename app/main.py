@@ -4,11 +4,21 @@ from __future__ import annotations
 
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
 
 from app import __version__
+from app.auth import router as auth_router
+from app.auth import service as auth_service
+from app.auth import web as auth_web
+from app.auth.deps import assert_admin_routes_protected
 from app.config import Settings, get_settings
 from app.db import get_engine, session_factory
-from app.web import STATIC_DIR
+from app.rating import admin as rating_admin
+from app.rating import api as rating_api
+from app.rating import router as rating_router
+from app.studies import router as studies_router
+from app.web import STATIC_DIR, templates
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -20,4 +30,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.session_factory = session_factory(engine)
     app.state.read_session_factory = session_factory(engine, read_only=True)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+
+    # Added first, so it runs inside the session middleware (its 413 page shows the session).
+    app.add_middleware(
+        auth_web.BodyLimitMiddleware,
+        max_bytes=studies_router.UPLOAD_BODY_LIMIT,
+        path_prefix="/admin/",
+    )
+    app.add_middleware(SessionMiddleware, **auth_service.session_cookie_options(settings))
+    app.state.login_throttle = auth_service.LoginThrottle()
+    auth_web.install_template_globals(templates.env)
+    app.add_exception_handler(StarletteHTTPException, auth_web.http_error_page)
+
+    app.include_router(auth_router.login_router)
+    app.include_router(auth_router.router)
+    app.include_router(studies_router.router)
+    app.include_router(rating_admin.router)
+    app.include_router(rating_api.router)
+    app.include_router(rating_router.router)
+    app.include_router(rating_router.media_router)
+    # Keep last: start-up fails if any /admin route skips require_admin / verify_csrf.
+    assert_admin_routes_protected(app)
     return app

@@ -1,0 +1,1 @@
+"""Admin authentication: password login, signed session cookie, CSRF tokens, route guards."""
