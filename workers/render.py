@@ -148,7 +148,8 @@ def _render(
                 storage_key=stored.key,
                 sha256=stored.sha256,
                 size_bytes=stored.size,
-                num_frames=info["frames"],
+                # Not info["frames"]: the GIF merges frames that quantize identically.
+                num_frames=len(rendered.frames),
                 width=info["width"],
                 height=info["height"],
                 duration_ms=info["duration_ms"],

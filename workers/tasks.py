@@ -18,6 +18,18 @@ from workers.render import render_clip as render_one
 log = logging.getLogger(__name__)
 
 
+def _quiet_library_progress_bars() -> None:
+    """Weight-loading progress bars are noise in a worker log; steps are reported in SQL."""
+    import diffusers.utils.logging
+    import transformers.utils.logging
+
+    diffusers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()
+
+
+_quiet_library_progress_bars()
+
+
 @celery_app.task(name=RENDER_TASK, bind=True, acks_late=True)
 def render_clip(self, clip_id: int, tiny: bool = False) -> str:  # type: ignore[no-untyped-def]
     """Render clip `clip_id`; `tiny` is recorded on the clip row when it is queued."""

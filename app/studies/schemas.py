@@ -95,7 +95,7 @@ class RenderSpec(Strict):
     num_frames: int = Field(default=16, ge=1, le=128)
     width: int = Field(default=512, ge=16, le=2048, multiple_of=8)
     height: int = Field(default=512, ge=16, le=2048, multiple_of=8)
-    fps: int = Field(default=8, ge=1, le=60)
+    fps: int = Field(default=8, ge=1, le=50)  # GIF delays under 20 ms play at 100 ms
 
 
 class ArmSpec(Strict):
@@ -118,7 +118,7 @@ class ArmSpec(Strict):
     num_frames: int = Field(ge=1, le=128)
     width: int = Field(ge=16, le=2048, multiple_of=8)
     height: int = Field(ge=16, le=2048, multiple_of=8)
-    fps: int = Field(ge=1, le=60)
+    fps: int = Field(ge=1, le=50)
 
     @model_validator(mode="after")
     def _check_kind(self) -> ArmSpec:

@@ -1,0 +1,131 @@
+"""Clip GIFs: shared palette, exact frame rate, looping, no metadata, and strict validation."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image, ImageSequence
+
+from workers.gif import MAX_FPS, encode_gif, frame_durations_ms, gif_info
+
+
+def moving_frames(count: int = 16, *, width: int = 48, height: int = 32) -> list[Image.Image]:
+    """A colour gradient with a square moving across it: every frame differs."""
+    x = np.linspace(0, 255, width)[None, :]
+    y = np.linspace(0, 255, height)[:, None]
+    base = np.stack(np.broadcast_arrays(x, y, np.full_like(x * y, 96)), axis=-1)
+    frames = []
+    for i in range(count):
+        pixels = base.copy()
+        pixels[8:16, 2 * i : 2 * i + 8] = (250, 250, 40)
+        frames.append(Image.fromarray(pixels.astype(np.uint8)))
+    return frames
+
+
+def decode(data: bytes) -> list[np.ndarray]:
+    with Image.open(io.BytesIO(data)) as image:
+        return [np.asarray(f.convert("RGB"), dtype=float) for f in ImageSequence.Iterator(image)]
+
+
+def test_round_trip_keeps_frames_size_rate_and_loop() -> None:
+    frames = moving_frames(16)
+    data = encode_gif(frames, fps=8)
+    info = gif_info(data)
+    assert (info["frames"], info["width"], info["height"]) == (16, 48, 32)
+    assert info["duration_ms"] == 2000  # exactly 16 frames at 8 fps
+    assert sorted(set(info["durations_ms"])) == [120, 130]  # Pillow cannot store 125 ms
+    assert info["loop"] == 0  # forever
+    decoded = decode(data)
+    assert len(decoded) == 16
+    mse = np.mean([(d - np.asarray(f, dtype=float)) ** 2 for d, f in zip(decoded, frames)])
+    assert 10 * np.log10(255**2 / mse) > 30
+
+
+def test_one_palette_is_shared_and_nothing_else_is_written() -> None:
+    info = gif_info(encode_gif(moving_frames(6), fps=12))
+    assert info["global_palette"] is True
+    assert info["local_palettes"] == 0
+    assert info["comments"] == 0
+    assert info["application_extensions"] == ["NETSCAPE2.0"]  # only the loop count
+
+
+def test_rgba_palette_is_converted_so_colours_survive() -> None:
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)]
+    frames = [Image.new("RGB", (16, 16), colour) for colour in colours]
+    decoded = decode(encode_gif(frames, fps=4, dither=0.0))
+    assert [tuple(int(v) for v in frame[0, 0]) for frame in decoded] == colours
+
+
+def test_same_frames_same_bytes() -> None:
+    frames = moving_frames(8)
+    assert encode_gif(frames, fps=8) == encode_gif(frames, fps=8)
+    assert encode_gif(frames, fps=8) != encode_gif(frames, fps=8, dither=0.0)
+
+
+@pytest.mark.parametrize("fps", range(1, MAX_FPS + 1))
+def test_running_time_is_exact_to_the_centisecond(fps: int) -> None:
+    for count in (1, 7, 16, 48):
+        durations = frame_durations_ms(count, fps=fps)
+        assert all(d % 10 == 0 and d >= 20 for d in durations)
+        running = np.cumsum(durations)
+        ideal = 1000 * np.arange(1, count + 1) / fps
+        assert np.all(np.abs(running - ideal) <= 5)
+        if (100 * count) % fps == 0:
+            assert running[-1] == 1000 * count // fps
+
+
+def test_identical_frames_merge_without_changing_running_time() -> None:
+    # Without dithering identical frames quantize identically, and Pillow stores them once.
+    frames = [moving_frames(1)[0]] * 4
+    info = gif_info(encode_gif(frames, fps=4, dither=0.0))
+    assert (info["frames"], info["duration_ms"]) == (1, 1000)
+
+
+@pytest.mark.parametrize(
+    ("frames", "kwargs", "message"),
+    [
+        ([], {"fps": 8}, "no frames"),
+        ([Image.new("RGB", (8, 8)), Image.new("RGB", (8, 16))], {"fps": 8}, "differ in size"),
+        ([Image.new("RGB", (8, 8))], {"fps": 0}, "got 0"),
+        ([Image.new("RGB", (8, 8))], {"fps": 60}, "got 60"),
+        ([Image.new("RGB", (8, 8))], {"fps": 8, "dither": 1.5}, "1.5"),
+    ],
+)
+def test_encode_rejects_bad_input(frames: list[Image.Image], kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        encode_gif(frames, **kwargs)
+
+
+def png_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (4, 4)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"", "not a GIF"),
+        (b"hello, world", "not a GIF"),
+        (png_bytes(), "not a GIF"),
+        (encode_gif(moving_frames(4), fps=8)[:300], "truncated"),
+        (b"GIF89a\x04\x00\x04\x00\x00\x00\x00;", "no frames"),
+        (b"GIF89a\x00\x00\x04\x00\x00\x00\x00;", "empty screen"),
+        (b"GIF89a\x04\x00\x04\x00\x00\x00\x00\x99;", "unknown block"),
+    ],
+    ids=["empty", "text", "png", "truncated", "no-frames", "empty-screen", "bad-block"],
+)
+def test_gif_info_rejects_what_is_not_a_gif(data: bytes, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        gif_info(data)
+
+
+def test_gif_info_rejects_corrupt_pixel_data() -> None:
+    data = bytearray(encode_gif(moving_frames(2), fps=8))
+    # Past the header, palette and first image descriptor: LZW data, made undecodable.
+    start = data.index(b",", 13 + 768)
+    data[start + 12 : start + 60] = b"\xff" * 48
+    with pytest.raises(ValueError, match="decode"):
+        gif_info(bytes(data))
