@@ -322,3 +322,19 @@ def _median_seconds(session: Session, study: Study, arm_id: int) -> float | None
     ).all()
     seconds = [t["total_s"] for t in telemetry if isinstance(t, dict) and "total_s" in t]
     return statistics.median(seconds) if seconds else None
+
+
+def recent_errors(*, session: Session, study: Study, limit: int = 20) -> list[dict[str, Any]]:
+    """The latest failed clips with their error, for the admin render panel."""
+    rows = session.execute(
+        select(Clip.id, Arm.name, Prompt.position, Clip.error)
+        .join(Prompt, Prompt.id == Clip.prompt_id)
+        .join(Arm, Arm.id == Clip.arm_id)
+        .where(Prompt.study_id == study.id, Clip.status == ClipStatus.failed)
+        .order_by(Clip.finished_at.desc())
+        .limit(limit)
+    ).all()
+    return [
+        {"id": cid, "arm_name": arm, "prompt_position": position, "error": error}
+        for cid, arm, position, error in rows
+    ]

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.auth import service as auth_service
 from app.auth.deps import admin_router
+from app.clips import service as clips_service
 from app.deps import ReadSessionDep, SessionDep, StudyDep
 from app.studies import service as studies_service
 from app.studies.models import Study, StudyStatus
@@ -188,6 +189,8 @@ def _render_study(
         "status_help": STATUS_HELP,
         "arms": [(arm, arm.arm_spec) for arm in study.arms],
         "error": error,
+        "render_progress": clips_service.progress(session=session, study=study),
+        "render_errors": clips_service.recent_errors(session=session, study=study),
         **_prompts_page(session=session, study=study, theme=theme, page=page),
     }
     return templates.TemplateResponse(request, "admin/study.html", context, status_code=status_code)
