@@ -129,3 +129,33 @@ def test_gif_info_rejects_corrupt_pixel_data() -> None:
     data[start + 12 : start + 60] = b"\xff" * 48
     with pytest.raises(ValueError, match="decode"):
         gif_info(bytes(data))
+
+
+def test_strip_metadata_drops_comments_and_foreign_app_data_but_keeps_pixels_and_timing():
+    import io
+
+    from PIL import Image as PILImage
+
+    from workers.gif import encode_gif, gif_info, strip_metadata
+
+    frames = [PILImage.new("RGB", (16, 16), (i * 60, 10, 200 - i * 50)) for i in range(4)]
+    clean = encode_gif(frames, fps=8)
+    buffer = io.BytesIO()
+    PILImage.open(io.BytesIO(clean)).save(
+        buffer, format="GIF", save_all=True, comment=b"rendered by AnimateDiff-Lightning", loop=0
+    )
+    tagged = buffer.getvalue()
+    assert b"AnimateDiff" in tagged and gif_info(tagged)["comments"] >= 1
+    stripped = strip_metadata(tagged)
+    assert b"AnimateDiff" not in stripped
+    info, original = gif_info(stripped), gif_info(tagged)
+    assert info["comments"] == 0
+    assert set(info["application_extensions"]) <= {"NETSCAPE2.0", "ANIMEXTS1.0"}
+    for key in ("frames", "width", "height", "durations_ms", "loop"):
+        assert info[key] == original[key]
+    with PILImage.open(io.BytesIO(stripped)) as a, PILImage.open(io.BytesIO(tagged)) as b:
+        for index in range(info["frames"]):
+            a.seek(index)
+            b.seek(index)
+            assert a.convert("RGB").tobytes() == b.convert("RGB").tobytes()
+    assert strip_metadata(clean) == clean  # our own GIFs carry nothing to strip

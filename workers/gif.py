@@ -138,6 +138,34 @@ def gif_info(data: bytes) -> dict[str, Any]:
     }
 
 
+LOOP_EXTENSIONS = ("NETSCAPE2.0", "ANIMEXTS1.0")
+
+
+def strip_metadata(data: bytes) -> bytes:
+    """The same GIF without comments, plain-text blocks or application data other than the loop
+    count: imported clips may carry tool names (XMP, comments) that would tell raters which
+    pipeline made them. Pixels, palettes and frame timing are copied byte for byte."""
+    gif_info(data)  # raises ValueError with a clear message when the data is not a good GIF
+    packed = data[10]
+    pos = 13 + (3 * 2 ** ((packed & 7) + 1) if packed & 0x80 else 0)
+    out = bytearray(data[:pos])
+    while data[pos] != 0x3B:
+        start = pos
+        if data[pos] == 0x2C:
+            pos = _read_image(data, pos + 1, _Parsed(width=1, height=1))
+            out += data[start:pos]
+            continue
+        label = data[pos + 1]
+        blocks, pos = _sub_blocks(data, pos + 2)
+        keep = label == 0xF9 or (
+            label == 0xFF and blocks and blocks[0][:11].decode("latin-1") in LOOP_EXTENSIONS
+        )
+        if keep:
+            out += data[start:pos]
+    out += b"\x3b"
+    return bytes(out)
+
+
 def _parse(data: bytes) -> _Parsed:
     """Walk the GIF block structure (GIF89a spec): header, screen, then blocks to the trailer."""
     parsed = _Parsed(width=_u16(data, 6), height=_u16(data, 8))

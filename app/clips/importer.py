@@ -1,5 +1,8 @@
 """Bring your own clips: a manifest CSV (prompt, arm, path) of GIFs rendered elsewhere.
 
+Imported GIFs are stored without comments or application data other than the loop count, so a
+tool name inside a file cannot tell raters which pipeline made it.
+
 Every row is checked before anything is stored, and every bad row is reported at once; the clips
 are written in one transaction, so a bad manifest changes nothing.
 """
@@ -58,7 +61,7 @@ def import_manifest(
 
 
 def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) -> list[ImportRow]:
-    from workers.gif import gif_info
+    from workers.gif import gif_info, strip_metadata
 
     name = manifest.name
     try:
@@ -102,8 +105,9 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
         if clip.status == ClipStatus.done and not replace:
             problems.append(Problem(name, line, 1, "this clip is already done (use --replace)"))
             continue
-        data = path.read_bytes()
         try:
+            # Blindness: tool names in comments or XMP must not reach raters.
+            data = strip_metadata(path.read_bytes())
             info = gif_info(data)
         except ValueError as exc:
             problems.append(Problem(name, line, 1, f"{record['path']}: {exc}"))
