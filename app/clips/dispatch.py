@@ -41,8 +41,8 @@ def send_renders(*, settings: Settings, clips: Iterable[tuple[int, bool]]) -> in
     except Exception as exc:  # kombu raises transport-specific errors; all mean "broker down"
         raise QueueUnavailableError(
             f"the render queue at {_safe(settings.broker_url)} is unavailable ({exc}); "
-            f"{sent} task(s) were sent. The clips stay queued and are sent again when a worker "
-            "starts, or queue them again later."
+            f"{sent} task(s) were sent. The clips stay queued: render the missing clips again "
+            "once the broker is back (the embedded broker also resends them when a worker starts)."
         ) from exc
     return sent
 

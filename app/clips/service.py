@@ -19,8 +19,11 @@ from app.db import utcnow
 from app.studies.models import Arm, Prompt, Study
 
 ACTIVE = (ClipStatus.queued, ClipStatus.rendering)
-# What "render the missing clips" picks up: never rendered, failed or cancelled before.
-MISSING = (ClipStatus.pending, ClipStatus.failed, ClipStatus.cancelled)
+# What "render the missing clips" picks up: never rendered, failed or cancelled before, and
+# queued ones, whose message may have been lost (broker down when they were sent, or a dead
+# worker on the at-most-once embedded broker). Resending is harmless: a task only renders a
+# clip it can claim.
+MISSING = (ClipStatus.pending, ClipStatus.failed, ClipStatus.cancelled, ClipStatus.queued)
 
 
 class QueueUnavailableError(RuntimeError):
@@ -143,34 +146,40 @@ def claim(
     )
 
 
-def report_progress(
-    *, session: Session, clip_id: int, task_id: str, step: int, total: int, lease_s: int
-) -> bool:
-    """Record a step and renew the lease. False when the clip is no longer this task's
-    (cancelled, or taken over after the lease lapsed): the worker should stop."""
+def _update_if_ours(*, session: Session, clip_id: int, task_id: str, **values: Any) -> bool:
+    """Change a rendering clip only while this task holds it; False once it is not ours
+    (cancelled, or taken over after the lease lapsed)."""
     return bool(
         session.execute(
             update(Clip)
             .where(Clip.id == clip_id, Clip.task_id == task_id, Clip.status == ClipStatus.rendering)
-            .values(
-                progress_step=step,
-                progress_total=total,
-                lease_expires_at=utcnow() + timedelta(seconds=lease_s),
-            )
+            .values(**values)
             .execution_options(synchronize_session=False)
         ).rowcount
     )
 
 
+def report_progress(
+    *, session: Session, clip_id: int, task_id: str, step: int, total: int, lease_s: int
+) -> bool:
+    """Record a step and renew the lease; False tells the worker to stop."""
+    return _update_if_ours(
+        session=session,
+        clip_id=clip_id,
+        task_id=task_id,
+        progress_step=step,
+        progress_total=total,
+        lease_expires_at=utcnow() + timedelta(seconds=lease_s),
+    )
+
+
 def renew_lease(*, session: Session, clip_id: int, task_id: str, lease_s: int) -> bool:
     """Extend the lease while the worker lives (loading weights has no steps to report)."""
-    return bool(
-        session.execute(
-            update(Clip)
-            .where(Clip.id == clip_id, Clip.task_id == task_id, Clip.status == ClipStatus.rendering)
-            .values(lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    return _update_if_ours(
+        session=session,
+        clip_id=clip_id,
+        task_id=task_id,
+        lease_expires_at=utcnow() + timedelta(seconds=lease_s),
     )
 
 
@@ -189,27 +198,23 @@ def finish(
     telemetry: dict[str, Any],
 ) -> bool:
     """Mark the clip done with its media. Only the lease holder can: done happens once."""
-    return bool(
-        session.execute(
-            update(Clip)
-            .where(Clip.id == clip_id, Clip.task_id == task_id, Clip.status == ClipStatus.rendering)
-            .values(
-                status=ClipStatus.done,
-                storage_key=storage_key,
-                sha256=sha256,
-                size_bytes=size_bytes,
-                num_frames=num_frames,
-                width=width,
-                height=height,
-                duration_ms=duration_ms,
-                telemetry=telemetry,
-                progress_step=telemetry.get("steps", 0),
-                finished_at=utcnow(),
-                lease_expires_at=None,
-                error=None,
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    return _update_if_ours(
+        session=session,
+        clip_id=clip_id,
+        task_id=task_id,
+        status=ClipStatus.done,
+        storage_key=storage_key,
+        sha256=sha256,
+        size_bytes=size_bytes,
+        num_frames=num_frames,
+        width=width,
+        height=height,
+        duration_ms=duration_ms,
+        telemetry=telemetry,
+        progress_step=telemetry.get("steps", 0),
+        finished_at=utcnow(),
+        lease_expires_at=None,
+        error=None,
     )
 
 
@@ -217,18 +222,14 @@ def fail(
     *, session: Session, clip_id: int, task_id: str, error: str, requeue: bool = False
 ) -> bool:
     """Record an error: `failed` for good, or back to `queued` when a retry is coming."""
-    return bool(
-        session.execute(
-            update(Clip)
-            .where(Clip.id == clip_id, Clip.task_id == task_id, Clip.status == ClipStatus.rendering)
-            .values(
-                status=ClipStatus.queued if requeue else ClipStatus.failed,
-                error=error[:4000],
-                lease_expires_at=None,
-                finished_at=None if requeue else utcnow(),
-            )
-            .execution_options(synchronize_session=False)
-        ).rowcount
+    return _update_if_ours(
+        session=session,
+        clip_id=clip_id,
+        task_id=task_id,
+        status=ClipStatus.queued if requeue else ClipStatus.failed,
+        error=error[:4000],
+        lease_expires_at=None,
+        finished_at=None if requeue else utcnow(),
     )
 
 
