@@ -42,6 +42,11 @@ def run_migrations_online() -> None:
 
 
 def _run(connection) -> None:  # type: ignore[no-untyped-def]
+    if connection.dialect.name == "sqlite":
+        # SQLite ALTERs by copying tables ("batch" mode); with foreign keys on, dropping the old
+        # copy of a parent table would cascade-delete its children's rows. The pragma only takes
+        # effect outside a transaction, so it goes to the driver connection before BEGIN.
+        connection.connection.driver_connection.execute("PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=target_metadata,

@@ -114,7 +114,8 @@ def test_a_worker_killed_mid_render_still_ends_done_exactly_once(
 ):
     study = small_study(session, prompts_csv=SLOW_PROMPTS)
     slow = next(a for a in study.arms if a.name == "slow")
-    slow.spec = {**slow.spec, "steps": 25, "num_frames": 8}  # long enough to kill mid-way
+    # Long enough (several seconds) to kill mid-way: tiny models render at 1/8 of this size.
+    slow.spec = {**slow.spec, "steps": 50, "num_frames": 16, "width": 1024, "height": 1024}
     session.commit()
     queue(session, study, render_settings)
     log = tmp_path / "worker.log"
@@ -141,5 +142,5 @@ def test_a_worker_killed_mid_render_still_ends_done_exactly_once(
         )
     clip = slow_clip()
     assert clip.attempts == 2, f"killed at step {killed_at_step}"
-    assert clip.progress_step == 25
+    assert clip.progress_step == 50
     assert get_storage(render_settings).exists(clip.storage_key)

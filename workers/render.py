@@ -19,6 +19,7 @@ from sqlalchemy.exc import DBAPIError, OperationalError
 from app.clips import service as clips_service
 from app.config import Settings
 from app.db import get_engine, session_scope
+from app.rating import service as rating_service
 from app.storage import StorageError, get_storage
 from app.studies.schemas import ArmSpec
 
@@ -156,23 +157,13 @@ def _render(
                 telemetry=telemetry,
             )
             if finished:
-                _after_done(session, job)
+                # New pairs become ratable as soon as both clips of a prompt exist.
+                rating_service.ensure_matchups_for_prompt(session=session, clip_id=job.clip_id)
     except (StorageError, OperationalError, DBAPIError) as exc:
         raise TransientRenderError(f"{type(exc).__name__}: {exc}") from exc
     if not finished:
         raise RenderAborted("the clip was cancelled or taken over before it was stored")
     return Outcome("done", stored.key)
-
-
-def _after_done(session, job: clips_service.ClipJob) -> None:  # type: ignore[no-untyped-def]
-    """New pairs become ratable as soon as both clips of a prompt exist."""
-    try:
-        from app.rating import service as rating_service
-    except ImportError:  # pragma: no cover - rating not installed in this build
-        return
-    ensure = getattr(rating_service, "ensure_matchups_for_prompt", None)
-    if ensure is not None:
-        ensure(session=session, clip_id=job.clip_id)
 
 
 def _progress(settings: Settings, clip_id: int, task_id: str, lost: threading.Event):  # type: ignore[no-untyped-def]

@@ -8,6 +8,7 @@ from sqlalchemy import (
     CheckConstraint,
     ForeignKey,
     ForeignKeyConstraint,
+    Index,
     Integer,
     String,
     UniqueConstraint,
@@ -17,7 +18,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.clips.models import Clip
 from app.db import Base, UTCDateTime, utcnow
-from app.studies.models import str_enum
+from app.studies.models import Prompt, str_enum
 
 
 class Matchup(Base):
@@ -57,13 +58,24 @@ class Matchup(Base):
 
     clip_a: Mapped[Clip] = relationship(foreign_keys=[clip_a_id], viewonly=True)
     clip_b: Mapped[Clip] = relationship(foreign_keys=[clip_b_id], viewonly=True)
+    prompt: Mapped[Prompt] = relationship(
+        primaryjoin="Matchup.prompt_id == Prompt.id", foreign_keys=[prompt_id], viewonly=True
+    )
 
 
 class Evaluator(Base):
-    """A pseudonymous participant: invite token or an external id such as a Prolific PID."""
+    """A pseudonymous participant: invite token or an external id such as a Prolific PID.
+
+    One invite (its nonce) and one external id each map to exactly one evaluator per study, so
+    opening the same link again resumes instead of duplicating.
+    """
 
     __tablename__ = "evaluator"
-    __table_args__ = (UniqueConstraint("study_id", "external_id"),)
+    __table_args__ = (
+        UniqueConstraint("study_id", "external_id"),
+        # A unique index rather than a constraint: SQLite adds it without rebuilding the table.
+        Index("uq_evaluator_study_id_invite", "study_id", "invite", unique=True),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
@@ -82,12 +94,23 @@ class Choice(enum.StrEnum):
 
 
 class Trial(Base):
-    """One matchup shown to one evaluator; `a_on_left` records which clip was on which side."""
+    """One matchup shown to one evaluator; `a_on_left` records which clip was on which side.
+
+    `position` is the trial's 1-based place in the evaluator's sequence (unique per evaluator, so
+    two concurrent requests cannot both create "the next" trial). A trial is assigned when it is
+    first requested, possibly ahead of time so the browser can prefetch its clips; `shown_at` is
+    set when it becomes the evaluator's current pair, `answered_at` when its votes are stored.
+    """
 
     __tablename__ = "trial"
     __table_args__ = (
         UniqueConstraint("evaluator_id", "matchup_id", "is_repeat"),
-        CheckConstraint("answered_at IS NULL OR answered_at >= shown_at", name="answered_after"),
+        UniqueConstraint("evaluator_id", "position"),
+        CheckConstraint(
+            "answered_at IS NULL OR (shown_at IS NOT NULL AND answered_at >= shown_at)",
+            name="answered_after",
+        ),
+        CheckConstraint("position >= 1", name="position_positive"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -97,9 +120,11 @@ class Trial(Base):
     matchup_id: Mapped[int] = mapped_column(
         ForeignKey("matchup.id", ondelete="CASCADE"), index=True
     )
+    position: Mapped[int] = mapped_column(Integer)
     a_on_left: Mapped[bool] = mapped_column(Boolean)
     is_repeat: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
-    shown_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    shown_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     flagged: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     flag_reason: Mapped[str | None] = mapped_column(String(200))

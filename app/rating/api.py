@@ -1,0 +1,210 @@
+"""The evaluator JSON API: join -> next trial -> submit votes -> ... -> done.
+
+The browser's rating page uses exactly this API; a lab can drive it from its own survey tool and a
+load test without a browser. Authenticate with the `evaluator_token` from `join` as
+`Authorization: Bearer <token>` (browsers get it as a cookie scoped to `/r/<key>`).
+
+Errors are JSON: `{"detail": {"code": "...", "message": "..."}}` with 401 (not joined), 403
+(invite required, study not open), 404 (unknown link or trial), 409 (study closed, pair answered
+differently, answered too early, not the current pair) or 422 (invalid votes). A refused request
+stores nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, HTTPException, Query, Request, Response
+
+from app.deps import SessionDep, SettingsDep
+from app.rating import schemas, service
+from app.rating.deps import (
+    PRIVATE_HEADERS,
+    SecretDep,
+    find_evaluator,
+    find_study,
+    set_evaluator_cookie,
+)
+from app.rating.models import Evaluator, Trial
+from app.studies.models import Study
+
+ERRORS = {status: {"model": schemas.ErrorOut} for status in (401, 403, 404, 409, 422)}
+router = APIRouter(prefix="/r/{key}/api", tags=["rating"], responses=ERRORS)
+
+
+@contextmanager
+def api_errors() -> Iterator[None]:
+    try:
+        yield
+    except service.RatingError as exc:
+        raise HTTPException(
+            status_code=exc.status_code,
+            detail={"code": exc.code, "message": exc.message},
+            headers=PRIVATE_HEADERS,
+        ) from exc
+
+
+def study_out(study: Study) -> schemas.StudyOut:
+    spec = service.rating_spec(study)
+    return schemas.StudyOut(
+        criteria=[schemas.CriterionOut(**c.model_dump()) for c in study.criterion_list],
+        min_view_seconds=spec.min_view_seconds,
+        open_enrollment=spec.open_enrollment,
+        external_id_param=spec.external_id_param,
+    )
+
+
+def trial_out(request: Request, *, key: str, secret: str, trial: Trial) -> schemas.TrialOut:
+    base = f"{request.scope.get('root_path', '')}/r/{key}/media/"
+    # The prompt is loaded through the matchup; nothing else about it leaves the server.
+    return schemas.TrialOut(
+        id=trial.id,
+        position=trial.position,
+        prompt=trial.matchup.prompt.text,
+        left=schemas.MediaOut(url=base + service.media_token(secret=secret, trial=trial, side="l")),
+        right=schemas.MediaOut(
+            url=base + service.media_token(secret=secret, trial=trial, side="r")
+        ),
+    )
+
+
+def next_out(
+    request: Request, *, key: str, secret: str, result: service.NextResult
+) -> schemas.NextOut:
+    return schemas.NextOut(
+        status=result.status,
+        trial=trial_out(request, key=key, secret=secret, trial=result.trial)
+        if result.trial is not None
+        else None,
+        progress=schemas.Progress(**vars(result.progress)),
+        completion_code=result.completion_code,
+        message=result.message,
+    )
+
+
+def _context(
+    request: Request, session: SessionDep, secret: str, key: str
+) -> tuple[Study, Evaluator]:
+    study = find_study(session, secret, key)
+    service.check_open(study)
+    evaluator = find_evaluator(request, session, secret, study)
+    if evaluator is None:
+        raise service.NotAnEvaluatorError(
+            "Join the study first (POST /r/<key>/api/join), then send the evaluator token."
+        )
+    return study, evaluator
+
+
+@router.get("/study", response_model=schemas.StudyOut, summary="Criteria and rules of a study")
+def get_study(
+    key: str, response: Response, session: SessionDep, secret: SecretDep
+) -> schemas.StudyOut:
+    response.headers.update(PRIVATE_HEADERS)
+    with api_errors():
+        study = find_study(session, secret, key)
+        service.check_open(study)
+        return study_out(study)
+
+
+@router.post("/join", response_model=schemas.JoinOut, summary="Join (or resume) a study")
+def join(
+    key: str,
+    body: schemas.JoinIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    secret: SecretDep,
+    settings: SettingsDep,
+) -> schemas.JoinOut:
+    """Enroll with an invite token, a participant id (open enrollment or with an invite), or
+    anonymously under open enrollment. The same invite or participant id resumes the same
+    evaluator; so does a request carrying the evaluator token."""
+    response.headers.update(PRIVATE_HEADERS)
+    with api_errors():
+        study = find_study(session, secret, key)
+        result = service.join(
+            session=session,
+            secret=secret,
+            study=study,
+            invite=body.invite,
+            external_id=body.external_id,
+            current=find_evaluator(request, session, secret, study),
+        )
+        progress = service.progress(session=session, study=study, evaluator=result.evaluator)
+        session.commit()
+        token = set_evaluator_cookie(
+            response, settings=settings, secret=secret, key=key, evaluator=result.evaluator
+        )
+        return schemas.JoinOut(
+            evaluator_token=token,
+            resumed=result.resumed,
+            study=study_out(study),
+            progress=schemas.Progress(**vars(progress)),
+        )
+
+
+@router.get("/next", response_model=schemas.NextOut, summary="The current (or following) trial")
+def next_trial(
+    key: str,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    secret: SecretDep,
+    after: Annotated[
+        int | None,
+        Query(
+            description="Prefetch: the trial that follows this one (assigned once, not marked "
+            "shown). Without it: the current trial, which is marked shown."
+        ),
+    ] = None,
+) -> schemas.NextOut:
+    """Without `after`: the evaluator's current trial (the same one until it is answered, in any
+    number of tabs). With `after`: the trial after that one, so its clips can be prefetched."""
+    response.headers.update(PRIVATE_HEADERS)
+    with api_errors():
+        study, evaluator = _context(request, session, secret, key)
+        if after is None:
+            result = service.current_trial(session=session, study=study, evaluator=evaluator)
+        else:
+            result = service.trial_after(
+                session=session, study=study, evaluator=evaluator, trial_id=after
+            )
+        out = next_out(request, key=key, secret=secret, result=result)  # before commit: no reload
+        session.commit()
+        return out
+
+
+@router.post("/trials/{trial_id}/votes", response_model=schemas.VotesOut, summary="Answer a trial")
+def submit_votes(
+    key: str,
+    trial_id: int,
+    body: schemas.VotesIn,
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    secret: SecretDep,
+) -> schemas.VotesOut:
+    """One answer per criterion, stored in one transaction. Repeating the same submission
+    returns the same answer; a different one for an answered trial is 409. The response carries
+    the next trial (now current), so the page can show it at once."""
+    response.headers.update(PRIVATE_HEADERS)
+    with api_errors():
+        study, evaluator = _context(request, session, secret, key)
+        result = service.submit_votes(
+            session=session,
+            study=study,
+            evaluator=evaluator,
+            trial_id=trial_id,
+            votes={k: v.value for k, v in body.votes.items()},
+        )
+        answered_at = result.trial.answered_at
+        session.commit()
+        following = service.current_trial(session=session, study=study, evaluator=evaluator)
+        out = next_out(request, key=key, secret=secret, result=following)
+        session.commit()
+        assert answered_at is not None
+        return schemas.VotesOut(
+            trial_id=result.trial.id, votes=result.votes, answered_at=answered_at, next=out
+        )

@@ -1,0 +1,106 @@
+"""Dependencies of the evaluator pages and API: the study behind a link key, the evaluator
+behind a cookie or bearer token, the signing secret and the media storage."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request, Response
+from sqlalchemy.orm import Session
+
+from app.config import Settings
+from app.deps import ReadSessionDep, SessionDep, SettingsDep
+from app.rating import service, tokens
+from app.rating.models import Evaluator
+from app.storage import Storage, get_storage
+from app.studies.models import Study
+
+# Evaluator responses are personal: never stored by shared caches, never leak the invite or
+# participant id of the URL through a Referer header.
+PRIVATE_HEADERS = {
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+    "X-Content-Type-Options": "nosniff",
+}
+
+
+def get_secret(request: Request, settings: SettingsDep) -> str:
+    secret = getattr(request.app.state, "rating_secret", None)
+    if secret is None:
+        secret = request.app.state.rating_secret = settings.resolved_secret_key()
+    return secret
+
+
+SecretDep = Annotated[str, Depends(get_secret)]
+
+
+def get_media_storage(request: Request, settings: SettingsDep) -> Storage:
+    storage = getattr(request.app.state, "storage", None)
+    if storage is None:
+        storage = request.app.state.storage = get_storage(settings)
+    return storage
+
+
+StorageDep = Annotated[Storage, Depends(get_media_storage)]
+
+
+class UnknownLinkError(service.RatingError):
+    status_code = 404
+    code = "unknown_link"
+
+
+def find_study(session: Session, secret: str, key: str) -> Study:
+    study = service.get_study_by_key(session=session, secret=secret, key=key)
+    if study is None:
+        raise UnknownLinkError(
+            "This link does not lead to a study. Please check that you copied all of it."
+        )
+    return study
+
+
+def request_token(request: Request) -> str | None:
+    """The evaluator token of a request: `Authorization: Bearer`, else the cookie."""
+    authorization = request.headers.get("authorization", "")
+    scheme, _, value = authorization.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return request.cookies.get(tokens.EVALUATOR_COOKIE)
+
+
+def find_evaluator(
+    request: Request, session: Session, secret: str, study: Study
+) -> Evaluator | None:
+    return service.evaluator_from_token(
+        session=session, secret=secret, study=study, token=request_token(request)
+    )
+
+
+def set_evaluator_cookie(
+    response: Response, *, settings: Settings, secret: str, key: str, evaluator: Evaluator
+) -> str:
+    """Put the evaluator's token in a cookie scoped to this study's pages; returns the token."""
+    token = tokens.evaluator_token(secret, evaluator.study_id, evaluator.public_id)
+    response.set_cookie(
+        tokens.EVALUATOR_COOKIE,
+        token,
+        max_age=tokens.EVALUATOR_MAX_AGE,
+        path=f"/r/{key}",
+        httponly=True,
+        samesite="lax",
+        secure=settings.https_only,
+    )
+    return token
+
+
+__all__ = [
+    "PRIVATE_HEADERS",
+    "ReadSessionDep",
+    "SecretDep",
+    "SessionDep",
+    "StorageDep",
+    "UnknownLinkError",
+    "find_evaluator",
+    "find_study",
+    "request_token",
+    "set_evaluator_cookie",
+]

@@ -1,0 +1,203 @@
+"""Evaluator pages (welcome and instructions, rating, done) and the opaque media route.
+
+Every page lives under `/r/<key>`, where the key is an HMAC of the study id (never its slug, which
+may name pipelines); the evaluator cookie is scoped to that path. Nothing served here names an arm,
+a pipeline, a clip or the study itself.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from app.deps import ReadSessionDep, SessionDep, SettingsDep
+from app.rating import service, tokens
+from app.rating.api import study_out
+from app.rating.deps import (
+    PRIVATE_HEADERS,
+    SecretDep,
+    StorageDep,
+    find_evaluator,
+    find_study,
+    set_evaluator_cookie,
+)
+from app.storage import ObjectNotFoundError, StorageError, media_type
+from app.studies.models import Study
+from app.web import templates
+
+router = APIRouter(prefix="/r/{key}", tags=["rating"], include_in_schema=False)
+media_router = APIRouter(prefix="/r/{key}", tags=["rating"])
+
+# Media is immutable under its token, and personal: browsers may keep it, shared caches not.
+MEDIA_CACHE_CONTROL = "private, max-age=86400, immutable"
+
+
+def page(
+    request: Request, name: str, context: dict[str, Any], *, status_code: int = 200
+) -> HTMLResponse:
+    return templates.TemplateResponse(
+        request, name, context, status_code=status_code, headers=PRIVATE_HEADERS
+    )
+
+
+def message_page(request: Request, exc: service.RatingError, *, title: str = "") -> HTMLResponse:
+    titles = {
+        "study_closed": "This study has closed",
+        "study_not_open": "Not open yet",
+        "unknown_link": "Link not found",
+        "invite_required": "Invitation needed",
+        "invalid_invite": "Invitation not valid",
+        "invalid_external_id": "Participant id not valid",
+        "not_joined": "Please start from your link",
+    }
+    context = {"title": title or titles.get(exc.code, "Sorry"), "message": exc.message}
+    return page(request, "rate/message.html", context, status_code=exc.status_code)
+
+
+@router.get("", response_class=HTMLResponse)
+def welcome(key: str, request: Request, session: ReadSessionDep, secret: SecretDep) -> Response:
+    """The link evaluators open: what they will do, each criterion defined, then Start."""
+    try:
+        study = find_study(session, secret, key)
+        service.check_open(study)
+        spec = service.rating_spec(study)
+        invite = request.query_params.get("invite") or None
+        external_id = service.clean_external_id(request.query_params.get(spec.external_id_param))
+        service.check_invite(secret=secret, study=study, invite=invite)
+        evaluator = find_evaluator(request, session, secret, study)
+        if not (invite or spec.open_enrollment or evaluator is not None):
+            raise service.EnrollmentError(
+                "This study is by invitation only: please open the invite link you were given."
+            )
+    except service.RatingError as exc:
+        return message_page(request, exc)
+    answered = 0
+    if evaluator is not None and not (invite or external_id):
+        if evaluator.completed_at is not None:
+            return RedirectResponse(f"/r/{key}/done", status_code=303, headers=PRIVATE_HEADERS)
+        answered = service.progress(session=session, study=study, evaluator=evaluator).answered
+    context = {
+        "key": key,
+        "study": study_out(study),
+        "pairs": service.planned_total(session=session, study=study),
+        "invite": invite,
+        "external_id": external_id,
+        "returning": evaluator is not None and not (invite or external_id),
+        "answered": answered,
+    }
+    return page(request, "rate/welcome.html", context)
+
+
+@router.post("/join", response_class=HTMLResponse)
+def join(
+    key: str,
+    request: Request,
+    session: SessionDep,
+    secret: SecretDep,
+    settings: SettingsDep,
+    invite: Annotated[str, Form(max_length=300)] = "",
+    external_id: Annotated[str, Form(max_length=300)] = "",
+) -> Response:
+    try:
+        study = find_study(session, secret, key)
+        result = service.join(
+            session=session,
+            secret=secret,
+            study=study,
+            invite=invite or None,
+            external_id=external_id or None,
+            current=find_evaluator(request, session, secret, study),
+        )
+        session.commit()
+    except service.RatingError as exc:
+        session.rollback()
+        return message_page(request, exc)
+    response = RedirectResponse(f"/r/{key}/rate", status_code=303, headers=PRIVATE_HEADERS)
+    set_evaluator_cookie(
+        response, settings=settings, secret=secret, key=key, evaluator=result.evaluator
+    )
+    return response
+
+
+@router.get("/rate", response_class=HTMLResponse)
+def rate(key: str, request: Request, session: ReadSessionDep, secret: SecretDep) -> Response:
+    """The rating page. Its script drives the JSON API: next trial, prefetch, submit."""
+    try:
+        study = find_study(session, secret, key)
+        service.check_open(study)
+        evaluator = find_evaluator(request, session, secret, study)
+        if evaluator is None:
+            raise service.NotAnEvaluatorError(
+                "We could not tell who you are (cookies may be blocked or have expired). "
+                "Please open your invite link again: your answers so far are kept."
+            )
+    except service.RatingError as exc:
+        return message_page(request, exc)
+    if evaluator.completed_at is not None:
+        return RedirectResponse(f"/r/{key}/done", status_code=303, headers=PRIVATE_HEADERS)
+    spec = service.rating_spec(study)
+    config = {
+        "next": f"/r/{key}/api/next",
+        "votes": f"/r/{key}/api/trials/{{id}}/votes",
+        "done": f"/r/{key}/done",
+        "criteria": study.criterion_keys,
+        "minViewSeconds": spec.min_view_seconds,
+    }
+    context = {"key": key, "study": study_out(study), "config": config}
+    return page(request, "rate/rate.html", context)
+
+
+@router.get("/done", response_class=HTMLResponse)
+def done(key: str, request: Request, session: ReadSessionDep, secret: SecretDep) -> Response:
+    try:
+        study = find_study(session, secret, key)
+        evaluator = find_evaluator(request, session, secret, study)
+        if evaluator is None:
+            raise service.NotAnEvaluatorError(
+                "We could not tell who you are. Please open your invite link again."
+            )
+    except service.RatingError as exc:
+        return message_page(request, exc)
+    if evaluator.completed_at is None:
+        return RedirectResponse(f"/r/{key}/rate", status_code=303, headers=PRIVATE_HEADERS)
+    progress = service.progress(session=session, study=study, evaluator=evaluator)
+    context = {"code": evaluator.completion_code, "answered": progress.answered}
+    return page(request, "rate/done.html", context)
+
+
+@media_router.get(
+    "/media/{token}",
+    response_class=Response,
+    summary="A clip of a trial (opaque URL from a trial's left/right url)",
+    responses={200: {"content": {"image/gif": {}}}, 404: {"description": "Unknown media"}},
+)
+def media(
+    key: str, token: str, session: ReadSessionDep, secret: SecretDep, storage: StorageDep
+) -> Response:
+    """The clip behind an opaque, per-trial token. Served without Last-Modified or ETag (they
+    would carry render times or content hashes), cacheable by the browser only."""
+    headers = {**PRIVATE_HEADERS, "Cache-Control": MEDIA_CACHE_CONTROL}
+    not_found = Response("no such media", status_code=404, media_type="text/plain", headers=headers)
+    study_id = tokens.parse_study_key(secret, key)
+    if study_id is None:
+        return not_found
+    study = session.get(Study, study_id)
+    if study is None:
+        return not_found
+    try:
+        service.check_open(study)
+    except service.RatingError as exc:
+        return Response(exc.message, status_code=exc.status_code, headers=PRIVATE_HEADERS)
+    storage_key = service.media_key(session=session, secret=secret, study=study, token=token)
+    session.rollback()  # end the read transaction before talking to storage
+    if storage_key is None:
+        return not_found
+    try:
+        data = storage.read(storage_key)
+    except ObjectNotFoundError:
+        return not_found
+    except StorageError:
+        return Response("media temporarily unavailable", status_code=503, headers=PRIVATE_HEADERS)
+    return Response(data, media_type=media_type(storage_key), headers=headers)

@@ -1,0 +1,114 @@
+"""Pydantic shapes of the evaluator JSON API (documented in the OpenAPI schema).
+
+Nothing here names an arm, a clip, a pipeline or which side is which: a trial is its id, its
+place in the evaluator's sequence, the prompt text and two opaque media URLs.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+from app.rating.models import Choice
+
+ExternalId = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+
+
+class CriterionOut(BaseModel):
+    key: str = Field(description="Key to use in a vote submission.")
+    label: str
+    question: str
+
+
+class StudyOut(BaseModel):
+    """What an evaluator needs to know before rating (no study name: it may name pipelines)."""
+
+    criteria: list[CriterionOut]
+    choices: list[Choice] = Field(default=list(Choice), description="Allowed answers.")
+    min_view_seconds: float = Field(
+        description="Both clips must have been shown this long before votes are accepted."
+    )
+    open_enrollment: bool
+    external_id_param: str = Field(description="Query parameter carrying a participant id.")
+
+
+class Progress(BaseModel):
+    answered: int = Field(description="Trials this evaluator has answered.")
+    total: int = Field(description="Trials this evaluator will answer in all (quota + repeats).")
+
+
+class MediaOut(BaseModel):
+    url: str = Field(description="Opaque, cacheable URL of the clip (a GIF).")
+
+
+class TrialOut(BaseModel):
+    id: int = Field(description="Trial id, used to submit votes.")
+    position: int = Field(description="1-based place in this evaluator's sequence.")
+    prompt: str = Field(description="The text both clips were generated from.")
+    left: MediaOut
+    right: MediaOut
+
+
+class NextOut(BaseModel):
+    """The evaluator's current trial, or why there is none.
+
+    - `trial`: rate `trial` next;
+    - `done`: the evaluator has finished (quota reached or no pairs left); see `completion_code`;
+    - `unavailable`: nothing to rate right now (no pairs ready yet, or nothing to prefetch yet).
+    """
+
+    status: Literal["trial", "done", "unavailable"]
+    trial: TrialOut | None = None
+    progress: Progress
+    completion_code: str | None = None
+    message: str | None = None
+
+
+class JoinIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    invite: str | None = Field(default=None, max_length=300, description="Invite token.")
+    external_id: ExternalId | None = Field(
+        default=None, description="Participant id from a crowd platform (e.g. a Prolific PID)."
+    )
+
+
+class JoinOut(BaseModel):
+    evaluator_token: str = Field(
+        description="Send as `Authorization: Bearer <token>` (browsers get the same in a cookie)."
+    )
+    resumed: bool = Field(description="True when this participant had joined before.")
+    study: StudyOut
+    progress: Progress
+
+
+class VotesIn(BaseModel):
+    """One answer per criterion of the study: all of them, nothing else."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    votes: dict[str, Choice] = Field(
+        description="criterion key -> left | right | tie (relative to the sides shown)",
+        examples=[{"overall_quality": "left", "motion_naturalness": "tie"}],
+    )
+
+
+class VotesOut(BaseModel):
+    """The stored answer. Submitting the same votes again returns the same `trial_id`,
+    `votes` and `answered_at` (nothing is stored twice); different votes get 409."""
+
+    trial_id: int
+    votes: dict[str, Choice]
+    answered_at: datetime
+    next: NextOut
+
+
+class ErrorDetail(BaseModel):
+    code: str
+    message: str
+
+
+class ErrorOut(BaseModel):
+    detail: ErrorDetail

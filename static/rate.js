@@ -1,0 +1,333 @@
+/* The rating page: shows the current pair, takes one answer per criterion, submits them all at
+ * once through the JSON API and shows the next pair, whose clips were prefetched meanwhile.
+ *
+ * - Both clips are fetched as blobs and decoded before either is revealed, then put on the page in
+ *   the same animation frame, so they start together (a slow clip is never seen later).
+ * - "Replay both" (R) makes fresh object URLs from the same blobs: a new URL restarts a GIF.
+ * - The next pair is assigned once (GET next?after=<id> returns the same trial when asked again)
+ *   and its clips are downloaded while this pair is rated.
+ * - Keys: 1/2/3 answer the focused (or first unanswered) question, Enter submits, R replays.
+ * No build step, no dependencies.
+ */
+(function () {
+  "use strict";
+
+  var config = JSON.parse(document.getElementById("rate-config").textContent);
+  var $ = function (id) { return document.getElementById(id); };
+  var form = $("votes");
+  var stage = $("stage");
+  var stageStatus = $("stage-status");
+  var images = { left: $("clip-left"), right: $("clip-right") };
+  var promptEl = $("prompt");
+  var messageEl = $("form-message");
+  var timerEl = $("timer");
+  var submitButton = $("submit");
+  var fieldsets = Array.prototype.slice.call(form.querySelectorAll("fieldset.criterion"));
+  var KEYS = { "1": "left", "2": "tie", "3": "right" };
+  var RETRY_MS = 15000;   // when no pair is ready yet
+
+  var current = null;     // { trial, blobs }
+  var objectUrls = [];    // the URLs the two <img> show now
+  var revealedAt = 0;     // performance.now() when the pair appeared
+  var busy = false;       // a submit or a reveal is in progress
+  var prefetch = null;    // { after, promise -> { trial, blobs: Promise } | null }
+  var timer = null;
+
+  function ApiError(status, body) {
+    var detail = body && body.detail;
+    this.status = status;
+    this.code = detail && detail.code;
+    this.message = (detail && detail.message) || (typeof detail === "string" ? detail : "HTTP " + status);
+  }
+
+  function api(url, options) {
+    options = options || {};
+    var headers = { Accept: "application/json" };
+    if (options.body) headers["Content-Type"] = "application/json";
+    return fetch(url, {
+      method: options.method || "GET",
+      credentials: "same-origin",
+      headers: headers,
+      body: options.body
+    }).then(function (response) {
+      return response.json().catch(function () { return null; }).then(function (body) {
+        if (!response.ok) throw new ApiError(response.status, body);
+        return body;
+      });
+    });
+  }
+
+  function fetchBlob(url) {
+    return fetch(url, { credentials: "same-origin" }).then(function (response) {
+      if (!response.ok) throw new ApiError(response.status, null);
+      return response.blob();
+    });
+  }
+
+  function loadPair(trial) {
+    return Promise.all([fetchBlob(trial.left.url), fetchBlob(trial.right.url)]).then(function (b) {
+      return { left: b[0], right: b[1] };
+    });
+  }
+
+  function decoded(url) {
+    var img = new Image();
+    img.src = url;
+    var loaded = new Promise(function (resolve, reject) {
+      img.onload = resolve;
+      img.onerror = function () { reject(new Error("a clip could not be decoded")); };
+    });
+    return img.decode ? img.decode().catch(function () { return loaded; }) : loaded;
+  }
+
+  function nextFrame() {
+    return new Promise(function (resolve) { requestAnimationFrame(function () { resolve(); }); });
+  }
+
+  /* Fresh object URLs for both clips, decoded, then swapped in together: both start at frame 1. */
+  function play(blobs) {
+    var urls = [URL.createObjectURL(blobs.left), URL.createObjectURL(blobs.right)];
+    return Promise.all(urls.map(decoded)).then(nextFrame).then(function () {
+      images.left.src = urls[0];
+      images.right.src = urls[1];
+      var old = objectUrls;
+      objectUrls = urls;
+      setTimeout(function () { old.forEach(function (u) { URL.revokeObjectURL(u); }); }, 2000);
+    });
+  }
+
+  function setLoading(loading, text) {
+    stage.classList.toggle("is-loading", loading);
+    stage.setAttribute("aria-busy", loading ? "true" : "false");
+    stageStatus.textContent = loading ? (text || "Loading both clips…") : "Both clips are playing.";
+  }
+
+  function say(text, missing) {
+    messageEl.textContent = text || "";
+    if (missing) messageEl.dataset.missing = "1";
+    else delete messageEl.dataset.missing;
+  }
+
+  function setProgress(progress) {
+    var n = Math.min(progress.answered + 1, Math.max(progress.total, 1));
+    $("progress-n").textContent = n;
+    $("progress-total").textContent = progress.total;
+    $("progress-fill").style.width = (100 * progress.answered / Math.max(progress.total, 1)) + "%";
+    document.title = "Pair " + n + " of " + progress.total + " · Video comparison";
+  }
+
+  function resetForm() {
+    form.reset();
+    fieldsets.forEach(function (fs) { fs.removeAttribute("aria-invalid"); fs.classList.remove("missing"); });
+    say("");
+  }
+
+  function radioToFocus(fieldset) {
+    return fieldset.querySelector("input:checked") || fieldset.querySelector("input");
+  }
+
+  function focusFieldset(fieldset) {
+    if (fieldset) radioToFocus(fieldset).focus();
+    else submitButton.focus();
+  }
+
+  function startTimer() {
+    clearInterval(timer);
+    var minMs = (config.minViewSeconds || 0) * 1000;
+    function tick() {
+      var left = minMs - (performance.now() - revealedAt);
+      if (left <= 0) {
+        timerEl.textContent = "";
+        submitButton.removeAttribute("aria-disabled");
+        clearInterval(timer);
+      } else {
+        timerEl.textContent = "You can submit in " + Math.ceil(left / 1000) + " s";
+        submitButton.setAttribute("aria-disabled", "true");
+      }
+    }
+    tick();
+    if (minMs > 0) timer = setInterval(tick, 250);
+  }
+
+  function startPrefetch(afterId) {
+    var promise = api(config.next + "?after=" + encodeURIComponent(afterId)).then(function (result) {
+      if (result.status !== "trial") return null;
+      var blobs = loadPair(result.trial);
+      blobs.catch(function () {});
+      return { trial: result.trial, blobs: blobs };
+    });
+    promise.catch(function () {});
+    prefetch = { after: afterId, promise: promise };
+  }
+
+  function prefetched(trial) {
+    if (!prefetch) return Promise.resolve(null);
+    return prefetch.promise.then(function (p) {
+      return p && p.trial.id === trial.id ? p.blobs : null;
+    }).catch(function () { return null; });
+  }
+
+  /* Show a `next` answer of the API: a trial, the done page, or a wait message. */
+  function show(result) {
+    if (result.status === "done") {
+      window.location.assign(config.done);
+      return Promise.resolve();
+    }
+    setProgress(result.progress);
+    if (result.status !== "trial") {
+      current = null;
+      setLoading(true, (result.message || "No pairs are ready yet.") + " This page checks again by itself.");
+      setTimeout(function () { api(config.next).then(show).catch(fail); }, RETRY_MS);
+      return Promise.resolve();
+    }
+    var trial = result.trial;
+    current = null;
+    setLoading(true);
+    resetForm();
+    promptEl.textContent = trial.prompt;
+    return prefetched(trial).then(function (blobs) {
+      return blobs || loadPair(trial);
+    }).then(function (blobs) {
+      current = { trial: trial, blobs: blobs };
+      return play(blobs);
+    }).then(function () {
+      setLoading(false);
+      revealedAt = performance.now();
+      startTimer();
+      window.scrollTo(0, 0);
+      focusFieldset(fieldsets[0]);
+      startPrefetch(trial.id);
+    });
+  }
+
+  function fail(error) {
+    setLoading(true, "Something went wrong: " + (error.message || error) + " Reload the page to try again; your answers so far are saved.");
+  }
+
+  function answers() {
+    var votes = {};
+    var missing = [];
+    fieldsets.forEach(function (fs) {
+      var checked = fs.querySelector("input:checked");
+      if (checked) {
+        votes[fs.dataset.key] = checked.value;
+        fs.removeAttribute("aria-invalid");
+        fs.classList.remove("missing");
+      } else {
+        missing.push(fs);
+        fs.setAttribute("aria-invalid", "true");
+        fs.classList.add("missing");
+      }
+    });
+    return { votes: votes, missing: missing };
+  }
+
+  function submit() {
+    if (busy || !current) return;
+    var collected = answers();
+    if (collected.missing.length) {
+      var names = collected.missing.map(function (fs) {
+        return fs.querySelector(".criterion-label").textContent;
+      });
+      say("Please answer every question. Still open: " + names.join(", ") + ".", true);
+      focusFieldset(collected.missing[0]);
+      return;
+    }
+    var wait = (config.minViewSeconds || 0) * 1000 - (performance.now() - revealedAt);
+    if (wait > 0) {
+      say("Please keep watching for " + Math.ceil(wait / 1000) + " more second(s), then submit.");
+      return;
+    }
+    busy = true;
+    submitButton.setAttribute("aria-busy", "true");
+    say("");
+    var trialId = current.trial.id;
+    api(config.votes.replace("{id}", trialId), {
+      method: "POST",
+      body: JSON.stringify({ votes: collected.votes })
+    }).then(function (response) {
+      return show(response.next);
+    }).catch(function (error) {
+      if (error.code === "already_answered" || error.code === "not_current") {
+        say(error.message);
+        return api(config.next).then(show);
+      }
+      if (error.code === "too_early") {
+        say(error.message);
+        return null;
+      }
+      say("Your answers were not saved: " + error.message + " Press Enter to try again.");
+      return null;
+    }).catch(fail).then(function () {
+      busy = false;
+      submitButton.removeAttribute("aria-busy");
+    });
+  }
+
+  function replay() {
+    if (!current || busy || stage.classList.contains("is-loading")) return;
+    play(current.blobs).catch(fail);
+  }
+
+  /* While the "please answer every question" message shows, keep it true as answers come in. */
+  function refreshMissing() {
+    if (!messageEl.dataset.missing) return;
+    var open = fieldsets.filter(function (fs) { return !fs.querySelector("input:checked"); });
+    if (!open.length) {
+      say("");
+      return;
+    }
+    var names = open.map(function (fs) { return fs.querySelector(".criterion-label").textContent; });
+    messageEl.textContent = "Please answer every question. Still open: " + names.join(", ") + ".";
+  }
+
+  function choose(value, target) {
+    var fieldset = target && target.closest ? target.closest("fieldset.criterion") : null;
+    if (!fieldset) {
+      fieldset = fieldsets.filter(function (fs) { return !fs.querySelector("input:checked"); })[0];
+    }
+    if (!fieldset) return;
+    var input = fieldset.querySelector('input[value="' + value + '"]');
+    input.checked = true;
+    fieldset.removeAttribute("aria-invalid");
+    fieldset.classList.remove("missing");
+    refreshMissing();
+    var index = fieldsets.indexOf(fieldset);
+    focusFieldset(fieldsets[index + 1]);
+  }
+
+  form.addEventListener("submit", function (event) {
+    event.preventDefault();
+    submit();
+  });
+  form.addEventListener("change", function (event) {
+    var fieldset = event.target.closest("fieldset.criterion");
+    if (fieldset) {
+      fieldset.removeAttribute("aria-invalid");
+      fieldset.classList.remove("missing");
+      refreshMissing();
+    }
+  });
+  $("replay").addEventListener("click", replay);
+
+  document.addEventListener("keydown", function (event) {
+    if (event.ctrlKey || event.metaKey || event.altKey || event.isComposing) return;
+    var target = event.target;
+    var tag = target && target.tagName;
+    if (tag === "TEXTAREA" || (tag === "INPUT" && !/^(radio|checkbox)$/.test(target.type))) return;
+    var key = event.key;
+    if (KEYS[key]) {
+      event.preventDefault();
+      choose(KEYS[key], target);
+    } else if (key === "r" || key === "R") {
+      event.preventDefault();
+      replay();
+    } else if (key === "Enter") {
+      if (tag === "BUTTON" || tag === "A" || tag === "SUMMARY") return; // their own action
+      event.preventDefault();
+      submit();
+    }
+  });
+
+  api(config.next).then(show).catch(fail);
+})();

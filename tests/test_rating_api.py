@@ -1,0 +1,319 @@
+"""Evaluator pages and JSON API over HTTP (TestClient) on SQLite and PostgreSQL: joining,
+forged and repeated submits, media, the OpenAPI schema and the admin invite page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import func, select
+
+from app.rating import tokens
+from app.rating.models import Evaluator, Trial, Vote
+from app.studies.models import StudyStatus
+from tests.rating_factories import all_left, invite_token, link, rating_study
+from tests.test_admin_web import csrf_of, log_in
+
+
+def count(session, model) -> int:  # type: ignore[no-untyped-def]
+    # Commit (there is nothing to write) rather than roll back: that ends the transaction, so the
+    # query sees what the app committed, without expiring loaded objects (expire_on_commit=False);
+    # an expired object would reload in a new transaction and hold SQLite's write lock.
+    session.commit()
+    n = session.scalar(select(func.count(model.id)))
+    session.commit()
+    return n
+
+
+def join(client, base: str, **body):  # type: ignore[no-untyped-def]
+    response = client.post(f"{base}/api/join", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+def study(session, settings):  # type: ignore[no-untyped-def]
+    return rating_study(session, settings, prompts=4)
+
+
+# --- joining --------------------------------------------------------------------------------
+
+
+def test_invite_link_welcome_join_rate_and_resume(client, session, settings, study):
+    base, invite = link(settings, study), invite_token(settings, study)
+    welcome = client.get(f"{base}?invite={invite}")
+    assert welcome.status_code == 200
+    assert "Start rating" in welcome.text
+    for criterion in study.criterion_list:  # every criterion is defined before the first pair
+        assert criterion.label in welcome.text and criterion.question in welcome.text
+    assert welcome.headers["cache-control"] == "no-store"
+    assert welcome.headers["referrer-policy"] == "no-referrer"
+    joined = client.post(f"{base}/join", data={"invite": invite}, follow_redirects=False)
+    assert joined.status_code == 303 and joined.headers["location"] == f"{base}/rate"
+    cookie = joined.headers["set-cookie"]
+    assert f"Path={base};" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    page = client.get(f"{base}/rate")
+    assert page.status_code == 200 and 'id="votes"' in page.text
+    # The same invite on another device resumes the same evaluator.
+    client.cookies.clear()
+    client.post(f"{base}/join", data={"invite": invite}, follow_redirects=False)
+    assert count(session, Evaluator) == 1
+    # A returning evaluator (cookie only) is welcomed back.
+    assert "Continue rating" in client.get(base).text
+
+
+def test_external_participant_ids_resume_and_open_enrollment(client, session, settings):
+    study = rating_study(
+        session, settings, prompts=3, open_enrollment=True, external_id_param="PID"
+    )
+    base = link(settings, study)
+    page = client.get(f"{base}?PID=abc123&STUDY_ID=x")
+    assert 'name="external_id" value="abc123"' in page.text
+    first = join(client, base, external_id="abc123")
+    client.cookies.clear()
+    again = join(client, base, external_id="abc123")
+    assert again["resumed"] and not first["resumed"]
+    assert again["evaluator_token"] != ""
+    client.cookies.clear()
+    anonymous = join(client, base)
+    assert not anonymous["resumed"]
+    assert count(session, Evaluator) == 2
+    bad = client.get(f"{base}?PID=has%20space")
+    assert bad.status_code == 403 and "not valid" in bad.text
+
+
+def test_invitation_only_and_forged_links_are_refused_politely(client, session, settings, study):
+    base = link(settings, study)
+    plain = client.get(base, headers={"Accept": "text/html"})
+    assert plain.status_code == 403 and "invitation only" in plain.text
+    forged = client.get(f"{base}?invite={invite_token(settings, study)[:-3]}abc")
+    assert forged.status_code == 403 and "not valid" in forged.text
+    api = client.post(f"{base}/api/join", json={})
+    assert api.status_code == 403 and api.json()["detail"]["code"] == "invite_required"
+    assert client.get(base[:-2] + "zz").status_code == 404  # forged study key
+    assert client.get("/r/999-aaaaaaaaaaaaaaaa/api/study").status_code == 404
+    assert count(session, Evaluator) == 0
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "text"),
+    [
+        (StudyStatus.closed, 409, "has closed"),
+        (StudyStatus.draft, 403, "not open yet"),
+        (StudyStatus.rendering, 403, "not open yet"),
+    ],
+)
+def test_only_open_studies_accept_evaluators(client, session, settings, status, code, text):
+    study = rating_study(session, settings, prompts=2, open_enrollment=True, status=status)
+    base = link(settings, study)
+    page = client.get(base)
+    assert page.status_code == code and text in page.text and "<h1" in page.text
+    assert client.post(f"{base}/join", data={}).status_code == code
+    assert client.post(f"{base}/api/join", json={}).status_code == code
+    assert count(session, Evaluator) == 0
+
+
+def test_closing_mid_session_stops_votes(client, session, settings):
+    study = rating_study(session, settings, prompts=2, open_enrollment=True)
+    base = link(settings, study)
+    join(client, base)
+    trial = client.get(f"{base}/api/next").json()["trial"]
+    study.status = StudyStatus.closed
+    session.commit()
+    response = client.post(
+        f"{base}/api/trials/{trial['id']}/votes", json={"votes": all_left(study)}
+    )
+    assert response.status_code == 409 and response.json()["detail"]["code"] == "study_closed"
+    assert client.get(trial["left"]["url"]).status_code == 409
+    assert count(session, Vote) == 0
+
+
+# --- forged and repeated submits ------------------------------------------------------------
+
+
+def test_forged_submits_store_nothing(client, session, settings, study):
+    base = link(settings, study)
+    mine = join(client, base, invite=invite_token(settings, study))["evaluator_token"]
+    client.cookies.clear()
+    theirs = join(client, base, invite=invite_token(settings, study))["evaluator_token"]
+    client.cookies.clear()
+    trial = client.get(f"{base}/api/next", headers=bearer(mine)).json()["trial"]
+    url = f"{base}/api/trials/{trial['id']}/votes"
+    votes = all_left(study)
+    keys = study.criterion_keys
+    cases = [
+        (bearer(theirs), {"votes": votes}, 404, "trial_not_found"),  # another evaluator's trial
+        (bearer(mine), {"votes": {**votes, "smoothness": "left"}}, 422, "invalid_votes"),
+        (bearer(mine), {"votes": {k: "left" for k in keys[1:]}}, 422, "invalid_votes"),
+        (bearer(mine), {"votes": {**votes, keys[0]: "both"}}, 422, None),  # bad choice
+        (bearer(mine), {"votes": votes, "extra": 1}, 422, None),
+        (bearer(mine), {"votes": []}, 422, None),
+        (bearer(mine + "x"), {"votes": votes}, 401, "not_joined"),  # tampered token
+        ({}, {"votes": votes}, 401, "not_joined"),  # no token at all
+    ]
+    for headers, body, status, code in cases:
+        response = client.post(url, json=body, headers=headers)
+        assert response.status_code == status, (body, response.text)
+        if code:
+            assert response.json()["detail"]["code"] == code
+    unknown = client.post(
+        f"{base}/api/trials/999999/votes", json={"votes": votes}, headers=bearer(mine)
+    )
+    assert unknown.status_code == 404
+    # A cookie signed for another study, or forged, identifies nobody.
+    other = rating_study(session, settings, slug="other", prompts=1, open_enrollment=True)
+    other_token = join(client, link(settings, other))["evaluator_token"]
+    client.cookies.clear()
+    assert client.post(url, json={"votes": votes}, headers=bearer(other_token)).status_code == 401
+    client.cookies.set(tokens.EVALUATOR_COOKIE, mine[:-4] + "AAAA")
+    assert client.post(url, json={"votes": votes}).status_code == 401
+    client.cookies.clear()
+    # A form post (what another site could send) is not accepted as JSON.
+    assert client.post(url, data={"votes": "x"}, headers=bearer(mine)).status_code == 422
+    assert count(session, Vote) == 0
+    assert session.scalar(select(Trial.answered_at).where(Trial.id == trial["id"])) is None
+
+
+def test_repeated_submit_is_idempotent_and_a_conflicting_one_is_409(
+    client, session, settings, study
+):
+    base = link(settings, study)
+    token = join(client, base, invite=invite_token(settings, study))["evaluator_token"]
+    trial = client.get(f"{base}/api/next", headers=bearer(token)).json()["trial"]
+    url = f"{base}/api/trials/{trial['id']}/votes"
+    votes = all_left(study)
+    first = client.post(url, json={"votes": votes}, headers=bearer(token))
+    second = client.post(url, json={"votes": votes}, headers=bearer(token))
+    assert first.status_code == second.status_code == 200
+    a, b = first.json(), second.json()
+    assert a["trial_id"] == b["trial_id"] and a["votes"] == b["votes"] == votes
+    assert a["answered_at"] == b["answered_at"]
+    assert a["next"]["trial"]["id"] == b["next"]["trial"]["id"]  # the same next pair, too
+    conflict = client.post(
+        url, json={"votes": {**votes, study.criterion_keys[0]: "right"}}, headers=bearer(token)
+    )
+    assert conflict.status_code == 409 and conflict.json()["detail"]["code"] == "already_answered"
+    assert count(session, Vote) == len(votes)
+    assert sorted(session.scalars(select(Vote.choice))) == ["left"] * len(votes)
+
+
+def test_two_tabs_share_the_current_and_prefetched_trial(client, session, settings, study):
+    base = link(settings, study)
+    token = join(client, base, invite=invite_token(settings, study))["evaluator_token"]
+    tab_1 = client.get(f"{base}/api/next", headers=bearer(token)).json()
+    tab_2 = client.get(f"{base}/api/next", headers=bearer(token)).json()
+    assert tab_1 == tab_2
+    after = f"{base}/api/next?after={tab_1['trial']['id']}"
+    ahead_1 = client.get(after, headers=bearer(token)).json()
+    ahead_2 = client.get(after, headers=bearer(token)).json()
+    assert ahead_1["trial"]["id"] == ahead_2["trial"]["id"] != tab_1["trial"]["id"]
+    assert count(session, Trial) == 2
+    early = client.post(
+        f"{base}/api/trials/{ahead_1['trial']['id']}/votes",
+        json={"votes": all_left(study)},
+        headers=bearer(token),
+    )
+    assert early.status_code == 409 and early.json()["detail"]["code"] == "not_current"
+    done = client.post(
+        f"{base}/api/trials/{tab_1['trial']['id']}/votes",
+        json={"votes": all_left(study)},
+        headers=bearer(token),
+    )
+    assert done.json()["next"]["trial"]["id"] == ahead_1["trial"]["id"]
+    assert done.json()["next"]["progress"] == {"answered": 1, "total": 4}
+
+
+def test_min_view_time_is_enforced_by_the_server(client, session, settings):
+    study = rating_study(session, settings, prompts=2, open_enrollment=True, min_view_seconds=30)
+    base = link(settings, study)
+    join(client, base)
+    trial = client.get(f"{base}/api/next").json()["trial"]
+    early = client.post(f"{base}/api/trials/{trial['id']}/votes", json={"votes": all_left(study)})
+    assert early.status_code == 409 and early.json()["detail"]["code"] == "too_early"
+    assert "watch both clips" in early.json()["detail"]["message"]
+    assert count(session, Vote) == 0
+
+
+# --- pages, media, API schema ---------------------------------------------------------------
+
+
+def test_done_page_shows_the_completion_code(client, session, settings):
+    study = rating_study(
+        session, settings, prompts=2, open_enrollment=True, completion_code="C0DE-77"
+    )
+    base = link(settings, study)
+    join(client, base)
+    assert client.get(f"{base}/done", follow_redirects=False).status_code == 303
+    result = client.get(f"{base}/api/next").json()
+    while result["status"] == "trial":
+        url = f"{base}/api/trials/{result['trial']['id']}/votes"
+        result = client.post(url, json={"votes": all_left(study)}).json()["next"]
+    assert result["status"] == "done" and result["completion_code"] == "C0DE-77"
+    assert client.get(f"{base}/rate", follow_redirects=False).headers["location"] == f"{base}/done"
+    done = client.get(f"{base}/done")
+    assert "C0DE-77" in done.text and "Thank you" in done.text
+    # Coming back to the study link later leads to the same thank-you page.
+    assert client.get(base, follow_redirects=False).headers["location"] == f"{base}/done"
+
+
+def test_media_is_opaque_cacheable_and_unforgeable(client, session, settings, study):
+    base = link(settings, study)
+    join(client, base, invite=invite_token(settings, study))
+    trial = client.get(f"{base}/api/next").json()["trial"]
+    left, right = client.get(trial["left"]["url"]), client.get(trial["right"]["url"])
+    assert left.status_code == right.status_code == 200
+    assert left.content[:6] == b"GIF89a" and left.content != right.content
+    assert left.headers["content-type"] == "image/gif"
+    assert left.headers["cache-control"] == "private, max-age=86400, immutable"
+    for header in ("last-modified", "etag", "content-disposition"):
+        assert header not in left.headers
+    token = trial["left"]["url"].rsplit("/", 1)[1]
+    assert not re.search(r"[0-9a-f]{64}", token)  # no content hash / storage key
+    trial_part, signature = token.split(".", 1)
+    forged = [
+        f"{trial_part[:-1]}r.{signature}",  # the other side, same signature
+        f"{int(trial_part[:-1], 16) + 1:x}l.{signature}",  # another trial
+        "1l.x",
+        "../../etc/passwd",
+    ]
+    for bad in forged:
+        assert client.get(f"{base}/media/{bad}").status_code == 404
+    other = rating_study(session, settings, slug="other", prompts=1)
+    assert client.get(f"{link(settings, other)}/media/{token}").status_code == 404
+
+
+def test_openapi_documents_the_flow(client):
+    schema = client.get("/openapi.json").json()
+    paths = schema["paths"]
+    assert "post" in paths["/r/{key}/api/join"]
+    assert "get" in paths["/r/{key}/api/next"]
+    assert "post" in paths["/r/{key}/api/trials/{trial_id}/votes"]
+    assert "get" in paths["/r/{key}/media/{token}"]
+    names = set(schema["components"]["schemas"])
+    assert {"JoinIn", "JoinOut", "NextOut", "TrialOut", "VotesIn", "VotesOut", "ErrorOut"} <= names
+    votes = paths["/r/{key}/api/trials/{trial_id}/votes"]["post"]
+    assert {"200", "404", "409", "422"} <= set(votes["responses"])
+
+
+def test_admin_makes_invite_links(client, session, settings, study):
+    page = f"/admin/studies/{study.slug}/invites"
+    assert client.get(page, follow_redirects=False).status_code == 303  # to the login form
+    assert client.post(page, data={"count": "3"}).status_code in (401, 403)
+    log_in(client)
+    form = client.get(page)
+    assert form.status_code == 200 and "Personal invite links" in form.text
+    assert client.post(page, data={"count": "3"}).status_code == 403  # no CSRF token
+    made = client.post(page, data={"count": "3", "csrf_token": csrf_of(form.text)})
+    assert made.status_code == 200
+    links = re.findall(r"http://testserver/r/[^\s<]+\?invite=[^\s<]+", made.text)
+    assert len(links) == 3 and len(set(links)) == 3
+    bad = client.post(page, data={"count": "0", "csrf_token": csrf_of(form.text)})
+    assert bad.status_code == 422
+    # The links work for evaluators (and the study slug appears in none of them).
+    client.cookies.clear()
+    assert all(study.slug not in url for url in links)
+    assert client.get(links[0].replace("http://testserver", "")).status_code == 200

@@ -1,0 +1,149 @@
+"""A whole rating session in real Chromium, keyboard only, on a phone and a laptop viewport."""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from app.rating.models import Trial, Vote
+from app.studies.schemas import DEFAULT_CRITERIA
+from tests.rating_factories import invite_token, link, rating_study
+
+pytest_plugins = ["tests.browser"]  # the chromium fixture
+
+pytestmark = pytest.mark.browser
+
+PHONE = {"width": 390, "height": 844}
+LAPTOP = {"width": 1280, "height": 800}
+KEYS = ["1", "2", "3"]
+CHOICE = {"1": "left", "2": "tie", "3": "right"}
+MIN_VIEW = 0.6
+PAIRS = 3
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where screenshots go: VIDARENA_TEST_SCREENSHOTS to keep and look at them, else tmp."""
+    folder = Path(os.environ.get("VIDARENA_TEST_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def focused(page) -> dict:  # type: ignore[no-untyped-def]
+    return page.evaluate(
+        "({tag: document.activeElement.tagName, name: document.activeElement.name || '',"
+        " value: document.activeElement.value || '', text: document.activeElement.textContent})"
+    )
+
+
+def both_clips_shown(page) -> bool:  # type: ignore[no-untyped-def]
+    return page.evaluate(
+        """() => ['clip-left', 'clip-right'].every(id => {
+            const img = document.getElementById(id);
+            return img.complete && img.naturalWidth > 0 && img.src.startsWith('blob:')
+                && getComputedStyle(img).visibility === 'visible';
+        })"""
+    )
+
+
+def in_view(page, selector: str) -> bool:  # type: ignore[no-untyped-def]
+    box = page.locator(selector).bounding_box()
+    height = page.viewport_size["height"]
+    return box is not None and box["y"] >= -1 and box["y"] + box["height"] <= height + 1
+
+
+@pytest.mark.parametrize("viewport", ["phone", "laptop"])
+def test_keyboard_only_session(
+    live_server, chromium, session, settings, shots, viewport, database_url
+):
+    criteria = [c.key for c in DEFAULT_CRITERIA]
+    study = rating_study(
+        session,
+        settings,
+        prompts=4,
+        trials_per_evaluator=PAIRS,
+        min_view_seconds=MIN_VIEW,
+        criteria=criteria,
+    )
+    base, invite = link(settings, study), invite_token(settings, study)
+    db = "pg" if database_url.startswith("postgresql") else "sqlite"
+    size = PHONE if viewport == "phone" else LAPTOP
+    context = chromium.new_context(viewport=size, device_scale_factor=1)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
+    page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+
+    page.goto(f"{live_server}{base}?invite={invite}")
+    page.screenshot(path=str(shots / f"rate-{viewport}-{db}-0-welcome.png"), full_page=True)
+    assert "Start rating" in focused(page)["text"]  # autofocus: Enter starts
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**{base}/rate")
+
+    pressed: list[list[str]] = []
+    for n in range(1, PAIRS + 1):
+        page.wait_for_selector("#stage:not(.is-loading)")
+        assert page.locator("#progress-title").inner_text() == f"Pair {n} of {PAIRS}"
+        assert both_clips_shown(page)
+        assert focused(page)["name"] == criteria[0]  # ready to answer at once
+        if n == 1:
+            # Accessible structure: every question a fieldset with a legend, every radio labelled.
+            assert page.locator("fieldset.criterion > legend").count() == len(criteria)
+            assert page.evaluate(
+                "[...document.querySelectorAll('input[type=radio]')]"
+                ".every(r => r.labels.length === 1 && r.labels[0].textContent.trim())"
+            )
+            page.keyboard.press("Enter")  # nothing answered yet
+            assert "Please answer every question" in page.locator("#form-message").inner_text()
+            assert focused(page)["name"] == criteria[0]
+            before = page.evaluate("document.getElementById('clip-left').src")
+            page.keyboard.press("r")  # replay both: fresh object URLs restart both GIFs
+            page.wait_for_function(
+                "(before) => { const img = document.getElementById('clip-left');"
+                " return img.src !== before && img.complete; }",
+                arg=before,
+            )
+        keys = [KEYS[(i + n) % 3] for i in range(len(criteria))]
+        for key in keys:
+            page.keyboard.press(key)
+        pressed.append(keys)
+        assert focused(page)["tag"] == "BUTTON"  # the last answer moves focus to Submit
+        if viewport == "phone":
+            assert in_view(page, "#clip-left") and in_view(page, "#clip-right")  # sticky clips
+        assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        if n == 1:
+            page.screenshot(path=str(shots / f"rate-{viewport}-{db}-1-answered.png"))
+            page.keyboard.press("Enter")  # too soon: the minimum viewing time is not over
+            message = page.locator("#form-message").inner_text()
+            assert "keep watching" in message or page.url.endswith("/rate")
+        time.sleep(MIN_VIEW)
+        page.keyboard.press("Enter")
+        if n < PAIRS:
+            page.wait_for_function(
+                "(n) => document.getElementById('progress-n').textContent === String(n)",
+                arg=n + 1,
+            )
+    page.wait_for_url(f"**{base}/done")
+    code = page.locator("#completion-code").inner_text()
+    assert len(code) == 10
+    page.screenshot(path=str(shots / f"rate-{viewport}-{db}-2-done.png"), full_page=True)
+    context.close()
+    assert not problems, problems
+
+    # What the keys said is what was stored, one vote per criterion, in order.
+    session.commit()
+    trials = session.scalars(select(Trial).order_by(Trial.position)).all()
+    assert [t.position for t in trials] == list(range(1, PAIRS + 1))
+    for trial, keys in zip(trials, pressed, strict=True):
+        votes = dict(
+            session.execute(
+                select(Vote.criterion, Vote.choice).where(Vote.trial_id == trial.id)
+            ).all()
+        )
+        assert votes == {c: CHOICE[k] for c, k in zip(criteria, keys, strict=True)}
+        assert (trial.answered_at - trial.shown_at).total_seconds() >= MIN_VIEW
