@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -24,6 +24,11 @@ clips_app = typer.Typer(help="Clips rendered elsewhere.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
 app.add_typer(study_app, name="study")
 app.add_typer(clips_app, name="clips")
+export_app = typer.Typer(
+    help="Export a study's votes, clips or statistics as spreadsheet-safe CSV.",
+    no_args_is_help=True,
+)
+app.add_typer(export_app, name="export")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -165,6 +170,51 @@ def clips_import(
     except (StudyFileError, studies_service.StudyNotFoundError) as exc:
         raise fail(str(exc), code=2) from exc
     typer.echo(f"imported {count} clip(s) into {slug!r}")
+
+
+@app.command("invite")
+def invite(
+    slug: Annotated[str, typer.Argument(help="The study's slug (`vidarena study list`).")],
+    count: Annotated[int, typer.Option(help="How many invite links to print.", min=1)] = 1,
+    base_url: Annotated[
+        str, typer.Option(help="Public address of the web app, as evaluators will reach it.")
+    ] = "http://127.0.0.1:8000",
+) -> None:
+    """Print COUNT personal invite links for a study, one per line (one link, one evaluator)."""
+    from app.db import session_scope
+    from app.rating import service as rating_service
+    from app.studies import service as studies_service
+    from app.studies.models import StudyStatus
+
+    settings = get_settings()
+    ensure_schema(settings)
+    if count > 10_000:
+        raise fail(f"--count {count} is too many: at most 10000 per call", code=2)
+    secret = settings.resolved_secret_key()
+    with session_scope(read_only=True) as session:
+        try:
+            study = studies_service.get_by_slug(session=session, slug=slug)
+        except studies_service.StudyNotFoundError as exc:
+            raise fail(str(exc), code=2) from exc
+        links = rating_service.new_invites(
+            secret=secret, study=study, count=count, base_url=base_url
+        )
+        study_link = rating_service.study_link(secret=secret, study=study, base_url=base_url)
+        status, spec = study.status, rating_service.rating_spec(study)
+    for link in links:
+        typer.echo(link)
+    enrollment = "open enrollment" if spec.open_enrollment else "invitation only: refused alone"
+    typer.secho(
+        f"study link ({enrollment}; a participant id goes in ?{spec.external_id_param}=): "
+        f"{study_link}",
+        err=True,
+    )
+    if status != StudyStatus.open:
+        typer.secho(
+            f"note: the study is {status.value}; the links work once it is open",
+            err=True,
+            fg=typer.colors.YELLOW,
+        )
 
 
 @app.command("serve")
@@ -361,7 +411,167 @@ def demo(
 
     send_renders(settings=settings, clips=[(i, True) for i in ids])
     typer.echo(f"rendering {len(ids)} clip(s) with tiny models in the background")
+    _print_demo_invites(settings, slug=draft.slug, base_url=f"http://{host}:{port}")
     serve(host=host, port=port, workers=1, render_worker=True)
+
+
+def _print_demo_invites(settings: Settings, *, slug: str, base_url: str) -> None:
+    """Rating links for trying the study at once: pairs appear as both clips of a prompt finish."""
+    from app.db import session_scope
+    from app.rating import service as rating_service
+    from app.studies import service as studies_service
+
+    with session_scope(read_only=True) as session:
+        study = studies_service.get_by_slug(session=session, slug=slug)
+        links = rating_service.new_invites(
+            secret=settings.resolved_secret_key(), study=study, count=3, base_url=base_url
+        )
+    typer.echo("rate blind pairs (one link per evaluator):")
+    for link in links:
+        typer.echo(f"  {link}")
+
+
+# --- results: exports and the report ---------------------------------------------------------
+
+SlugArgument = Annotated[str, typer.Argument(help="The study's slug (`vidarena study list`).")]
+OutputOption = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="File to write (default: standard output)."),
+]
+ExcludeFlaggedTrials = Annotated[bool, typer.Option(help="Leave out flagged trials.")]
+ExcludeFlaggedEvaluators = Annotated[
+    bool, typer.Option(help="Leave out evaluators with >= 20% of their trials flagged.")
+]
+ExcludeTies = Annotated[bool, typer.Option(help="Leave out tie votes.")]
+FocusArm = Annotated[
+    str | None, typer.Option("--arm", help="Report win rates of this arm (default: the fastest).")
+]
+Margin = Annotated[
+    float | None,
+    typer.Option(help="Non-inferiority margin in percentage points, e.g. 5.", min=0, max=49.9),
+]
+
+
+def _write_export(slug: str, kind: str, output: Path | None, filters: Any = None) -> None:
+    """Stream one export to OUTPUT (with a byte-order mark, for spreadsheets) or stdout."""
+    import sys
+
+    from app.db import session_scope
+    from app.exports import service as exports_service
+    from app.studies import service as studies_service
+
+    ensure_schema(get_settings())
+    with session_scope(read_only=True) as session:
+        try:
+            study = studies_service.get_by_slug(session=session, slug=slug)
+        except studies_service.StudyNotFoundError as exc:
+            raise fail(str(exc), code=2) from exc
+        chunks = exports_service.export_chunks(
+            session=session, study=study, kind=kind, filters=filters, bom=output is not None
+        )
+        if output is None:
+            sys.stdout.writelines(chunks)
+            return
+        with output.open("w", encoding="utf-8", newline="") as file:
+            file.writelines(chunks)
+    typer.secho(f"wrote {output}", err=True)
+
+
+def _filters(**options: Any) -> Any:
+    from app.dashboard.schemas import Filters
+
+    return Filters(**options)
+
+
+@export_app.command("votes")
+def export_votes(slug: SlugArgument, output: OutputOption = None) -> None:
+    """One row per vote: trial, evaluator, prompt, theme, criterion, the arms shown left and
+    right, choice, winner, clips, times, response time and flags. Streams any size."""
+    _write_export(slug, "votes", output)
+
+
+@export_app.command("clips")
+def export_clips(slug: SlugArgument, output: OutputOption = None) -> None:
+    """The render manifest: one row per clip with prompt, theme, seed, arm, every pipeline
+    setting, storage key, sha256, size, frames and the render telemetry."""
+    _write_export(slug, "clips", output)
+
+
+@export_app.command("summary")
+def export_summary(
+    slug: SlugArgument,
+    output: OutputOption = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option("--format", help="csv or json (default: json for a .json file, else csv)."),
+    ] = None,
+    exclude_flagged_trials: ExcludeFlaggedTrials = False,
+    exclude_flagged_evaluators: ExcludeFlaggedEvaluators = False,
+    exclude_ties: ExcludeTies = False,
+    arm: FocusArm = None,
+    margin: Margin = None,
+) -> None:
+    """Every statistic (win rates with intervals and tests, per theme, power, position bias,
+    Bradley-Terry, bootstrap, agreement, evaluator quality, render cost) as CSV or JSON."""
+    fmt = fmt or ("json" if output is not None and output.suffix == ".json" else "csv")
+    if fmt not in ("csv", "json"):
+        raise fail(f"--format must be csv or json, not {fmt!r}", code=2)
+    filters = _filters(
+        exclude_flagged_trials=exclude_flagged_trials,
+        exclude_flagged_evaluators=exclude_flagged_evaluators,
+        exclude_ties=exclude_ties,
+        arm=arm,
+        margin=margin,
+    )
+    _write_export(slug, "summary" if fmt == "csv" else "summary.json", output, filters)
+
+
+@app.command("report")
+def report(
+    slug: SlugArgument,
+    html: Annotated[
+        Path | None, typer.Option("--html", help="Also write a self-contained HTML report here.")
+    ] = None,
+    exclude_flagged_trials: ExcludeFlaggedTrials = False,
+    exclude_flagged_evaluators: ExcludeFlaggedEvaluators = False,
+    exclude_ties: ExcludeTies = False,
+    arm: FocusArm = None,
+    margin: Margin = None,
+) -> None:
+    """Print the per-criterion results table; --html FILE writes the full report (charts,
+    tables, bootstrap, agreement) as one file to attach to a paper."""
+    import sys
+
+    from rich.console import Console
+
+    from app.dashboard import service as dashboard_service
+    from app.db import session_scope
+    from app.exports import report as report_service
+    from app.studies import service as studies_service
+
+    ensure_schema(get_settings())
+    filters = _filters(
+        exclude_flagged_trials=exclude_flagged_trials,
+        exclude_flagged_evaluators=exclude_flagged_evaluators,
+        exclude_ties=exclude_ties,
+        arm=arm,
+        margin=margin,
+    )
+    with session_scope(read_only=True) as session:
+        try:
+            study = studies_service.get_by_slug(session=session, slug=slug)
+        except studies_service.StudyNotFoundError as exc:
+            raise fail(str(exc), code=2) from exc
+        d, a = dashboard_service.full(session=session, study=study, filters=filters)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    for table in report_service.terminal_tables(d):
+        console.print(table)
+    console.print(report_service.NOTE, style="dim")
+    for warning in d.summary.warnings[2:]:
+        console.print(warning, style="yellow")
+    if html is not None:
+        html.write_text(report_service.html(d, a), encoding="utf-8")
+        typer.secho(f"wrote {html}", err=True)
 
 
 def main() -> None:  # pragma: no cover - console entry point

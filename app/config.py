@@ -36,6 +36,12 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     render_lease_seconds: int = Field(default=300, ge=1)
     render_max_retries: int = Field(default=3, ge=0, le=20)
+    # Operations (app/ops): logs, metrics, rate limits.
+    log_format: Literal["json", "text"] = "json"
+    metrics_token: SecretStr | None = None
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    rate_limit_join_per_minute: int = Field(default=30, ge=0)
+    rate_limit_submit_per_minute: int = Field(default=60, ge=0)
 
     @model_validator(mode="after")
     def _defaults_under_var(self) -> Settings:

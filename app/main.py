@@ -7,13 +7,16 @@ from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from app import __version__
+from app import __version__, ops
 from app.auth import router as auth_router
 from app.auth import service as auth_service
 from app.auth import web as auth_web
 from app.auth.deps import assert_admin_routes_protected
+from app.clips import router as clips_router
 from app.config import Settings, get_settings
+from app.dashboard import router as dashboard_router
 from app.db import get_engine, session_factory
+from app.exports import router as exports_router
 from app.rating import admin as rating_admin
 from app.rating import api as rating_api
 from app.rating import router as rating_router
@@ -38,6 +41,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         path_prefix="/admin/",
     )
     app.add_middleware(SessionMiddleware, **auth_service.session_cookie_options(settings))
+    # Request ids, metrics, security headers, rate limits (outside the session), /healthz,
+    # /readyz, /metrics and the JSON render-queue route.
+    ops.install(app, settings)
     app.state.login_throttle = auth_service.LoginThrottle()
     auth_web.install_template_globals(templates.env)
     app.add_exception_handler(StarletteHTTPException, auth_web.http_error_page)
@@ -45,10 +51,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(auth_router.login_router)
     app.include_router(auth_router.router)
     app.include_router(studies_router.router)
+    app.include_router(clips_router.router)
     app.include_router(rating_admin.router)
     app.include_router(rating_api.router)
     app.include_router(rating_router.router)
     app.include_router(rating_router.media_router)
+    app.include_router(dashboard_router.router)
+    app.include_router(exports_router.router)
     # Keep last: start-up fails if any /admin route skips require_admin / verify_csrf.
     assert_admin_routes_protected(app)
     return app

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 
 from celery.signals import worker_ready, worker_shutdown
 
@@ -12,6 +13,8 @@ from app.clips import service as clips_service
 from app.clips.dispatch import send_renders
 from app.config import get_settings
 from app.db import get_engine, session_scope
+from app.ops import metrics as ops_metrics
+from app.ops.logging import connect_celery_signals
 from workers.celery_app import RENDER_TASK, SWEEP_TASK, celery_app
 from workers.render import render_clip as render_one
 
@@ -28,6 +31,7 @@ def _quiet_library_progress_bars() -> None:
 
 
 _quiet_library_progress_bars()
+connect_celery_signals()  # JSON logs with task ids (VIDARENA_LOG_FORMAT), secrets redacted
 
 
 @celery_app.task(name=RENDER_TASK, bind=True, acks_late=True)
@@ -36,8 +40,14 @@ def render_clip(self, clip_id: int, tiny: bool = False) -> str:  # type: ignore[
     settings = get_settings()
     retries = self.request.retries
     last_try = retries >= settings.render_max_retries
+    started = time.perf_counter()
     outcome = render_one(
         clip_id=clip_id, task_id=self.request.id, settings=settings, last_try=last_try
+    )
+    ops_metrics.record_render(
+        outcome.status,
+        ops_metrics.arm_kind_of(get_engine(settings), clip_id),
+        time.perf_counter() - started,
     )
     log.info("clip %s: %s %s", clip_id, outcome.status, outcome.detail)
     if outcome.status == "retry":
@@ -86,6 +96,10 @@ def _sweeper() -> None:
 
 @worker_ready.connect
 def _start_sweeper(**_: object) -> None:
+    try:
+        ops_metrics.start_worker_server(get_settings().worker_metrics_port)
+    except OSError:
+        log.exception("cannot serve worker metrics on VIDARENA_WORKER_METRICS_PORT")
     try:
         sweep_leases()
         _recover_queued()

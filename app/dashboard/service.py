@@ -1,0 +1,489 @@
+"""Dashboard use cases: keyword-only functions over a read session (callers own it).
+
+* `change_token`: the cheap "did anything change?" query the event stream polls every second;
+* `live`: the live dashboard (count-based statistics from the incremental tally, render cost,
+  evaluator progress, votes over time), cached per filter set until the tally moves;
+* `advanced`: the expensive statistics (prompt-cluster bootstrap, Krippendorff's alpha,
+  evaluator quality) from every vote of the study, cached and recomputed at most every
+  ADVANCED_TTL_SECONDS unless asked for;
+* `load_vote_table`: the study's votes as an `analysis.VoteTable`, read in batches.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+import threading
+import time
+from bisect import bisect_left
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from itertools import pairwise
+from typing import Any
+
+import numpy as np
+from sqlalchemy import Integer, String, func, select, type_coerce
+from sqlalchemy.orm import Session
+
+from app.analysis import (
+    ArmSpeed,
+    ClipTelemetry,
+    VoteTable,
+    agreement,
+    arm_pairs,
+    bootstrap_summary,
+    bradley_terry,
+    evaluator_quality,
+    pairwise_summary,
+    speed_summary,
+    speed_vs_preference,
+)
+from app.clips.models import Clip, ClipStatus
+from app.dashboard.schemas import (
+    Advanced,
+    Bucket,
+    CriterionLabel,
+    Dashboard,
+    EvaluatorProgress,
+    Filters,
+    Timeline,
+)
+from app.dashboard.tally import TallyCache, TallySnapshot
+from app.db import utcnow
+from app.rating import service as rating_service
+from app.rating.models import Choice, Evaluator, Matchup, Trial, Vote
+from app.studies.models import Arm, Prompt, Study
+
+POLL_SECONDS = 1.0
+ADVANCED_TTL_SECONDS = 60.0
+N_BOOT = 1000
+TIMELINE_MAX_BUCKETS = 48
+_BUCKET_MINUTES = (1, 5, 15, 60, 180, 360, 1440, 10080)
+_LOAD_BATCH = 50_000
+
+
+CACHED_VIEWS = 64  # dashboards and robustness panels kept (per filter set and study)
+
+
+class Recent(OrderedDict[Any, Any]):
+    """A dict that forgets its least recently stored entries beyond `limit`."""
+
+    def __init__(self, limit: int = CACHED_VIEWS) -> None:
+        super().__init__()
+        self.limit = limit
+
+    def store(self, key: Any, value: Any) -> None:
+        self[key] = value
+        self.move_to_end(key)
+        while len(self) > self.limit:
+            self.popitem(last=False)
+
+
+@dataclass
+class DashboardCache:
+    """Per-process caches shared by every dashboard client of one app."""
+
+    tallies: TallyCache = field(default_factory=TallyCache)
+    dashboards: Recent = field(default_factory=Recent)
+    advanced: Recent = field(default_factory=Recent)
+    telemetry: Recent = field(default_factory=Recent)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    advanced_locks: dict[Any, threading.Lock] = field(default_factory=dict)
+
+    def advanced_lock(self, study: Study) -> threading.Lock:
+        """One robustness computation per study at a time."""
+        with self.lock:
+            return self.advanced_locks.setdefault((study.id, study.created_at), threading.Lock())
+
+
+# --- cheap queries ------------------------------------------------------------------------------
+
+
+def change_token(*, session: Session, study: Study) -> tuple[Any, ...]:
+    """Changes whenever a vote is written (to any study), an evaluator of this study joins or
+    completes, or one of its clips finishes: three indexed queries, about a millisecond."""
+    top = session.scalar(select(func.max(Vote.id))) or 0
+    return (top, *_evaluator_counts(session, study), *_clip_fingerprint(session, study))
+
+
+def _evaluator_counts(session: Session, study: Study) -> tuple[int, int]:
+    joined, completed = session.execute(
+        select(func.count(Evaluator.id), func.count(Evaluator.completed_at)).where(
+            Evaluator.study_id == study.id
+        )
+    ).one()
+    return int(joined), int(completed)
+
+
+def _clip_fingerprint(session: Session, study: Study) -> tuple[int, str]:
+    done, last = session.execute(
+        select(func.count(Clip.id), func.max(Clip.finished_at))
+        .join(Prompt, Prompt.id == Clip.prompt_id)
+        .where(Prompt.study_id == study.id, Clip.status == ClipStatus.done)
+    ).one()
+    return int(done), str(last)
+
+
+def clip_telemetry(*, session: Session, study: Study) -> tuple[ClipTelemetry, ...]:
+    """Render cost of every done clip of the study."""
+    rows = session.execute(
+        select(Arm.name, Clip.telemetry)
+        .join(Arm, Arm.id == Clip.arm_id)
+        .where(Arm.study_id == study.id, Clip.status == ClipStatus.done)
+    )
+    return tuple(_telemetry(arm, data or {}) for arm, data in rows)
+
+
+def _telemetry(arm: str, data: dict[str, Any]) -> ClipTelemetry:
+    def number(name: str) -> float | None:
+        value = data.get(name)
+        return float(value) if isinstance(value, int | float) else None
+
+    return ClipTelemetry(
+        arm=arm,
+        total_seconds=number("total_s"),
+        denoise_seconds=number("denoise_s"),
+        denoiser_passes=number("denoiser_passes"),
+        peak_memory_bytes=number("peak_memory_bytes"),
+    )
+
+
+# --- the live dashboard -------------------------------------------------------------------------
+
+
+def live(*, session: Session, study: Study, filters: Filters, cache: DashboardCache) -> Dashboard:
+    """The live dashboard, recomputed only when the study's votes, evaluators or clips moved."""
+    started = time.perf_counter()
+    snapshot = cache.tallies.snapshot(session=session, study=study, **filters.tally_filters())
+    evaluators = _evaluator_counts(session, study)
+    clips = _clip_fingerprint(session, study)
+    key, fingerprint = (study.id, study.created_at, filters), (snapshot.version, evaluators, clips)
+    cached = cache.dashboards.get(key)
+    if cached is not None and cached[0] == fingerprint:
+        return cached[1]
+    telemetry = _cached_telemetry(session=session, study=study, cache=cache, fingerprint=clips)
+    dashboard = compose(
+        study=study,
+        filters=filters,
+        snapshot=snapshot,
+        telemetry=telemetry,
+        evaluators=evaluators,
+        planned_trials=rating_service.planned_total(session=session, study=study),
+        started=started,
+    )
+    with cache.lock:
+        cache.dashboards.store(key, (fingerprint, dashboard))
+    return dashboard
+
+
+def _cached_telemetry(
+    *, session: Session, study: Study, cache: DashboardCache, fingerprint: Any
+) -> tuple[ClipTelemetry, ...]:
+    key = (study.id, study.created_at)
+    cached = cache.telemetry.get(key)
+    if cached is None or cached[0] != fingerprint:
+        cached = (fingerprint, clip_telemetry(session=session, study=study))
+        with cache.lock:
+            cache.telemetry.store(key, cached)
+    return cached[1]
+
+
+def compose(
+    *,
+    study: Study,
+    filters: Filters,
+    snapshot: TallySnapshot,
+    telemetry: Sequence[ClipTelemetry],
+    evaluators: tuple[int, int],
+    planned_trials: int,
+    started: float,
+) -> Dashboard:
+    """Every count-based statistic of the snapshot, with render cost and progress beside it."""
+    arms = tuple(arm.name for arm in study.arms)
+    criteria = tuple(study.criterion_keys)
+    speed = speed_summary(telemetry, arms=arms)
+    focus = focus_arm(filters.arm, arms=arms, speed=speed)
+    margin = None if filters.margin is None else filters.margin / 100
+    summary = pairwise_summary(snapshot.counts, pairs=oriented_pairs(arms, focus), margin=margin)
+    speed_criterion = filters.criterion if filters.criterion in criteria else _main(criteria)
+    return Dashboard(
+        slug=study.slug,
+        name=study.name,
+        arms=arms,
+        criteria=tuple(CriterionLabel(c.key, c.label) for c in study.criterion_list),
+        filters=filters,
+        focus=focus,
+        summary=summary,
+        strengths=bradley_terry(snapshot.counts) if len(arms) > 2 else (),
+        speed=speed_vs_preference(speed, summary.arm_preference, criterion=speed_criterion),
+        speed_criterion=speed_criterion,
+        progress=_progress(snapshot, evaluators=evaluators, planned=planned_trials),
+        timeline=timeline(snapshot.minutes, votes_per_trial=len(criteria)),
+        version=snapshot.version,
+        generated_at=utcnow(),
+        compute_ms=(time.perf_counter() - started) * 1000,
+    )
+
+
+def _main(criteria: Sequence[str]) -> str:
+    return "overall_quality" if "overall_quality" in criteria else criteria[-1]
+
+
+def focus_arm(requested: str | None, *, arms: Sequence[str], speed: Iterable[ArmSpeed]) -> str:
+    """The requested arm, else the fastest (lowest median render seconds), else the first."""
+    if requested in arms:
+        return str(requested)
+    timed = [(s.median_total_seconds, s.arm) for s in speed if s.median_total_seconds is not None]
+    return min(timed)[1] if timed else arms[0]
+
+
+def oriented_pairs(arms: Sequence[str], focus: str) -> list[tuple[str, str]]:
+    """Every arm pair, the focus arm first where it takes part."""
+    return [(b, a) if b == focus else (a, b) for a, b in arm_pairs(arms)]
+
+
+def _progress(
+    snapshot: TallySnapshot, *, evaluators: tuple[int, int], planned: int
+) -> EvaluatorProgress:
+    answered = [a for a, _ in snapshot.evaluator_trials.values() if a > 0]
+    joined, completed = evaluators
+    return EvaluatorProgress(
+        joined=joined,
+        started=len(answered),
+        completed=completed,
+        flagged=len(snapshot.flagged_evaluators),
+        planned_trials=planned,
+        answered_trials=sum(answered),
+        median_answered=statistics.median(answered) if answered else None,
+        histogram=_histogram(answered, not_started=max(joined - len(answered), 0), top=planned),
+    )
+
+
+def _histogram(answered: list[int], *, not_started: int, top: int) -> tuple[tuple[str, int], ...]:
+    """Evaluators by trials answered: none, four ranges up to `top`, and `top` or more."""
+    top = max(top, max(answered, default=0), 1)
+    edges = sorted({1, *(max(1, math.ceil(top * q / 4)) for q in (1, 2, 3)), top})
+    ordered = sorted(answered)
+    bins: list[tuple[str, int]] = [("0", not_started)]
+    for low, high in pairwise(edges):
+        label = f"{low}" if high - 1 == low else f"{low}\N{EN DASH}{high - 1}"
+        bins.append((label, bisect_left(ordered, high) - bisect_left(ordered, low)))
+    bins.append((f"{top}+", len(ordered) - bisect_left(ordered, top)))
+    return tuple(bins)
+
+
+def timeline(minutes: dict[str, int], *, votes_per_trial: int) -> Timeline:
+    """Answered trials per minute regrouped into at most TIMELINE_MAX_BUCKETS buckets."""
+    if not minutes:
+        return Timeline(buckets=(), bucket_minutes=60)
+    first, last = (datetime.fromisoformat(k) for k in (min(minutes), max(minutes)))
+    span = (last - first).total_seconds() / 60 + 1
+    size = next((m for m in _BUCKET_MINUTES if span / m <= TIMELINE_MAX_BUCKETS), 10080)
+    origin = _floor(first, size)
+    counts = [0] * (int((last - origin).total_seconds() // 60 // size) + 1)
+    for key, n in _coarse(minutes, size).items():
+        counts[int((datetime.fromisoformat(key) - origin).total_seconds() // 60 // size)] += n
+    buckets, total = [], 0
+    for i, trials in enumerate(counts):
+        total += trials * votes_per_trial
+        start = origin + timedelta(minutes=i * size)
+        buckets.append(Bucket(start, trials, trials * votes_per_trial, total))
+    return Timeline(buckets=tuple(buckets), bucket_minutes=size)
+
+
+def _coarse(minutes: dict[str, int], size: int) -> Counter[str]:
+    """Minute keys merged into hour or day keys when the buckets are that coarse (cheap string
+    slicing, so only a few keys are parsed as dates)."""
+    width = 10 if size % 1440 == 0 else 13 if size % 60 == 0 else 16
+    pad = {10: "T00:00", 13: ":00", 16: ""}[width]
+    out: Counter[str] = Counter()
+    for key, n in minutes.items():
+        out[key[:width] + pad] += n
+    return out
+
+
+def _floor(stamp: datetime, minutes: int) -> datetime:
+    day = stamp.replace(hour=0, minute=0)
+    if minutes >= 10080:
+        return day - timedelta(days=day.weekday())
+    offset = (stamp - day).total_seconds() // 60
+    return day + timedelta(minutes=offset - offset % minutes)
+
+
+def full(*, session: Session, study: Study, filters: Filters) -> tuple[Dashboard, Advanced]:
+    """Everything, computed now (no cache): for exports, the report and the command line."""
+    cache = DashboardCache()
+    return (
+        live(session=session, study=study, filters=filters, cache=cache),
+        advanced(session=session, study=study, filters=filters, cache=cache),
+    )
+
+
+# --- the expensive statistics -------------------------------------------------------------------
+
+
+def advanced(
+    *,
+    session: Session,
+    study: Study,
+    filters: Filters,
+    cache: DashboardCache,
+    fresh: bool = False,
+) -> Advanced:
+    """Bootstrap, agreement and evaluator quality: served from the cache when nothing changed
+    or it is younger than ADVANCED_TTL_SECONDS (unless `fresh`), computed once at a time."""
+    snapshot = cache.tallies.snapshot(session=session, study=study, **filters.tally_filters())
+    key = (study.id, study.created_at, filters)
+    with cache.advanced_lock(study):
+        cached = cache.advanced.get(key)
+        if cached is not None and _usable(cached, snapshot.version, fresh=fresh):
+            return cached
+        telemetry = _cached_telemetry(
+            session=session, study=study, cache=cache, fingerprint=_clip_fingerprint(session, study)
+        )
+        result = compute_advanced(
+            session=session,
+            study=study,
+            filters=filters,
+            telemetry=telemetry,
+            flagged_evaluators=snapshot.flagged_evaluators,
+            version=snapshot.version,
+        )
+        with cache.lock:
+            cache.advanced.store(key, result)
+        return result
+
+
+def _usable(cached: Advanced, version: int, *, fresh: bool) -> bool:
+    if cached.version == version:
+        return True
+    age = (utcnow() - cached.computed_at).total_seconds()
+    return not fresh and age < ADVANCED_TTL_SECONDS
+
+
+def compute_advanced(
+    *,
+    session: Session,
+    study: Study,
+    filters: Filters,
+    telemetry: Sequence[ClipTelemetry],
+    flagged_evaluators: Iterable[int],
+    version: int = 0,
+) -> Advanced:
+    started = time.perf_counter()
+    arms = tuple(arm.name for arm in study.arms)
+    focus = focus_arm(filters.arm, arms=arms, speed=speed_summary(telemetry, arms=arms))
+    table = load_vote_table(session=session, study=study, exclude_ties=filters.exclude_ties)
+    options: dict[str, Any] = {
+        "exclude_flagged": filters.exclude_flagged_trials,
+        "exclude_evaluators": set(flagged_evaluators) if filters.exclude_flagged_evaluators else (),
+    }
+    return Advanced(
+        bootstrap=bootstrap_summary(
+            table, n_boot=N_BOOT, seed=0, pairs=oriented_pairs(arms, focus), **options
+        ),
+        agreement=agreement(table, **options),
+        evaluators=evaluator_quality(table),
+        n_votes=len(table),
+        version=version,
+        computed_at=utcnow(),
+        compute_s=time.perf_counter() - started,
+    )
+
+
+def load_vote_table(*, session: Session, study: Study, exclude_ties: bool = False) -> VoteTable:
+    """Every vote of the study as integer-coded columns, read `_LOAD_BATCH` rows at a time
+    through Core (plain ints and strings: no per-row ORM or type conversion)."""
+    columns = {
+        "prompt": Matchup.prompt_id,
+        "evaluator": Trial.evaluator_id,
+        "trial": Trial.id,
+        "matchup": Matchup.id,
+        "a_on_left": type_coerce(Trial.a_on_left, Integer),
+        "arm_a": Matchup.arm_a_id,
+        "arm_b": Matchup.arm_b_id,
+        "flagged": type_coerce(Trial.flagged, Integer),
+        "repeat": type_coerce(Trial.is_repeat, Integer),
+        "criterion": Vote.criterion,
+        "choice": type_coerce(Vote.choice, String),
+    }
+    query = (
+        select(*columns.values())
+        .select_from(Vote)
+        .join(Trial, Trial.id == Vote.trial_id)
+        .join(Matchup, Matchup.id == Trial.matchup_id)
+        .where(_study_filter(session) == study.id)
+    )
+    if exclude_ties:
+        query = query.where(Vote.choice != Choice.tie.value)
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in columns}
+    labels: dict[str, dict[str, int]] = {"criterion": {}, "choice": {}}
+    result = session.connection().execution_options(yield_per=_LOAD_BATCH).execute(query)
+    for rows in result.partitions():
+        for name, values in zip(columns, zip(*rows, strict=True), strict=True):
+            parts[name].append(_codes(values, labels.get(name)))
+    themes = dict(
+        session.execute(select(Prompt.id, Prompt.theme).where(Prompt.study_id == study.id)).all()
+    )
+    return _vote_table(parts, labels, themes=themes, study=study)
+
+
+def _study_filter(session: Session) -> Any:
+    """`matchup.study_id`, as `study_id + 0` on SQLite: reading votes in primary-key order is
+    faster there than walking the study's index (the sum keeps the planner off the index)."""
+    if session.get_bind().dialect.name == "sqlite":
+        return Matchup.study_id + 0
+    return Matchup.study_id
+
+
+def _codes(values: Sequence[Any], labels: dict[str, int] | None) -> np.ndarray:
+    """Integers as they are; strings as codes into `labels` (extended as new ones appear)."""
+    if labels is None:
+        return np.fromiter(values, dtype=np.int64, count=len(values))
+    codes = [labels.setdefault(v, len(labels)) for v in values]
+    return np.fromiter(codes, dtype=np.int64, count=len(codes))
+
+
+def _vote_table(
+    parts: dict[str, list[np.ndarray]],
+    labels: dict[str, dict[str, int]],
+    *,
+    themes: dict[int, str],
+    study: Study,
+) -> VoteTable:
+    cols = {
+        name: np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
+        for name, arrays in parts.items()
+    }
+    arm_index = {arm.id: i for i, arm in enumerate(study.arms)}
+    arm_of = np.zeros(max(arm_index, default=0) + 1, dtype=np.int64)
+    for arm_id, i in arm_index.items():
+        arm_of[arm_id] = i
+    arm_names = np.array([arm.name for arm in study.arms], dtype=object)
+    on_left = cols["a_on_left"].astype(bool)
+    left = np.where(on_left, cols["arm_a"], cols["arm_b"])
+    right = np.where(on_left, cols["arm_b"], cols["arm_a"])
+    prompt_ids = sorted(themes)
+    theme_of = np.array([themes[p] for p in prompt_ids] or [""], dtype=object)
+    prompt_code = np.searchsorted(np.array(prompt_ids, dtype=np.int64), cols["prompt"])
+
+    def strings(name: str) -> np.ndarray:
+        return np.array(list(labels[name]) or [""], dtype=object)[cols[name]]
+
+    return VoteTable.from_columns(
+        prompt_id=cols["prompt"],
+        theme=theme_of[prompt_code] if len(prompt_code) else np.zeros(0, dtype=object),
+        evaluator=cols["evaluator"],
+        criterion=strings("criterion"),
+        arm_left=arm_names[arm_of[left]],
+        arm_right=arm_names[arm_of[right]],
+        choice=strings("choice"),
+        flagged=cols["flagged"].astype(bool),
+        trial_id=cols["trial"],
+        is_repeat=cols["repeat"].astype(bool),
+        matchup_id=cols["matchup"],
+        arms=[arm.name for arm in study.arms],
+        criteria=study.criterion_keys,
+    )

@@ -1,0 +1,333 @@
+"""A study's vote tally, built once with SQL GROUP BY and then kept current from new votes only.
+
+Why incremental: every vote must join its trial (side, flag, matchup), and that GROUP BY over a
+million votes takes ~1.5 s on SQLite (measured, docs/benchmarks.md) - far too slow for a refresh
+every second. A `Tally` is built once with GROUP BY queries (cold), then advanced by reading only
+the votes above the last id it counted (`vote.id > settled`: a primary-key range, milliseconds).
+Votes are never updated: a trial's votes, its `answered_at` and its flag are written in one
+transaction, so adding each new vote once keeps the tally exact.
+
+What it holds, per study:
+* `cube`: first-showing votes (repeats excluded) by (criterion, theme, left arm, right arm,
+  choice, trial flagged): `VoteCounts.from_grouped` rows once filters are applied;
+* `excluded`: the part of `cube` cast by flagged evaluators (those with at least
+  FLAGGED_EVALUATOR_SHARE of their answered trials flagged), so that filter is a subtraction;
+* answered and flagged trials per evaluator, and answered trials per minute (repeats included).
+
+Id order and commit order: SQLite serializes writers (BEGIN IMMEDIATE), so a reader never sees
+vote n + 1 without vote n, and `settled` is simply the largest id read. PostgreSQL takes ids from
+a sequence, and a transaction may commit after a later one: there, ids above `settled` are read
+again until SETTLE_SECONDS after they were first visible (each vote counted once, by id), and a
+cold build leaves its newest COLD_WINDOW_IDS ids to that path.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import false, func, select
+from sqlalchemy.orm import Session, aliased
+
+from app.analysis import VoteCounts
+from app.dashboard.sqltext import minute_text
+from app.rating.models import Matchup, Trial, Vote
+from app.studies.models import Arm, Prompt, Study
+
+FLAGGED_EVALUATOR_SHARE = 0.2
+SETTLE_SECONDS = {"postgresql": 10.0}
+COLD_WINDOW_IDS = {"postgresql": 50_000}
+# Rebuild from scratch now and then (and when far behind): bounds the effect of anything written
+# outside the rating flow, such as votes deleted by hand.
+REBUILD_SECONDS = 900.0
+REBUILD_GAP_IDS = 250_000
+_IN_CHUNK = 500
+
+# criterion, theme, arm shown left, arm shown right, choice, trial flagged
+CubeKey = tuple[str, str, str, str, str, bool]
+
+
+@dataclass(frozen=True, slots=True)
+class TallySnapshot:
+    """A consistent copy of what a summary needs (the tally keeps changing underneath)."""
+
+    version: int
+    counts: VoteCounts
+    evaluator_trials: dict[int, tuple[int, int]]  # evaluator id -> (answered, flagged)
+    minutes: dict[str, int]  # "YYYY-MM-DDTHH:MM" (UTC) -> answered trials
+    flagged_evaluators: frozenset[int]
+
+
+@dataclass(frozen=True, slots=True)
+class _Matchup:
+    arm_a: str
+    arm_b: str
+    theme: str
+
+
+@dataclass(frozen=True, slots=True)
+class _Counted:
+    """A counted vote above `settled` (PostgreSQL's unsettled window)."""
+
+    evaluator_id: int
+    key: CubeKey | None  # None: a repeat (not in the cube)
+
+
+def is_flagged(answered: int, flagged: int) -> bool:
+    return answered > 0 and flagged >= FLAGGED_EVALUATOR_SHARE * answered
+
+
+class Tally:
+    def __init__(self, *, study: Study, dialect: str) -> None:
+        self.study_id = study.id
+        self.first_criterion = study.criterion_keys[0]
+        self.dialect = dialect
+        self.settle_s = SETTLE_SECONDS.get(dialect, 0.0)
+        self.settled = 0
+        self.window: dict[int, _Counted] = {}
+        self.checkpoints: deque[tuple[float, int]] = deque()
+        self.cube: Counter[CubeKey] = Counter()
+        self.excluded: Counter[CubeKey] = Counter()
+        self.trials: dict[int, list[int]] = {}
+        self.minutes: Counter[str] = Counter()
+        self.flagged_evaluators: set[int] = set()
+        self.matchups: dict[int, _Matchup] = {}
+        self.version = 0
+        self.built_at = time.monotonic()
+
+    # --- building ---------------------------------------------------------------------------
+
+    @classmethod
+    def build(cls, *, session: Session, study: Study) -> Tally:
+        """Cold: GROUP BY over the study's votes, then the newest ones one by one."""
+        tally = cls(study=study, dialect=session.get_bind().dialect.name)
+        top = session.scalar(select(func.max(Vote.id))) or 0
+        cut = max(0, top - COLD_WINDOW_IDS.get(tally.dialect, 0))
+        tally._load_matchups(session)
+        for matchup_id, criterion, a_on_left, choice, flagged, n in session.execute(
+            _cube_query(upto=cut).where(Matchup.study_id == study.id)
+        ):
+            tally.cube[tally._key(matchup_id, criterion, a_on_left, choice, flagged)] += n
+        for evaluator_id, flagged, minute, n in session.execute(tally._trials_query(upto=cut)):
+            tally._count_trials(evaluator_id, flagged=flagged, minute=minute, n=n)
+        tally.flagged_evaluators = {e for e, (a, f) in tally.trials.items() if is_flagged(a, f)}
+        tally.excluded.update(tally._votes_of(session, tally.flagged_evaluators, upto=cut))
+        tally.settled = cut
+        tally.advance(session=session)
+        return tally
+
+    def _load_matchups(self, session: Session) -> None:
+        arm_a, arm_b = aliased(Arm), aliased(Arm)
+        rows = session.execute(
+            select(Matchup.id, arm_a.name, arm_b.name, Prompt.theme)
+            .join(arm_a, arm_a.id == Matchup.arm_a_id)
+            .join(arm_b, arm_b.id == Matchup.arm_b_id)
+            .join(Prompt, Prompt.id == Matchup.prompt_id)
+            .where(Matchup.study_id == self.study_id)
+        )
+        self.matchups = {m: _Matchup(a, b, theme) for m, a, b, theme in rows}
+
+    def _trials_query(self, *, upto: int) -> Any:
+        """Answered trials by (evaluator, flagged, minute): each trial's vote on the first
+        criterion stands for the trial (every answered trial has exactly one)."""
+        minute = minute_text(Trial.answered_at, self.dialect)
+        return (
+            select(Trial.evaluator_id, Trial.flagged, minute, func.count())
+            .select_from(Vote)
+            .join(Trial, Trial.id == Vote.trial_id)
+            .join(Matchup, Matchup.id == Trial.matchup_id)
+            .where(
+                Matchup.study_id == self.study_id,
+                Vote.criterion == self.first_criterion,
+                Vote.id <= upto,
+            )
+            .group_by(Trial.evaluator_id, Trial.flagged, minute)
+        )
+
+    # --- advancing --------------------------------------------------------------------------
+
+    def advance(self, *, session: Session) -> bool:
+        """Count the votes written since the last call; True when anything changed."""
+        now = time.monotonic()
+        rows = session.execute(_delta_query(after=self.settled, dialect=self.dialect)).all()
+        top = rows[-1].id if rows else self.settled
+        fresh = [r for r in rows if r.study_id == self.study_id and r.id not in self.window]
+        if any(r.matchup_id not in self.matchups for r in fresh):
+            self._load_matchups(session)  # clips finished since: new matchups
+        for row in fresh:
+            self.window[row.id] = self._add(row)
+        reflagged = self._reflag(session, {r.evaluator_id for r in fresh})
+        self._settle(now, top)
+        if fresh or reflagged:
+            self.version += 1
+        return bool(fresh or reflagged)
+
+    def _add(self, row: Any) -> _Counted:
+        key = None
+        if not row.is_repeat:
+            key = self._key(row.matchup_id, row.criterion, row.a_on_left, row.choice, row.flagged)
+            self.cube[key] += 1
+            if row.evaluator_id in self.flagged_evaluators:
+                self.excluded[key] += 1
+        if row.criterion == self.first_criterion:
+            self._count_trials(row.evaluator_id, flagged=row.flagged, minute=row.minute, n=1)
+        return _Counted(row.evaluator_id, key)
+
+    def _reflag(self, session: Session, evaluators: set[int]) -> bool:
+        """Move evaluators whose flagged share crossed the threshold in or out of `excluded`."""
+        flagged_now = {e for e in evaluators if is_flagged(*self.trials.get(e, (0, 0)))}
+        entering = flagged_now - self.flagged_evaluators
+        leaving = (evaluators - flagged_now) & self.flagged_evaluators
+        for group, sign in ((entering, 1), (leaving, -1)):
+            for key, n in self._counted_votes(session, group).items():
+                self.excluded[key] += sign * n
+        self.flagged_evaluators = (self.flagged_evaluators | entering) - leaving
+        return bool(entering or leaving)
+
+    def _counted_votes(self, session: Session, evaluators: set[int]) -> Counter[CubeKey]:
+        """The cube entries of these evaluators' votes counted so far."""
+        votes = self._votes_of(session, evaluators, upto=self.settled)
+        for counted in self.window.values():
+            if counted.key is not None and counted.evaluator_id in evaluators:
+                votes[counted.key] += 1
+        return votes
+
+    def _votes_of(self, session: Session, evaluators: set[int], *, upto: int) -> Counter[CubeKey]:
+        votes: Counter[CubeKey] = Counter()
+        ids = sorted(evaluators)
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            query = _cube_query(upto=upto).where(Trial.evaluator_id.in_(chunk))
+            for matchup_id, criterion, a_on_left, choice, flagged, n in session.execute(query):
+                votes[self._key(matchup_id, criterion, a_on_left, choice, flagged)] += n
+        return votes
+
+    def _settle(self, now: float, top: int) -> None:
+        """Every id up to the largest one visible SETTLE seconds ago is committed by now."""
+        if not self.settle_s:
+            self.settled = max(self.settled, top)
+            self.window.clear()
+            return
+        self.checkpoints.append((now, top))
+        while self.checkpoints and now - self.checkpoints[0][0] >= self.settle_s:
+            self.settled = max(self.settled, self.checkpoints.popleft()[1])
+        self.window = {i: c for i, c in self.window.items() if i > self.settled}
+
+    # --- reading ----------------------------------------------------------------------------
+
+    def _key(
+        self, matchup_id: int, criterion: str, a_on_left: bool, choice: Any, flagged: bool
+    ) -> CubeKey:
+        m = self.matchups[matchup_id]
+        left, right = (m.arm_a, m.arm_b) if a_on_left else (m.arm_b, m.arm_a)
+        return (criterion, m.theme, left, right, str(choice), bool(flagged))
+
+    def _count_trials(
+        self, evaluator_id: int, *, flagged: bool, minute: str | None, n: int
+    ) -> None:
+        counts = self.trials.setdefault(evaluator_id, [0, 0])
+        counts[0] += n
+        counts[1] += n if flagged else 0
+        if minute:
+            self.minutes[minute] += n
+
+    def grouped_rows(
+        self,
+        *,
+        exclude_flagged_trials: bool = False,
+        exclude_flagged_evaluators: bool = False,
+        exclude_ties: bool = False,
+    ) -> Iterator[tuple[str, str, str, str, str, int]]:
+        """`(criterion, theme, arm_left, arm_right, choice, n)` rows for `from_grouped`."""
+        for key, n in self.cube.items():
+            criterion, theme, left, right, choice, flagged = key
+            if (exclude_flagged_trials and flagged) or (exclude_ties and choice == "tie"):
+                continue
+            if exclude_flagged_evaluators:
+                n -= self.excluded.get(key, 0)
+            if n > 0:
+                yield criterion, theme, left, right, choice, n
+
+    def snapshot(self, *, arms: Iterable[str], criteria: Iterable[str], **filters: bool):
+        counts = VoteCounts.from_grouped(
+            list(self.grouped_rows(**filters)), arms=tuple(arms), criteria=tuple(criteria)
+        )
+        return TallySnapshot(
+            version=self.version,
+            counts=counts,
+            evaluator_trials={e: (a, f) for e, (a, f) in self.trials.items()},
+            minutes=dict(self.minutes),
+            flagged_evaluators=frozenset(self.flagged_evaluators),
+        )
+
+
+def _cube_query(*, upto: int) -> Any:
+    """First-showing votes up to id `upto` by (matchup, criterion, side, choice, flagged)."""
+    columns = (Trial.matchup_id, Vote.criterion, Trial.a_on_left, Vote.choice, Trial.flagged)
+    return (
+        select(*columns, func.count())
+        .select_from(Vote)
+        .join(Trial, Trial.id == Vote.trial_id)
+        .join(Matchup, Matchup.id == Trial.matchup_id)
+        .where(Trial.is_repeat == false(), Vote.id <= upto)
+        .group_by(*columns)
+    )
+
+
+def _delta_query(*, after: int, dialect: str) -> Any:
+    """Every vote above id `after`, of any study: a primary-key range (filtering by study here
+    would make SQLite's planner walk the study's whole index instead)."""
+    return (
+        select(
+            Vote.id,
+            Matchup.study_id,
+            Trial.evaluator_id,
+            Trial.matchup_id,
+            Vote.criterion,
+            Trial.a_on_left,
+            Vote.choice,
+            Trial.flagged,
+            Trial.is_repeat,
+            minute_text(Trial.answered_at, dialect).label("minute"),
+        )
+        .join(Trial, Trial.id == Vote.trial_id)
+        .join(Matchup, Matchup.id == Trial.matchup_id)
+        .where(Vote.id > after)
+        .order_by(Vote.id)
+    )
+
+
+class TallyCache:
+    """One tally per study for this process, shared by every dashboard client; each study's
+    tally is built and advanced under its own lock."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[Any, threading.Lock] = {}
+        self._tallies: dict[Any, Tally] = {}
+
+    def snapshot(self, *, session: Session, study: Study, **filters: bool) -> TallySnapshot:
+        key = (study.id, study.created_at)
+        with self._guard:
+            lock = self._locks.setdefault(key, threading.Lock())
+        with lock:
+            tally = self._tallies.get(key)
+            top = session.scalar(select(func.max(Vote.id))) or 0
+            if tally is None or _needs_rebuild(tally, top):
+                tally = self._tallies[key] = Tally.build(session=session, study=study)
+            elif top != tally.settled or tally.window:
+                tally.advance(session=session)
+            arms = [arm.name for arm in study.arms]
+            return tally.snapshot(arms=arms, criteria=study.criterion_keys, **filters)
+
+
+def _needs_rebuild(tally: Tally, top: int) -> bool:
+    return (
+        top < tally.settled  # votes were deleted
+        or top - tally.settled > REBUILD_GAP_IDS
+        or time.monotonic() - tally.built_at > REBUILD_SECONDS
+    )

@@ -1,0 +1,1 @@
+"""Exports: votes, clips and summary as streaming, spreadsheet-safe CSV (and JSON), the report."""

@@ -1,0 +1,336 @@
+"""Exports as rows: votes and clips streamed from SQL in batches (flat memory), the statistics
+as a long table, all written as spreadsheet-safe CSV.
+
+Spreadsheet safety (OWASP "CSV injection"): a text cell that starts with `=`, `+`, `-`, `@`, a tab
+or a carriage return is prefixed with `'`, so Excel, LibreOffice and Google Sheets show it as text
+instead of evaluating it. Numbers are written as numbers. Files start with a UTF-8 byte-order mark
+(Excel needs it to read UTF-8), use RFC 4180 quoting and CRLF line ends.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from itertools import islice
+from typing import Any, Literal
+
+from sqlalchemy import Integer, String, select, type_coerce
+from sqlalchemy.orm import Session
+
+from app.clips.models import Clip
+from app.dashboard import service as dashboard_service
+from app.dashboard.schemas import Advanced, Dashboard, Filters
+from app.dashboard.sqltext import millis_between, timestamp_text
+from app.rating.models import Evaluator, Matchup, Trial, Vote
+from app.studies.models import Arm, Prompt, Study
+
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+BOM = "\ufeff"
+BATCH_ROWS = 5_000
+CHUNK_CHARS = 64 * 1024
+WRITE_ROWS = 1_000  # rows handed to the csv writer at once
+
+VOTE_COLUMNS = (
+    "study", "vote_id", "trial_id", "evaluator", "external_id", "prompt_id", "prompt", "theme",
+    "criterion", "left_arm", "right_arm", "choice", "winner", "left_clip", "right_clip",
+    "matchup_id", "position", "is_repeat", "shown_at", "answered_at", "response_ms", "flagged",
+    "flag_reason",
+)  # fmt: skip
+CLIP_COLUMNS = (
+    "study", "clip_id", "prompt_id", "prompt_position", "prompt", "theme", "seed", "arm",
+    "kind", "base_model", "motion_adapter", "revision", "steps", "guidance_scale",
+    "negative_prompt", "scheduler", "scheduler_beta_schedule", "scheduler_timestep_spacing",
+    "scheduler_clip_sample", "scheduler_steps_offset", "num_frames", "width", "height", "fps",
+    "status", "source", "tiny", "storage_key", "sha256", "bytes", "frames", "gif_width",
+    "gif_height", "duration_ms", "attempts", "finished_at", "error",
+)  # fmt: skip
+_BOOL = {0: "false", 1: "true"}  # also False and True (equal keys)
+SUMMARY_LEADING = ("table", "criterion", "theme", "arm", "opponent", "evaluator")
+Kind = Literal["votes", "clips", "summary", "summary.json"]
+KINDS: tuple[str, ...] = ("votes", "clips", "summary", "summary.json")
+
+
+def export_chunks(
+    *, session: Session, study: Study, kind: Kind, filters: Filters | None = None, bom: bool = True
+) -> Iterator[str]:
+    """The text of one export, in chunks (votes and clips stream; the summary is computed first).
+    `bom`: start CSV with a UTF-8 byte-order mark (files for spreadsheets; not for pipes)."""
+    if kind == "votes":
+        rows = vote_rows(session=session, study=study)
+        yield from csv_chunks(VOTE_COLUMNS, rows, bom=bom, sanitize=False)
+    elif kind == "clips":
+        columns = clip_columns(session=session, study=study)
+        rows = clip_rows(session=session, study=study, columns=columns)
+        yield from csv_chunks(columns, rows, bom=bom)
+    elif kind in ("summary", "summary.json"):
+        d, a = dashboard_service.full(session=session, study=study, filters=filters or Filters())
+        if kind == "summary":
+            yield from csv_chunks(*summary_csv_rows(summary_tables(d, a)), bom=bom)
+        else:
+            yield json.dumps(summary_json(d, a), indent=2, default=_json_default) + "\n"
+    else:
+        raise ValueError(f"unknown export {kind!r}: one of {', '.join(KINDS)}")
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+# --- CSV ----------------------------------------------------------------------------------------
+
+
+def safe_cell(value: Any) -> Any:
+    """A value as a spreadsheet-safe CSV cell (text that could be a formula gets a `'`)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str) and value.startswith(FORMULA_PREFIXES):
+        return "'" + value
+    return value
+
+
+def csv_chunks(
+    header: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    bom: bool = True,
+    sanitize: bool = True,
+) -> Iterator[str]:
+    """CSV text in chunks of about CHUNK_CHARS, one header line then one line per row.
+    `sanitize=False` for rows whose cells are already safe (see `vote_rows`)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\r\n")
+    if bom:
+        buffer.write(BOM)
+    writer.writerow([safe_cell(name) for name in header])
+    iterator = iter(rows)
+    while batch := list(islice(iterator, WRITE_ROWS)):
+        writer.writerows(batch if not sanitize else ([safe_cell(v) for v in r] for r in batch))
+        if buffer.tell() >= CHUNK_CHARS:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+# --- votes --------------------------------------------------------------------------------------
+
+
+def vote_rows(*, session: Session, study: Study) -> Iterator[tuple[Any, ...]]:
+    """One tuple per vote (VOTE_COLUMNS), in vote id order, BATCH_ROWS fetched at a time
+    (a server-side cursor on PostgreSQL), with cells ready for CSV: text that could be a
+    formula already neutralised, booleans as true/false. Prompts, arms and evaluators come
+    from small lookups (sanitised once each), so each vote joins only its trial and matchup.
+
+    On SQLite the votes are read in primary-key order (`study_id + 0` keeps the planner from
+    walking the study's index and sorting): rows stream from the first one, at the cost of
+    reading other studies' votes too."""
+    dialect = session.get_bind().dialect.name
+    arms = {arm.id: arm.name for arm in study.arms}
+    prompts = {
+        pid: (safe_cell(text), safe_cell(theme))
+        for pid, text, theme in session.execute(
+            select(Prompt.id, Prompt.text, Prompt.theme).where(Prompt.study_id == study.id)
+        )
+    }
+    external = {
+        evaluator: safe_cell(value)
+        for evaluator, value in session.execute(
+            select(Evaluator.id, Evaluator.external_id).where(Evaluator.study_id == study.id)
+        )
+    }
+    study_id = Matchup.study_id + 0 if dialect == "sqlite" else Matchup.study_id
+    query = (
+        select(
+            Vote.id,
+            Trial.id,
+            Trial.evaluator_id,
+            Matchup.prompt_id,
+            Vote.criterion,
+            type_coerce(Vote.choice, String),
+            type_coerce(Trial.a_on_left, Integer),
+            Matchup.arm_a_id,
+            Matchup.arm_b_id,
+            Matchup.clip_a_id,
+            Matchup.clip_b_id,
+            Matchup.id,
+            Trial.position,
+            type_coerce(Trial.is_repeat, Integer),
+            timestamp_text(Trial.shown_at, dialect),
+            timestamp_text(Trial.answered_at, dialect),
+            millis_between(Trial.shown_at, Trial.answered_at, dialect),
+            type_coerce(Trial.flagged, Integer),
+            Trial.flag_reason,
+        )
+        .select_from(Vote)
+        .join(Trial, Trial.id == Vote.trial_id)
+        .join(Matchup, Matchup.id == Trial.matchup_id)
+        .where(study_id == study.id)
+        .order_by(Vote.id)
+    )
+    result = session.connection().execution_options(yield_per=BATCH_ROWS).execute(query)
+    slug = study.slug
+    for rows in result.partitions():
+        for row in rows:
+            yield _vote_row(row, study=slug, arms=arms, prompts=prompts, external=external)
+
+
+def _vote_row(
+    row: Sequence[Any],
+    *,
+    study: str,
+    arms: dict[int, str],
+    prompts: dict[int, tuple[str, str]],
+    external: dict[int, Any],
+) -> tuple[Any, ...]:
+    (vote_id, trial_id, evaluator, prompt_id, criterion, choice, a_on_left, arm_a, arm_b,
+     clip_a, clip_b, matchup_id, position, is_repeat, shown, answered, response_ms, flagged,
+     reason) = row  # fmt: skip
+    left, right = (arm_a, arm_b) if a_on_left else (arm_b, arm_a)
+    left_clip, right_clip = (clip_a, clip_b) if a_on_left else (clip_b, clip_a)
+    winner = "tie" if choice == "tie" else arms[left if choice == "left" else right]
+    text, theme = prompts[prompt_id]
+    return (
+        study, vote_id, trial_id, evaluator, external.get(evaluator, ""), prompt_id, text, theme,
+        criterion, arms[left], arms[right], choice, winner, left_clip, right_clip, matchup_id,
+        position, _BOOL[is_repeat], shown, answered, response_ms, _BOOL[flagged],
+        safe_cell(reason),
+    )  # fmt: skip
+
+
+# --- clips --------------------------------------------------------------------------------------
+
+
+def clip_columns(*, session: Session, study: Study) -> list[str]:
+    """CLIP_COLUMNS then every telemetry key found (nested keys joined with `_`; a key that
+    would repeat a manifest column is written `telemetry_<key>`)."""
+    keys: dict[str, None] = {}
+    for (telemetry,) in session.execute(_clips_query(study).with_only_columns(Clip.telemetry)):
+        keys.update(dict.fromkeys(_flatten(telemetry or {})))
+    return [*CLIP_COLUMNS, *(_telemetry_column(k) for k in keys)]
+
+
+def _telemetry_column(key: str) -> str:
+    return f"telemetry_{key}" if key in CLIP_COLUMNS else key
+
+
+def _clips_query(study: Study) -> Any:
+    return (
+        select(Clip, Prompt, Arm)
+        .join(Prompt, Prompt.id == Clip.prompt_id)
+        .join(Arm, Arm.id == Clip.arm_id)
+        .where(Prompt.study_id == study.id)
+        .order_by(Prompt.position, Arm.position)
+    )
+
+
+def clip_rows(*, session: Session, study: Study, columns: Sequence[str]) -> Iterator[list[Any]]:
+    """One list per clip (prompt order, then arm order) matching `columns`."""
+    for clip, prompt, arm in session.execute(_clips_query(study)):
+        spec = arm.arm_spec
+        scheduler = spec.resolved_scheduler
+        values: dict[str, Any] = {
+            "study": study.slug, "clip_id": clip.id, "prompt_id": prompt.id,
+            "prompt_position": prompt.position, "prompt": prompt.text, "theme": prompt.theme,
+            "seed": prompt.seed, "arm": arm.name, "kind": spec.kind,
+            "base_model": spec.base_model, "motion_adapter": spec.motion_adapter,
+            "revision": spec.revision, "steps": spec.steps,
+            "guidance_scale": spec.guidance_scale, "negative_prompt": spec.negative_prompt,
+            "scheduler": scheduler.name, "scheduler_beta_schedule": scheduler.beta_schedule,
+            "scheduler_timestep_spacing": scheduler.timestep_spacing,
+            "scheduler_clip_sample": scheduler.clip_sample,
+            "scheduler_steps_offset": scheduler.steps_offset, "num_frames": spec.num_frames,
+            "width": spec.width, "height": spec.height, "fps": spec.fps,
+            "status": clip.status.value, "source": clip.source, "tiny": clip.tiny,
+            "storage_key": clip.storage_key, "sha256": clip.sha256, "bytes": clip.size_bytes,
+            "frames": clip.num_frames, "gif_width": clip.width, "gif_height": clip.height,
+            "duration_ms": clip.duration_ms, "attempts": clip.attempts,
+            "finished_at": clip.finished_at.isoformat() if clip.finished_at else None,
+            "error": clip.error,
+        }  # fmt: skip
+        for key, value in _flatten(clip.telemetry or {}).items():
+            values[_telemetry_column(key)] = value
+        yield [values.get(name) for name in columns]
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{name}_"))
+        elif isinstance(value, list | tuple):
+            out[name] = json.dumps(value)
+        else:
+            out[name] = value
+    return out
+
+
+# --- the statistics -----------------------------------------------------------------------------
+
+
+def summary_tables(d: Dashboard, a: Advanced) -> dict[str, list[dict[str, Any]]]:
+    """Every statistic as flat rows, by table name."""
+    s, b = d.summary, a.bootstrap
+    strengths = [
+        {
+            "criterion": bt.criterion,
+            **st.as_row(),
+            "tie_parameter": bt.tie_parameter,
+            "n_votes": bt.n_votes,
+            "n_prompts": bt.n_prompts,
+            "n_boot": bt.n_boot,
+        }
+        for bt in b.bradley_terry
+        for st in bt.strengths
+    ]
+    return {
+        "pairwise": [r.as_row() for r in s.overall],
+        "pairwise_by_theme": [r.as_row() for r in s.by_theme],
+        "bootstrap_win_rate": [r.as_row() for r in b.win_rates],
+        "power": [r.as_row() for r in s.power],
+        "position_bias": [r.as_row() for r in s.position_bias],
+        "arm_preference": [r.as_row() for r in s.arm_preference],
+        "bradley_terry": strengths,
+        "speed": [r.as_row() for r in d.speed],
+        "agreement": [r.as_row() for r in a.agreement],
+        "evaluator_quality": [r.as_row() for r in a.evaluators],
+    }
+
+
+def summary_csv_rows(tables: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[list]]:
+    """One long table: a `table` column naming the statistic, then the union of all columns."""
+    columns: dict[str, None] = dict.fromkeys(SUMMARY_LEADING)
+    for rows in tables.values():
+        for row in rows:
+            columns.update(dict.fromkeys(row))
+    header = list(columns)
+    body = [
+        [name if column == "table" else row.get(column) for column in header]
+        for name, rows in tables.items()
+        for row in rows
+    ]
+    return header, body
+
+
+def summary_json(d: Dashboard, a: Advanced) -> dict[str, Any]:
+    """The statistics as one JSON document (the same tables as summary.csv, plus context)."""
+    return {
+        "study": d.slug,
+        "name": d.name,
+        "generated_at": d.generated_at.isoformat(),
+        "filters": d.filters.model_dump(),
+        "focus_arm": d.focus,
+        "arms": list(d.arms),
+        "criteria": [{"key": c.key, "label": c.label} for c in d.criteria],
+        "themes": list(d.summary.themes),
+        "n_votes": d.summary.n_votes,
+        "alpha": d.summary.alpha,
+        "warnings": list(d.summary.warnings),
+        "tables": summary_tables(d, a),
+    }
