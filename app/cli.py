@@ -55,6 +55,16 @@ def ensure_schema(settings: Settings) -> None:
     )
 
 
+def _study_or_exit(session, slug: str):  # type: ignore[no-untyped-def]
+    """The study with this slug, or exit 2 with the message saying how to list studies."""
+    from app.studies import service as studies_service
+
+    try:
+        return studies_service.get_by_slug(session=session, slug=slug)
+    except studies_service.StudyNotFoundError as exc:
+        raise fail(str(exc), code=2) from exc
+
+
 def _safe_url(settings: Settings) -> str:
     from sqlalchemy.engine import make_url
 
@@ -183,7 +193,6 @@ def invite(
     """Print COUNT personal invite links for a study, one per line (one link, one evaluator)."""
     from app.db import session_scope
     from app.rating import service as rating_service
-    from app.studies import service as studies_service
     from app.studies.models import StudyStatus
 
     settings = get_settings()
@@ -192,10 +201,7 @@ def invite(
         raise fail(f"--count {count} is too many: at most 10000 per call", code=2)
     secret = settings.resolved_secret_key()
     with session_scope(read_only=True) as session:
-        try:
-            study = studies_service.get_by_slug(session=session, slug=slug)
-        except studies_service.StudyNotFoundError as exc:
-            raise fail(str(exc), code=2) from exc
+        study = _study_or_exit(session, slug)
         links = rating_service.new_invites(
             secret=secret, study=study, count=count, base_url=base_url
         )
@@ -313,17 +319,13 @@ def render(
     from app.clips import service as clips_service
     from app.clips.dispatch import send_renders
     from app.db import session_scope
-    from app.studies import service as studies_service
 
     settings = get_settings()
     ensure_schema(settings)
-    try:
-        with session_scope() as session:
-            study = studies_service.get_by_slug(session=session, slug=slug)
-            queue = clips_service.retry_failed if retry_failed else clips_service.queue_missing
-            ids = queue(session=session, study=study, tiny=tiny)
-    except studies_service.StudyNotFoundError as exc:
-        raise fail(str(exc), code=2) from exc
+    with session_scope() as session:
+        study = _study_or_exit(session, slug)
+        queue = clips_service.retry_failed if retry_failed else clips_service.queue_missing
+        ids = queue(session=session, study=study, tiny=tiny)
     try:
         send_renders(settings=settings, clips=[(i, tiny) for i in ids])
     except clips_service.QueueUnavailableError as exc:
@@ -458,14 +460,10 @@ def _write_export(slug: str, kind: str, output: Path | None, filters: Any = None
 
     from app.db import session_scope
     from app.exports import service as exports_service
-    from app.studies import service as studies_service
 
     ensure_schema(get_settings())
     with session_scope(read_only=True) as session:
-        try:
-            study = studies_service.get_by_slug(session=session, slug=slug)
-        except studies_service.StudyNotFoundError as exc:
-            raise fail(str(exc), code=2) from exc
+        study = _study_or_exit(session, slug)
         chunks = exports_service.export_chunks(
             session=session, study=study, kind=kind, filters=filters, bom=output is not None
         )
@@ -547,7 +545,6 @@ def report(
     from app.dashboard import service as dashboard_service
     from app.db import session_scope
     from app.exports import report as report_service
-    from app.studies import service as studies_service
 
     ensure_schema(get_settings())
     filters = _filters(
@@ -558,10 +555,7 @@ def report(
         margin=margin,
     )
     with session_scope(read_only=True) as session:
-        try:
-            study = studies_service.get_by_slug(session=session, slug=slug)
-        except studies_service.StudyNotFoundError as exc:
-            raise fail(str(exc), code=2) from exc
+        study = _study_or_exit(session, slug)
         d, a = dashboard_service.full(session=session, study=study, filters=filters)
     console = Console(width=None if sys.stdout.isatty() else 120)
     for table in report_service.terminal_tables(d):

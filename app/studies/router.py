@@ -18,7 +18,13 @@ from app.clips import service as clips_service
 from app.deps import ReadSessionDep, SessionDep, StudyDep
 from app.studies import service as studies_service
 from app.studies.models import Study, StudyStatus
-from app.studies.studyfile import MAX_FILE_BYTES, Problem, StudyFileError, parse_study
+from app.studies.studyfile import (
+    MAX_FILE_BYTES,
+    Problem,
+    StudyFileError,
+    decode_utf8,
+    parse_study,
+)
 from app.web import templates
 
 router = admin_router(tags=["studies"])
@@ -67,7 +73,7 @@ def create(
         prompts_name, prompts_bytes = _read_upload(prompts_file, default_name="prompts.csv")
         # The study file's `prompts = ...` path is ignored: the uploaded CSV is the prompts.
         draft = parse_study(
-            toml_text=_decode(toml_bytes, toml_name),
+            toml_text=decode_utf8(toml_bytes, toml_name),
             toml_name=toml_name,
             prompts_bytes=prompts_bytes,
             prompts_name=prompts_name,
@@ -113,16 +119,6 @@ def _read_upload(upload: UploadFile | None, *, default_name: str) -> tuple[str, 
         limit_mb = MAX_FILE_BYTES // 2**20
         raise UploadTooLargeError(f"{name}: the file is larger than the {limit_mb} MB limit")
     return name, data
-
-
-def _decode(data: bytes, name: str) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[: exc.start].count(b"\n") + 1
-        column = exc.start - (data.rfind(b"\n", 0, exc.start) + 1) + 1
-        message = "not valid UTF-8; save the file as UTF-8"
-        raise StudyFileError([Problem(name, line, column, message)]) from exc
 
 
 # --- one study ------------------------------------------------------------------------------

@@ -136,7 +136,7 @@ class StudyDraft:
 def load_study_file(path: Path) -> StudyDraft:
     """Read a study file and the prompts CSV it names (relative to the study file)."""
     toml_bytes = _read_limited(path)
-    toml_text = _decode(toml_bytes, path.name)
+    toml_text = decode_utf8(toml_bytes, path.name)
     raw = _parse_toml(toml_text, path.name)
     prompts_rel = raw.get("prompts") if isinstance(raw, dict) else None
     if not isinstance(prompts_rel, str) or not prompts_rel:
@@ -201,7 +201,8 @@ def _read_limited(path: Path) -> bytes:
     return data
 
 
-def _decode(data: bytes, name: str) -> str:
+def decode_utf8(data: bytes, name: str) -> str:
+    """UTF-8 text (a byte-order mark is fine), or a StudyFileError naming line and column."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
@@ -333,7 +334,7 @@ def _find_key_line(text: str, loc: tuple[Any, ...]) -> int:
 
 def _parse_prompts(data: bytes, name: str, problems: list[Problem]) -> list[PromptRow]:
     try:
-        text = _decode(data, name)
+        text = decode_utf8(data, name)
     except StudyFileError as exc:
         problems.extend(exc.problems)
         return []
