@@ -263,12 +263,20 @@ def serve(
         _stop_process(child)
 
 
-def _start_worker_process():  # type: ignore[no-untyped-def]
+def _start_worker_process(log: Path | None = None):  # type: ignore[no-untyped-def]
+    """A `vidarena worker` child process; its log goes to LOG when given (keeps a progress bar
+    readable), else to this terminal."""
     import subprocess
     import sys
 
-    typer.echo("starting a render worker (child process)")
-    return subprocess.Popen([sys.executable, "-m", "app", "worker", "--loglevel", "WARNING"])
+    command = [sys.executable, "-m", "app", "worker", "--loglevel", "WARNING"]
+    if log is None:
+        typer.echo("starting a render worker (child process)")
+        return subprocess.Popen(command)  # noqa: S603 - our interpreter, fixed arguments
+    log.parent.mkdir(parents=True, exist_ok=True)
+    typer.echo(f"starting a render worker (child process, log in {log})")
+    with log.open("ab") as out:
+        return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
 
 
 def _stop_process(process) -> None:  # type: ignore[no-untyped-def]
@@ -332,7 +340,8 @@ def render(
         raise fail(str(exc), code=3) from exc
     typer.echo(f"queued {len(ids)} clip(s) of {slug!r}{' with tiny models' if tiny else ''}")
     if wait:
-        child = _start_worker_process() if with_worker else None
+        log = settings.var_dir / "render-worker.log"
+        child = _start_worker_process(log) if with_worker else None
         try:
             failed = _wait_for_renders(slug)
         finally:
