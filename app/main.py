@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
 
-from app import __version__, ops
+from app import __version__, errors, ops
 from app.auth import router as auth_router
 from app.auth import service as auth_service
 from app.auth import web as auth_web
@@ -22,6 +23,8 @@ from app.rating import api as rating_api
 from app.rating import router as rating_router
 from app.studies import router as studies_router
 from app.web import STATIC_DIR, templates
+
+EVALUATOR_BODY_LIMIT = 64 * 1024
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -40,6 +43,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         max_bytes=studies_router.UPLOAD_BODY_LIMIT,
         path_prefix="/admin/",
     )
+    # Evaluator requests are small JSON or forms: refuse big bodies before reading them.
+    app.add_middleware(
+        auth_web.BodyLimitMiddleware, max_bytes=EVALUATOR_BODY_LIMIT, path_prefix="/r/"
+    )
     app.add_middleware(SessionMiddleware, **auth_service.session_cookie_options(settings))
     # Request ids, metrics, security headers, rate limits (outside the session), /healthz,
     # /readyz, /metrics and the JSON render-queue route.
@@ -47,6 +54,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.login_throttle = auth_service.LoginThrottle()
     auth_web.install_template_globals(templates.env)
     app.add_exception_handler(StarletteHTTPException, auth_web.http_error_page)
+    app.add_exception_handler(RequestValidationError, errors.request_validation_error)
 
     app.include_router(auth_router.login_router)
     app.include_router(auth_router.router)

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 
 from app.deps import SessionDep, SettingsDep
 from app.rating import schemas, service
@@ -31,6 +31,7 @@ from app.rating.models import Evaluator, Trial
 from app.studies.models import Study
 
 ERRORS = {status: {"model": schemas.ErrorOut} for status in (401, 403, 404, 409, 422)}
+MAX_ID = 2**31 - 1  # ids are 32-bit on PostgreSQL; larger ones were a 500 (DataError/OverflowError)
 router = APIRouter(prefix="/r/{key}/api", tags=["rating"], responses=ERRORS)
 
 
@@ -155,8 +156,10 @@ def next_trial(
     after: Annotated[
         int | None,
         Query(
+            ge=1,
+            le=MAX_ID,
             description="Prefetch: the trial that follows this one (assigned once, not marked "
-            "shown). Without it: the current trial, which is marked shown."
+            "shown). Without it: the current trial, which is marked shown.",
         ),
     ] = None,
 ) -> schemas.NextOut:
@@ -179,7 +182,7 @@ def next_trial(
 @router.post("/trials/{trial_id}/votes", response_model=schemas.VotesOut, summary="Answer a trial")
 def submit_votes(
     key: str,
-    trial_id: int,
+    trial_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     body: schemas.VotesIn,
     request: Request,
     response: Response,

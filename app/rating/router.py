@@ -23,7 +23,7 @@ from app.rating.deps import (
     find_study,
     set_evaluator_cookie,
 )
-from app.storage import ObjectNotFoundError, StorageError, media_type
+from app.storage import InvalidKeyError, ObjectNotFoundError, StorageError, media_type
 from app.studies.models import Study
 from app.web import templates
 
@@ -196,7 +196,7 @@ def media(
         return not_found
     try:
         data = storage.read(storage_key)
-    except ObjectNotFoundError:
+    except (ObjectNotFoundError, InvalidKeyError):  # a tampered key reads nothing: not found
         return not_found
     except StorageError:
         return Response("media temporarily unavailable", status_code=503, headers=PRIVATE_HEADERS)

@@ -223,7 +223,7 @@ def decode_utf8(data: bytes, name: str) -> str:
 def _parse_toml(text: str, name: str) -> dict[str, Any]:
     try:
         return tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, RecursionError) as exc:  # RecursionError: deep nesting
         match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         line, column = (int(match[1]), int(match[2])) if match else (1, 1)
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
