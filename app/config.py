@@ -53,8 +53,7 @@ class Settings(BaseSettings):
         if not self.storage_url:
             self.storage_url = str(self.var_dir / "media")
         placeholder = (
-            self.secret_key is not None
-            and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET
+            self.secret_key is not None and self.secret_key.get_secret_value() == PLACEHOLDER_SECRET
         )
         if placeholder and self.env != "development":
             raise ValueError(

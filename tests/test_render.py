@@ -31,9 +31,7 @@ def tiny_cache(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def render_settings(settings: Settings, tiny_cache: Path, tmp_path: Path) -> Settings:
-    broker = (
-        f"filesystem://{tmp_path / 'broker'}" if settings.is_sqlite else redis_broker_url()
-    )
+    broker = f"filesystem://{tmp_path / 'broker'}" if settings.is_sqlite else redis_broker_url()
     return settings.model_copy(
         update={"broker_url": broker, "var_dir": tiny_cache, "render_lease_seconds": 3}
     )

@@ -61,9 +61,7 @@ def test_cancel_then_retry_failed(session, panel_client):
     )
     session.commit()
     assert "boom" in client.get("/admin/studies/panel").text  # latest errors are listed
-    client.post(
-        "/admin/studies/panel/render", data={"csrf_token": token, "action": "retry_failed"}
-    )
+    client.post("/admin/studies/panel/render", data={"csrf_token": token, "action": "retry_failed"})
     assert statuses(session) == [ClipStatus.queued] + [ClipStatus.cancelled] * 3
 
 
