@@ -9,6 +9,7 @@ leaves either no object or an unreferenced one, and a clip that another worker t
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -48,7 +49,7 @@ class Outcome:
 def render_clip(*, clip_id: int, task_id: str, settings: Settings, last_try: bool) -> Outcome:
     """Render one clip end to end. Transient failures re-queue it unless this is the last try."""
     engine = get_engine(settings)
-    worker = f"{socket.gethostname()}:{_pid()}"
+    worker = f"{socket.gethostname()}:{os.getpid()}"
     with session_scope(engine) as session:
         job = clips_service.claim(
             session=session,
@@ -200,9 +201,3 @@ def _record_failure(
         clips_service.fail(
             session=session, clip_id=clip_id, task_id=task_id, error=message, requeue=requeue
         )
-
-
-def _pid() -> int:
-    import os
-
-    return os.getpid()
