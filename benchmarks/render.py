@@ -175,6 +175,9 @@ def full_size_renderer(arm: ArmSpec, *, device: torch.device) -> Renderer:
     """SD1.5-sized UNet, VAE and CLIP text encoder plus MotionAdapter(), randomly initialised."""
     started = time.perf_counter()
     torch.manual_seed(0)
+    # Built outside the block below: schedulers keep their tables on the CPU (EulerDiscrete's
+    # set_timesteps turns alphas_cumprod into a NumPy array, which fails for a CUDA tensor).
+    scheduler = build_scheduler(arm.resolved_scheduler, SD15_SCHEDULER)
     with torch.device(device):  # initialise straight on the GPU: seconds, not a minute
         unet = UNet2DConditionModel(
             sample_size=64,
@@ -198,7 +201,7 @@ def full_size_renderer(arm: ArmSpec, *, device: torch.device) -> Renderer:
             tokenizer=build_tokenizer(),  # token ids are all the encoder needs: same compute
             unet=unet,
             motion_adapter=MotionAdapter(),
-            scheduler=build_scheduler(arm.resolved_scheduler, SD15_SCHEDULER),
+            scheduler=scheduler,
         )
     del unet
     pipe.to(device=device, dtype=choose_dtype(device))
