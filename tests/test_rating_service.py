@@ -189,6 +189,66 @@ def test_coverage_stays_balanced_and_sides_counterbalanced(session, settings):
         assert abs(sides[True] - sides[False]) <= 1, sides
 
 
+def assert_counters_match_trials(session) -> None:  # type: ignore[no-untyped-def]
+    """Matchup counters equal a recount of the trials they stand for."""
+    reload = {"populate_existing": True}  # the service writes some columns with plain UPDATEs
+    fresh = session.scalars(
+        select(Trial).where(Trial.is_repeat.is_(False)).execution_options(**reload)
+    ).all()
+    live = [t for t in fresh if t.answered_at is not None or t.released_at is None]
+    for matchup in session.scalars(select(Matchup).execution_options(**reload)):
+        mine = [t for t in live if t.matchup_id == matchup.id]
+        judging = [t for t in fresh if t.matchup_id == matchup.id and t.judging]
+        assert matchup.live_trials == len(mine), matchup.id
+        assert matchup.a_left == sum(t.a_on_left for t in mine), matchup.id
+        assert matchup.open_judges == len(judging), matchup.id
+
+
+@pytest.fixture
+def release_at_once(monkeypatch):  # type: ignore[no-untyped-def]
+    """Release expired holds at every assignment (not at most every RELEASE_EVERY)."""
+    monkeypatch.setattr(service, "RELEASE_EVERY", timedelta(0))
+
+
+def test_counters_match_the_trials_through_releases_late_answers_and_completion(
+    session, settings, release_at_once
+):
+    study = rating_study(
+        session, settings, prompts=5, arms=3, trials_per_evaluator=6, repeat_trials=1
+    )
+    evaluators = [evaluator(session, settings, study) for _ in range(6)]
+    for _round in range(2):  # the repeat is due after 3 fresh trials
+        for ev in evaluators:
+            current = service.current_trial(session=session, study=study, evaluator=ev)
+            answer(session, study, ev, current)
+    assert_counters_match_trials(session)
+    # Only evaluators with fresh trials to come judge: none has reached 6 yet.
+    assert session.scalar(select(func.sum(Matchup.open_judges))) == 6 * 2
+    idle = evaluators[0]
+    held = service.current_trial(session=session, study=study, evaluator=idle).trial
+    assert not held.is_repeat
+    session.commit()
+    held.assigned_at = utcnow() - service.ASSIGNMENT_HOLD - timedelta(minutes=1)
+    session.commit()
+    late = evaluator(session, settings, study)
+    answer(
+        session, study, late, service.current_trial(session=session, study=study, evaluator=late)
+    )
+    session.refresh(held)
+    assert held.released_at is not None and held.answered_at is None
+    assert_counters_match_trials(session)
+    # The idle evaluator comes back and answers the released trial: it counts again.
+    back = service.current_trial(session=session, study=study, evaluator=idle)
+    assert back.trial.id == held.id
+    answer(session, study, idle, back)
+    assert_counters_match_trials(session)
+    for ev in [*evaluators, late]:
+        run_session(session, study, ev)
+    assert_counters_match_trials(session)
+    assert session.scalar(select(func.sum(Matchup.open_judges))) == 0
+    assert session.scalar(select(func.count()).where(Evaluator.completed_at.is_(None))) == 0
+
+
 def test_same_prompt_is_not_shown_twice_in_a_row(session, settings):
     study = rating_study(session, settings, prompts=3, arms=3)  # 9 matchups, 3 per prompt
     for _ in range(3):
@@ -390,7 +450,7 @@ def test_only_open_studies_take_evaluators(session, settings):
     assert session.scalar(select(func.count(Prompt.id))) == 1
 
 
-def test_stale_open_trials_stop_counting_towards_coverage(session, settings):
+def test_stale_open_trials_stop_counting_towards_coverage(session, settings, release_at_once):
     study = rating_study(session, settings, prompts=2)
     idle = evaluator(session, settings, study)
     held = service.current_trial(session=session, study=study, evaluator=idle).trial

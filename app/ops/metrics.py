@@ -192,6 +192,14 @@ def install_orm_hooks() -> None:
         _hooks_installed = True
 
 
+def count_on_commit(session: Session, **counts: int) -> None:
+    """Count writes made with plain INSERT/UPDATE statements (which the flush hook does not
+    see) when their transaction commits: votes=, assigned=, answered=, evaluators=."""
+    if _hooks_installed:
+        tally: Tally[str] = session.info.setdefault(_INFO_KEY, Tally())
+        tally.update(counts)
+
+
 # --- gauges read from SQL at scrape time ----------------------------------------------------
 
 

@@ -17,14 +17,17 @@ from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from sqlalchemy.orm import Session
 
-from app.deps import SessionDep, SettingsDep
+from app.deps import ReadSessionDep, SessionDep, SettingsDep
 from app.rating import schemas, service
 from app.rating.deps import (
     PRIVATE_HEADERS,
     SecretDep,
+    UnknownLinkError,
     find_evaluator,
     find_study,
+    request_token,
     set_evaluator_cookie,
 )
 from app.rating.models import Evaluator, Trial
@@ -57,13 +60,15 @@ def study_out(study: Study) -> schemas.StudyOut:
     )
 
 
-def trial_out(request: Request, *, key: str, secret: str, trial: Trial) -> schemas.TrialOut:
+def trial_out(
+    request: Request, *, key: str, secret: str, trial: Trial, prompt: str
+) -> schemas.TrialOut:
     base = f"{request.scope.get('root_path', '')}/r/{key}/media/"
-    # The prompt is loaded through the matchup; nothing else about it leaves the server.
+    # The prompt's text is all that leaves the server of its matchup.
     return schemas.TrialOut(
         id=trial.id,
         position=trial.position,
-        prompt=trial.matchup.prompt.text,
+        prompt=prompt,
         left=schemas.MediaOut(url=base + service.media_token(secret=secret, trial=trial, side="l")),
         right=schemas.MediaOut(
             url=base + service.media_token(secret=secret, trial=trial, side="r")
@@ -76,8 +81,8 @@ def next_out(
 ) -> schemas.NextOut:
     return schemas.NextOut(
         status=result.status,
-        trial=trial_out(request, key=key, secret=secret, trial=result.trial)
-        if result.trial is not None
+        trial=trial_out(request, key=key, secret=secret, trial=result.trial, prompt=result.prompt)
+        if result.trial is not None and result.prompt is not None
         else None,
         progress=schemas.Progress(**vars(result.progress)),
         completion_code=result.completion_code,
@@ -85,12 +90,13 @@ def next_out(
     )
 
 
-def _context(
-    request: Request, session: SessionDep, secret: str, key: str
-) -> tuple[Study, Evaluator]:
-    study = find_study(session, secret, key)
+def _context(request: Request, session: Session, secret: str, key: str) -> tuple[Study, Evaluator]:
+    study, evaluator = service.study_and_evaluator(
+        session=session, secret=secret, key=key, token=request_token(request)
+    )
+    if study is None:
+        raise UnknownLinkError()
     service.check_open(study)
-    evaluator = find_evaluator(request, session, secret, study)
     if evaluator is None:
         raise service.NotAnEvaluatorError(
             "Join the study first (POST /r/<key>/api/join), then send the evaluator token."
@@ -151,6 +157,7 @@ def next_trial(
     key: str,
     request: Request,
     response: Response,
+    read: ReadSessionDep,
     session: SessionDep,
     secret: SecretDep,
     after: Annotated[
@@ -167,16 +174,31 @@ def next_trial(
     number of tabs). With `after`: the trial after that one, so its clips can be prefetched."""
     response.headers.update(PRIVATE_HEADERS)
     with api_errors():
-        study, evaluator = _context(request, session, secret, key)
+        # Most calls change nothing (a reload, a prefetch already assigned): answer them from a
+        # read transaction, and take the write lock only to mark shown or assign, reusing what
+        # was read when it is still current.
+        study, evaluator = _context(request, read, secret, key)
+        state = service.evaluator_state(session=read, evaluator=evaluator)
+        if after is None:
+            result = service.peek_current(
+                session=read, study=study, evaluator=evaluator, state=state
+            )
+        else:
+            result = service.peek_after(
+                session=read, study=study, evaluator=evaluator, trial_id=after, state=state
+            )
+        read.close()  # keeps what was loaded, ends the read transaction
+        if result is not None:
+            return next_out(request, key=key, secret=secret, result=result)
+        study, evaluator = session.merge(study, load=False), session.merge(evaluator, load=False)
         if after is None:
             result = service.current_trial(session=session, study=study, evaluator=evaluator)
         else:
             result = service.trial_after(
-                session=session, study=study, evaluator=evaluator, trial_id=after
+                session=session, study=study, evaluator=evaluator, trial_id=after, known=state
             )
-        out = next_out(request, key=key, secret=secret, result=result)  # before commit: no reload
         session.commit()
-        return out
+        return next_out(request, key=key, secret=secret, result=result)
 
 
 @router.post("/trials/{trial_id}/votes", response_model=schemas.VotesOut, summary="Answer a trial")
@@ -186,6 +208,7 @@ def submit_votes(
     body: schemas.VotesIn,
     request: Request,
     response: Response,
+    read: ReadSessionDep,
     session: SessionDep,
     secret: SecretDep,
 ) -> schemas.VotesOut:
@@ -194,20 +217,30 @@ def submit_votes(
     the next trial (now current), so the page can show it at once."""
     response.headers.update(PRIVATE_HEADERS)
     with api_errors():
-        study, evaluator = _context(request, session, secret, key)
-        result = service.submit_votes(
-            session=session,
+        # Checked in a read transaction; the write transaction only stores the votes and marks
+        # the prefetched pair shown (one transaction, so an answer never lacks its next pair).
+        study, evaluator = _context(request, read, secret, key)
+        submission = service.check_submission(
+            session=read,
             study=study,
             evaluator=evaluator,
             trial_id=trial_id,
             votes={k: v.value for k, v in body.votes.items()},
         )
+        read.close()
+        study, evaluator = session.merge(study, load=False), session.merge(evaluator, load=False)
+        result = service.store_submission(
+            session=session, study=study, evaluator=evaluator, submission=submission
+        )
+        following = service.next_after_submit(
+            session=session, study=study, evaluator=evaluator, submission=submission
+        )
+        session.commit()
         answered_at = result.trial.answered_at
-        session.commit()
-        following = service.current_trial(session=session, study=study, evaluator=evaluator)
-        out = next_out(request, key=key, secret=secret, result=following)
-        session.commit()
         assert answered_at is not None
         return schemas.VotesOut(
-            trial_id=result.trial.id, votes=result.votes, answered_at=answered_at, next=out
+            trial_id=result.trial.id,
+            votes=result.votes,
+            answered_at=answered_at,
+            next=next_out(request, key=key, secret=secret, result=following),
         )

@@ -48,13 +48,16 @@ class UnknownLinkError(service.RatingError):
     status_code = 404
     code = "unknown_link"
 
+    def __init__(self) -> None:
+        super().__init__(
+            "This link does not lead to a study. Please check that you copied all of it."
+        )
+
 
 def find_study(session: Session, secret: str, key: str) -> Study:
     study = service.get_study_by_key(session=session, secret=secret, key=key)
     if study is None:
-        raise UnknownLinkError(
-            "This link does not lead to a study. Please check that you copied all of it."
-        )
+        raise UnknownLinkError()
     return study
 
 

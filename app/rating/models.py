@@ -13,12 +13,15 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     false,
+    text,
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.clips.models import Clip
 from app.db import Base, UTCDateTime, utcnow
 from app.studies.models import Prompt, str_enum
+
+UNRELEASED = "answered_at IS NULL AND released_at IS NULL"
 
 
 class Matchup(Base):
@@ -55,6 +58,12 @@ class Matchup(Base):
     arm_a_id: Mapped[int] = mapped_column(Integer)
     arm_b_id: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # Assignment's counters, changed in the transaction that changes the trials they count:
+    # fresh trials counting towards coverage (answered, or unanswered and not released), those
+    # with clip A on the left, and those whose evaluator has fresh trials to come (Trial.judging).
+    live_trials: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    a_left: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    open_judges: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     clip_a: Mapped[Clip] = relationship(foreign_keys=[clip_a_id], viewonly=True)
     clip_b: Mapped[Clip] = relationship(foreign_keys=[clip_b_id], viewonly=True)
@@ -111,6 +120,13 @@ class Trial(Base):
             name="answered_after",
         ),
         CheckConstraint("position >= 1", name="position_positive"),
+        # Unanswered trials whose hold may expire (assignment releases them).
+        Index(
+            "ix_trial_unreleased",
+            "assigned_at",
+            sqlite_where=text(UNRELEASED),
+            postgresql_where=text(UNRELEASED),
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -126,6 +142,11 @@ class Trial(Base):
     assigned_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     shown_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     answered_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Set when the trial stopped counting towards its matchup's coverage, unanswered after its
+    # hold; it counts again if answered later.
+    released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Counted in its matchup's open_judges: a fresh trial whose evaluator has fresh trials to come.
+    judging: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     flagged: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     flag_reason: Mapped[str | None] = mapped_column(String(200))
 

@@ -24,7 +24,6 @@ from app.rating.deps import (
     set_evaluator_cookie,
 )
 from app.storage import InvalidKeyError, ObjectNotFoundError, StorageError, media_type
-from app.studies.models import Study
 from app.web import templates
 
 router = APIRouter(prefix="/r/{key}", tags=["rating"], include_in_schema=False)
@@ -183,15 +182,15 @@ def media(
     study_id = tokens.parse_study_key(secret, key)
     if study_id is None:
         return not_found
-    study = session.get(Study, study_id)
-    if study is None:
+    found = service.media_lookup(session=session, secret=secret, study_id=study_id, token=token)
+    session.rollback()  # end the read transaction before talking to storage
+    if found is None:
         return not_found
+    status, storage_key = found
     try:
-        service.check_open(study)
+        service.check_open_status(status)
     except service.RatingError as exc:
         return Response(exc.message, status_code=exc.status_code, headers=PRIVATE_HEADERS)
-    storage_key = service.media_key(session=session, secret=secret, study=study, token=token)
-    session.rollback()  # end the read transaction before talking to storage
     if storage_key is None:
         return not_found
     try:

@@ -1,21 +1,30 @@
 """Rating use cases: matchups, evaluators, assignment, votes. Keyword-only, callers commit.
 
 Assignment. An evaluator has at most two unanswered trials: the *current* one (lowest position,
-`shown_at` set) and one assigned ahead so the browser can prefetch its clips (`shown_at` NULL until
-it becomes current). A new trial takes, among the study's ready matchups (both clips done) this
-evaluator has not judged, one with the fewest live trials (answered, or assigned within
+`shown_at` set) and one assigned ahead so the browser can prefetch its clips (`shown_at` NULL
+until it becomes current). A new trial takes, among the study's ready matchups (both clips done)
+this evaluator has not judged, one with the fewest live trials (answered, or assigned within
 ASSIGNMENT_HOLD); ties go to a prompt other than the evaluator's previous one, then to the
-matchup the most still-rating evaluators have already judged (the hardest to fill later), then
-to a prompt this evaluator has seen least, then at random. Sides are counterbalanced per
-matchup: clip A goes left when it has been left less often than right in the matchup's live
-trials, at random when equal, so left/right never differ by more than one. Repeats (quality
-control) re-show an answered matchup with the sides swapped, spread through the session.
+matchup the most evaluators with fresh trials to come have already judged (the hardest to fill
+later), then to a prompt this evaluator has not seen yet, then at random. Sides are
+counterbalanced per matchup: clip A goes left when it has been left less often than right in the
+matchup's live trials, at random when equal, so left/right never differ by more than one.
+Repeats (quality control) re-show an answered matchup with the sides swapped, spread through the
+session.
 
-Concurrency. Every request that may assign first locks its evaluator (PostgreSQL: the evaluator
-row FOR UPDATE), so two tabs get the same trial; only when a new trial must be chosen does it
-also take the study's lock (PostgreSQL: a transaction-scoped advisory lock), always in that
-order, so coverage and side counts are read and written by one assigner at a time. On SQLite
-write transactions begin IMMEDIATE, which serializes all of it. Unique constraints are the
+Counters. Coverage, sides and "still-rating judges" are counters on the matchup (live_trials,
+a_left, open_judges), changed in the transaction that assigns, answers, releases or completes,
+so choosing a trial is one indexed statement however large the study grows. A trial unanswered
+for ASSIGNMENT_HOLD is released (stops counting) by the next assignment; answered later, it
+counts again.
+
+Concurrency. Every write first locks its evaluator (PostgreSQL: the evaluator row FOR UPDATE),
+so two tabs get the same trial; writes to a study's counters then take the study's lock
+(PostgreSQL: a transaction-scoped advisory lock), always in that order, so they cannot deadlock
+and the release sweep skips trials being answered (SKIP LOCKED). On SQLite write transactions
+begin IMMEDIATE, which serializes them (app.db.WriteLock hands the lock over without polling).
+Reads that change nothing (the current trial already shown, the prefetched trial already
+assigned) run in read sessions: `peek_current`, `peek_after`. Unique constraints are the
 backstop: (evaluator, position) and (evaluator, matchup, is_repeat) for trials, (trial,
 criterion) for votes, (study, invite) and (study, external id) for evaluators.
 """
@@ -26,16 +35,19 @@ import math
 import random
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from itertools import combinations
 from typing import Literal
 
-from sqlalchemy import case, false, func, insert, select, true
-from sqlalchemy.orm import Session, aliased
+from sqlalchemy import bindparam, case, false, func, insert, select, true, update
+from sqlalchemy.orm import Session, aliased, make_transient_to_detached
+from sqlalchemy.orm.attributes import set_committed_value
 
 from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
+from app.ops.metrics import count_on_commit
 from app.rating import tokens
 from app.rating.models import Choice, Evaluator, Matchup, Trial, Vote
 from app.studies.models import Prompt, Study, StudyStatus
@@ -125,6 +137,7 @@ class NextResult:
     status: Literal["trial", "done", "unavailable"]
     progress: Progress
     trial: Trial | None = None
+    prompt: str | None = None  # the trial's prompt text
     completion_code: str | None = None
     message: str | None = None
 
@@ -151,9 +164,13 @@ def rating_spec(study: Study) -> RatingSpec:
 
 def check_open(study: Study) -> None:
     """Only open studies take evaluators, trials and votes."""
-    if study.status == StudyStatus.open:
+    check_open_status(study.status)
+
+
+def check_open_status(status: StudyStatus) -> None:
+    if status == StudyStatus.open:
         return
-    if study.status == StudyStatus.closed:
+    if status == StudyStatus.closed:
         raise StudyClosedError("This study has closed and no longer takes answers. Thank you!")
     raise StudyNotOpenError("This study is not open yet. Please try again later.")
 
@@ -168,7 +185,9 @@ def get_study_by_key(*, session: Session, secret: str, key: str) -> Study | None
 
 
 def _lock_study(session: Session, study_id: int) -> None:
-    """Serialize assignment within a study (SQLite: BEGIN IMMEDIATE already did)."""
+    """Serialize the writes to a study's matchup counters, and joins (SQLite: BEGIN IMMEDIATE
+    already did). PostgreSQL: a transaction-scoped advisory lock, taken after the evaluator's
+    row lock (never before), so the two cannot deadlock."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(select(func.pg_advisory_xact_lock(_ADVISORY_CLASS, study_id)))
 
@@ -308,6 +327,22 @@ def check_invite(*, secret: str, study: Study, invite: str | None) -> str | None
     return nonce
 
 
+def study_and_evaluator(
+    *, session: Session, secret: str, key: str, token: str | None
+) -> tuple[Study | None, Evaluator | None]:
+    """The study a link key names and the evaluator a token names in it, in one statement."""
+    study_id = tokens.parse_study_key(secret, key)
+    if study_id is None:
+        return None, None
+    public_id = tokens.parse_evaluator_token(secret, token, study_id) if token else None
+    row = session.execute(
+        select(Study, Evaluator)
+        .outerjoin(Evaluator, (Evaluator.study_id == Study.id) & (Evaluator.public_id == public_id))
+        .where(Study.id == study_id)
+    ).first()
+    return (row[0], row[1]) if row is not None else (None, None)
+
+
 def evaluator_from_token(*, session: Session, secret: str, study: Study, token: str | None):
     """The evaluator a cookie or bearer token names, or None (missing, forged, other study)."""
     if not token:
@@ -380,39 +415,63 @@ def join(
 # --- assignment -------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Stats:
-    total: int  # trials assigned to this evaluator (answered or not)
-    fresh: int
-    repeats: int
-    answered: int
-    last_position: int
-    last_prompt_id: int | None
+@dataclass
+class _State:
+    """An evaluator's trials in position order, with each trial's prompt (one query)."""
+
+    trials: list[Trial]
+    prompt_of: dict[int, int]  # trial id -> prompt id
+    text_of: dict[int, str]  # trial id -> prompt text
+
+    @property
+    def total(self) -> int:
+        return len(self.trials)
+
+    @property
+    def repeats(self) -> int:
+        return sum(1 for t in self.trials if t.is_repeat)
+
+    @property
+    def fresh(self) -> int:
+        return self.total - self.repeats
+
+    @property
+    def answered(self) -> int:
+        return sum(1 for t in self.trials if t.answered_at is not None)
+
+    @property
+    def last_position(self) -> int:
+        return self.trials[-1].position if self.trials else 0
+
+    @property
+    def last_prompt_id(self) -> int | None:
+        return self.prompt_of[self.trials[-1].id] if self.trials else None
+
+    @property
+    def open(self) -> list[Trial]:
+        return [t for t in self.trials if t.answered_at is None]
+
+    def own(self, trial_id: int) -> Trial:
+        for trial in self.trials:
+            if trial.id == trial_id:
+                return trial
+        # The same answer for another evaluator's trial as for none: ids reveal nothing.
+        raise TrialNotFoundError(f"You have no trial {trial_id}.")
 
 
-def _stats(session: Session, evaluator: Evaluator) -> _Stats:
-    total, repeats, answered, last_position = session.execute(
-        select(
-            func.count(Trial.id),
-            func.coalesce(func.sum(case((Trial.is_repeat, 1), else_=0)), 0),
-            func.count(Trial.answered_at),
-            func.coalesce(func.max(Trial.position), 0),
-        ).where(Trial.evaluator_id == evaluator.id)
-    ).one()
-    last_prompt_id = None
-    if last_position:
-        last_prompt_id = session.scalar(
-            select(Matchup.prompt_id)
-            .join(Trial, Trial.matchup_id == Matchup.id)
-            .where(Trial.evaluator_id == evaluator.id, Trial.position == last_position)
-        )
-    return _Stats(
-        total=total,
-        fresh=total - repeats,
-        repeats=repeats,
-        answered=answered,
-        last_position=last_position,
-        last_prompt_id=last_prompt_id,
+def _state(session: Session, evaluator: Evaluator) -> _State:
+    rows = session.execute(
+        select(Trial, Matchup.prompt_id, Prompt.text)
+        .join(Matchup, Matchup.id == Trial.matchup_id)
+        .join(Prompt, Prompt.id == Matchup.prompt_id)
+        .where(Trial.evaluator_id == evaluator.id)
+        .order_by(Trial.position)
+        .execution_options(populate_existing=True)  # some columns change by plain UPDATEs
+    ).all()
+    return _State(
+        trials=[trial for trial, _, _ in rows],
+        prompt_of={trial.id: prompt_id for trial, prompt_id, _ in rows},
+        text_of={trial.id: text for trial, _, text in rows},
     )
 
 
@@ -430,12 +489,23 @@ def count_ready_pairs(*, session: Session, study: Study) -> int:
     return int(pairs or 0)
 
 
+# Ready pairs per study, remembered while they cover the quota: then the plan does not depend on
+# their exact number, and counting them (a GROUP BY over the study's clips) is skipped.
+_READY: dict[tuple[str, int, datetime | None], tuple[float, int]] = {}
+_READY_TTL = 30.0  # seconds
+
+
 def _plan(session: Session, study: Study) -> tuple[int, int]:
     """(fresh trials, repeats) an evaluator of this study gets: the quota (or every ready
     pair) and the study's repeats, bounded by what exists."""
     spec = rating_spec(study)
-    ready = count_ready_pairs(session=session, study=study)
-    fresh = min(spec.trials_per_evaluator, ready) if spec.trials_per_evaluator else ready
+    quota = spec.trials_per_evaluator
+    key = (str(session.get_bind().url), study.id, study.created_at)
+    checked_at, ready = _READY.get(key, (0.0, 0))
+    if not quota or ready < quota or time.monotonic() - checked_at > _READY_TTL:
+        ready = count_ready_pairs(session=session, study=study)
+        _READY[key] = (time.monotonic(), ready)
+    fresh = min(quota, ready) if quota else ready
     return fresh, min(spec.repeat_trials, fresh)
 
 
@@ -445,41 +515,106 @@ def planned_total(*, session: Session, study: Study) -> int:
     return fresh + repeats
 
 
+def _progress(state: _State, plan: tuple[int, int]) -> Progress:
+    return Progress(answered=state.answered, total=max(sum(plan), state.total))
+
+
 def progress(
     *, session: Session, study: Study, evaluator: Evaluator, plan: tuple[int, int] | None = None
 ) -> Progress:
-    stats = _stats(session, evaluator)
-    fresh, repeats = plan or _plan(session, study)
-    return Progress(answered=stats.answered, total=max(fresh + repeats, stats.total))
+    return _progress(_state(session, evaluator), plan or _plan(session, study))
 
 
-def _live(now: datetime):  # type: ignore[no-untyped-def]
-    """Trials that count towards coverage: answered, or assigned recently."""
-    return (Trial.answered_at.is_not(None)) | (Trial.assigned_at > now - ASSIGNMENT_HOLD)
+_MATCHUP = Matchup.__table__
+_COUNT = (
+    update(_MATCHUP)
+    .where(_MATCHUP.c.id == bindparam("m_id"))
+    .values(
+        live_trials=_MATCHUP.c.live_trials + bindparam("d_live"),
+        a_left=_MATCHUP.c.a_left + bindparam("d_left"),
+        open_judges=_MATCHUP.c.open_judges + bindparam("d_open"),
+    )
+)
+
+
+def _count(session: Session, changes: list[tuple[int, int, int, int]]) -> None:
+    """Apply (matchup id, +live trials, +A on the left, +open judges) to the counters."""
+    if changes:
+        session.execute(
+            _COUNT,
+            [
+                {"m_id": m, "d_live": live, "d_left": left, "d_open": judges}
+                for m, live, left, judges in changes
+            ],
+        )
+
+
+# Holds are released at most this often per study and process (a statement saved per assignment).
+RELEASE_EVERY = timedelta(seconds=5)
+_RELEASED: dict[tuple[str, int], datetime] = {}
+
+
+def _release_expired(session: Session, *, study_id: int, now: datetime) -> None:
+    """Unanswered fresh trials past their hold stop counting towards coverage (so the matchup
+    goes to someone else); cheap when there are none, through a partial index."""
+    key = (str(session.get_bind().url), study_id)
+    last = _RELEASED.get(key)
+    if last is not None and last <= now < last + RELEASE_EVERY:
+        return
+    _RELEASED[key] = now
+    trial = Trial.__table__
+    expired = select(trial.c.id).where(
+        trial.c.answered_at.is_(None),
+        trial.c.released_at.is_(None),
+        trial.c.assigned_at < now - ASSIGNMENT_HOLD,
+        trial.c.is_repeat == false(),
+        trial.c.matchup_id.in_(select(Matchup.id).where(Matchup.study_id == study_id)),
+    )
+    if session.get_bind().dialect.name == "postgresql":
+        expired = expired.with_for_update(skip_locked=True)  # not one being answered right now
+    released = session.execute(
+        update(trial)
+        .where(trial.c.id.in_(expired), trial.c.answered_at.is_(None))
+        .values(released_at=now)
+        .returning(trial.c.matchup_id, trial.c.a_on_left)
+    ).all()
+    _count(session, [(m, -1, -int(a_on_left), 0) for m, a_on_left in released])
 
 
 def _new_trial(
     session: Session,
     *,
     evaluator: Evaluator,
-    stats: _Stats,
+    state: _State,
     matchup_id: int,
+    prompt: tuple[int, str],
     a_on_left: bool,
     is_repeat: bool,
     now: datetime,
     shown: bool,
+    judging: bool = False,
 ) -> Trial:
+    values = {
+        "evaluator_id": evaluator.id,
+        "matchup_id": matchup_id,
+        "position": state.last_position + 1,
+        "a_on_left": a_on_left,
+        "is_repeat": is_repeat,
+        "judging": judging,
+        "assigned_at": now,
+        "shown_at": now if shown else None,
+    }
+    # A plain INSERT (the unit of work costs more than the statement), then the same row as a
+    # persistent object, every column set, so nothing lazy-loads it again.
+    trial_id = session.execute(insert(Trial).values(values).returning(Trial.id)).scalar_one()
     trial = Trial(
-        evaluator_id=evaluator.id,
-        matchup_id=matchup_id,
-        position=stats.last_position + 1,
-        a_on_left=a_on_left,
-        is_repeat=is_repeat,
-        assigned_at=now,
-        shown_at=now if shown else None,
+        id=trial_id, answered_at=None, released_at=None, flagged=False, flag_reason=None, **values
     )
+    make_transient_to_detached(trial)
     session.add(trial)
-    session.flush()
+    count_on_commit(session, assigned=1)
+    state.trials.append(trial)
+    state.prompt_of[trial.id], state.text_of[trial.id] = prompt
     return trial
 
 
@@ -488,115 +623,105 @@ def _assign_fresh(
     *,
     study: Study,
     evaluator: Evaluator,
-    stats: _Stats,
+    state: _State,
     now: datetime,
     shown: bool,
     fresh_total: int,
 ) -> Trial | None:
-    loads = (
-        select(Trial.matchup_id, func.count(Trial.id).label("n"))
-        .join(Matchup, Matchup.id == Trial.matchup_id)
-        .where(Matchup.study_id == study.id, Trial.is_repeat == false(), _live(now))
-        .group_by(Trial.matchup_id)
-        .subquery()
-    )
-    # Among equally covered matchups, first those judged by the most evaluators who still have
-    # trials to come: they cannot take it later, so it is the hardest to fill (in simulations
-    # this keeps max - min coverage at 1 where a plain random tie-break often ends at 2).
-    still_rating = (
-        select(Trial.evaluator_id)
-        .join(Evaluator, Evaluator.id == Trial.evaluator_id)
+    """One indexed pass over the study's matchups, ordered by the counters (see module doc)."""
+    _release_expired(session, study_id=study.id, now=now)
+    seen_prompts = list(set(state.prompt_of.values()))
+    query = (
+        select(Matchup.id, Matchup.prompt_id, Matchup.live_trials, Matchup.a_left, Prompt.text)
+        .join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
+        .join(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
+        .join(Prompt, Prompt.id == Matchup.prompt_id)
         .where(
-            Evaluator.study_id == study.id,
-            Evaluator.completed_at.is_(None),
-            Evaluator.id != evaluator.id,
-            Trial.is_repeat == false(),
+            Matchup.study_id == study.id,
+            _CLIP_A.status == ClipStatus.done,
+            _CLIP_B.status == ClipStatus.done,
+            Matchup.id.not_in([t.matchup_id for t in state.trials]),
         )
-        .group_by(Trial.evaluator_id)
-        .having(func.count(Trial.id) < fresh_total)
-    )
-    constrained = (
-        select(Trial.matchup_id, func.count(Trial.id).label("n"))
-        .where(Trial.evaluator_id.in_(still_rating), Trial.is_repeat == false())
-        .group_by(Trial.matchup_id)
-        .subquery()
-    )
-    # With more than two arms a prompt has several matchups: spread them over the session.
-    seen_prompts = (
-        select(Matchup.prompt_id, func.count(Trial.id).label("n"))
-        .join(Trial, Trial.matchup_id == Matchup.id)
-        .where(Trial.evaluator_id == evaluator.id)
-        .group_by(Matchup.prompt_id)
-        .subquery()
-    )
-    judged = select(Trial.matchup_id).where(Trial.evaluator_id == evaluator.id)
-    ready = _ready_matchups(study.id).subquery()
-    same_prompt = case((ready.c.prompt_id == (stats.last_prompt_id or -1), 1), else_=0)
-    matchup_id = session.scalar(
-        select(ready.c.id)
-        .outerjoin(loads, loads.c.matchup_id == ready.c.id)
-        .outerjoin(constrained, constrained.c.matchup_id == ready.c.id)
-        .outerjoin(seen_prompts, seen_prompts.c.prompt_id == ready.c.prompt_id)
-        .where(ready.c.id.not_in(judged))
         .order_by(
-            func.coalesce(loads.c.n, 0),
-            same_prompt,
-            func.coalesce(constrained.c.n, 0).desc(),
-            func.coalesce(seen_prompts.c.n, 0),
+            Matchup.live_trials,
+            case((Matchup.prompt_id == (state.last_prompt_id or -1), 1), else_=0),
+            Matchup.open_judges.desc(),
+            case((Matchup.prompt_id.in_(seen_prompts), 1), else_=0),
             func.random(),
         )
         .limit(1)
     )
-    if matchup_id is None:
+    row = session.execute(query).first()
+    if row is None:
         return None
-    # Counterbalance: A goes to the side it has been on less often in this matchup's live trials.
-    shown_total, a_left = session.execute(
-        select(
-            func.count(Trial.id), func.coalesce(func.sum(case((Trial.a_on_left, 1), else_=0)), 0)
-        ).where(Trial.matchup_id == matchup_id, Trial.is_repeat == false(), _live(now))
-    ).one()
-    a_right = shown_total - a_left
-    a_on_left = a_left < a_right or (a_left == a_right and random.random() < 0.5)
+    # Counterbalance: A goes to the side it has been on less often in the matchup's live trials.
+    a_right = row.live_trials - row.a_left
+    a_on_left = row.a_left < a_right or (row.a_left == a_right and random.random() < 0.5)
+    judging = state.fresh + 1 < fresh_total  # this evaluator has fresh trials to come
+    _count(session, [(row.id, 1, int(a_on_left), int(judging))])
+    if not judging:
+        _stop_judging(session, evaluator=evaluator)
     return _new_trial(
         session,
         evaluator=evaluator,
-        stats=stats,
-        matchup_id=matchup_id,
+        state=state,
+        matchup_id=row.id,
+        prompt=(row.prompt_id, row.text),
         a_on_left=a_on_left,
         is_repeat=False,
+        judging=judging,
         now=now,
         shown=shown,
     )
 
 
+def _stop_judging(session: Session, *, evaluator: Evaluator) -> None:
+    """The evaluator takes no more fresh trials: its matchups stop counting it in open_judges."""
+    trial = Trial.__table__
+    matchups = session.scalars(
+        update(trial)
+        .where(trial.c.evaluator_id == evaluator.id, trial.c.judging == true())
+        .values(judging=False)
+        .returning(trial.c.matchup_id)
+    ).all()
+    _count(session, [(m, 0, 0, -1) for m in matchups])
+
+
 def _assign_repeat(
-    session: Session, *, evaluator: Evaluator, stats: _Stats, now: datetime, shown: bool
+    session: Session, *, evaluator: Evaluator, state: _State, now: datetime, shown: bool
 ) -> Trial | None:
     """Repeat one of the evaluator's answered matchups with the sides swapped."""
-    repeated = select(Trial.matchup_id).where(
-        Trial.evaluator_id == evaluator.id, Trial.is_repeat == true()
-    )
-    same_prompt = case((Matchup.prompt_id == (stats.last_prompt_id or -1), 1), else_=0)
-    original = session.execute(
-        select(Trial.matchup_id, Trial.a_on_left)
-        .join(Matchup, Matchup.id == Trial.matchup_id)
-        .where(
-            Trial.evaluator_id == evaluator.id,
-            Trial.is_repeat == false(),
-            Trial.answered_at.is_not(None),
-            Trial.matchup_id.not_in(repeated),
-            Trial.matchup_id.in_(select(_ready_matchups(evaluator.study_id).subquery().c.id)),
-        )
-        .order_by(same_prompt, func.random())
-        .limit(1)
-    ).first()
-    if original is None:
+    repeated = {t.matchup_id for t in state.trials if t.is_repeat}
+    originals = [
+        t
+        for t in state.trials
+        if not t.is_repeat and t.answered_at is not None and t.matchup_id not in repeated
+    ]
+    if not originals:
         return None
+    ready = set(
+        session.scalars(
+            select(Matchup.id)
+            .join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
+            .join(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
+            .where(
+                Matchup.id.in_([t.matchup_id for t in originals]),
+                _CLIP_A.status == ClipStatus.done,
+                _CLIP_B.status == ClipStatus.done,
+            )
+        )
+    )
+    candidates = [t for t in originals if t.matchup_id in ready]
+    if not candidates:
+        return None
+    elsewhere = [t for t in candidates if state.prompt_of[t.id] != state.last_prompt_id]
+    original = random.choice(elsewhere or candidates)
     return _new_trial(
         session,
         evaluator=evaluator,
-        stats=stats,
+        state=state,
         matchup_id=original.matchup_id,
+        prompt=(state.prompt_of[original.id], state.text_of[original.id]),
         a_on_left=not original.a_on_left,
         is_repeat=True,
         now=now,
@@ -609,32 +734,33 @@ def _assign(
     *,
     study: Study,
     evaluator: Evaluator,
+    state: _State,
     now: datetime,
     shown: bool,
     plan: tuple[int, int],
 ) -> tuple[Trial | None, Literal["quota", "exhausted", "wait"] | None]:
-    stats = _stats(session, evaluator)
     fresh_total, repeat_total = plan
-    if stats.total >= fresh_total + repeat_total:
+    if state.total >= fresh_total + repeat_total:
         return None, "quota"
+    _lock_study(session, study.id)
     # Repeats are spread through the session: repeat k is due after k/(R+1) of the fresh trials.
-    due = stats.repeats < repeat_total and (
-        stats.fresh >= fresh_total
-        or stats.fresh >= math.ceil(fresh_total * (stats.repeats + 1) / (repeat_total + 1))
+    due = state.repeats < repeat_total and (
+        state.fresh >= fresh_total
+        or state.fresh >= math.ceil(fresh_total * (state.repeats + 1) / (repeat_total + 1))
     )
     if due:
-        trial = _assign_repeat(session, evaluator=evaluator, stats=stats, now=now, shown=shown)
+        trial = _assign_repeat(session, evaluator=evaluator, state=state, now=now, shown=shown)
         if trial is not None:
             return trial, None
-        if stats.fresh >= fresh_total:
+        if state.fresh >= fresh_total:
             return None, "wait"  # the originals are not answered yet
-    if stats.fresh < fresh_total:
+    if state.fresh < fresh_total:
         for attempt in range(2):
             trial = _assign_fresh(
                 session,
                 study=study,
                 evaluator=evaluator,
-                stats=stats,
+                state=state,
                 now=now,
                 shown=shown,
                 fresh_total=fresh_total,
@@ -647,45 +773,83 @@ def _assign(
     return None, "exhausted"
 
 
-def _open_trials(session: Session, evaluator: Evaluator) -> list[Trial]:
-    return list(
-        session.scalars(
-            select(Trial)
-            .where(Trial.evaluator_id == evaluator.id, Trial.answered_at.is_(None))
-            .order_by(Trial.position)
-        )
-    )
-
-
-def _complete(session: Session, *, study: Study, evaluator: Evaluator, now: datetime) -> None:
+def _complete(
+    session: Session, *, study: Study, evaluator: Evaluator, state: _State, now: datetime
+) -> None:
     if evaluator.completed_at is not None:
         return
     evaluator.completed_at = now
     evaluator.completion_code = rating_spec(study).completion_code or "".join(
         secrets.choice(_CODE_ALPHABET) for _ in range(10)
     )
+    _lock_study(session, study.id)
+    _stop_judging(session, evaluator=evaluator)
     session.flush()
 
 
 def _done(
-    session: Session, *, study: Study, evaluator: Evaluator, plan: tuple[int, int] | None = None
+    session: Session,
+    *,
+    study: Study,
+    evaluator: Evaluator,
+    state: _State,
+    plan=None,  # type: ignore[no-untyped-def]
 ) -> NextResult:
     return NextResult(
         status="done",
-        progress=progress(session=session, study=study, evaluator=evaluator, plan=plan),
+        progress=_progress(state, plan or _plan(session, study)),
         completion_code=evaluator.completion_code,
         message="You have finished. Thank you!",
     )
 
 
-def _lock_evaluator(session: Session, evaluator: Evaluator) -> None:
+def _trial_result(
+    session: Session,
+    *,
+    study: Study,
+    state: _State,
+    trial: Trial,
+    plan=None,  # type: ignore[no-untyped-def]
+) -> NextResult:
+    return NextResult(
+        status="trial",
+        trial=trial,
+        prompt=state.text_of[trial.id],
+        progress=_progress(state, plan or _plan(session, study)),
+    )
+
+
+def _lock_evaluator(session: Session, evaluator: Evaluator, *, reload: bool = True) -> None:
     """Serialize one evaluator's requests (two tabs) and reload its row.
 
-    PostgreSQL: SELECT ... FOR UPDATE on the evaluator row; SQLite: BEGIN IMMEDIATE already did.
-    Assigning a new trial additionally takes the study's lock (`_lock_study`), always in this
-    order, so the common case (the open trial already exists) never waits for other evaluators.
+    PostgreSQL: SELECT ... FOR UPDATE on the evaluator row, once per transaction; SQLite: BEGIN
+    IMMEDIATE already serializes writers, the row is only reloaded (unless `reload` is False:
+    the caller does not depend on a fresh completed_at). Every write path takes it first, so an
+    evaluator's trials change under its lock.
     """
-    session.refresh(evaluator, with_for_update=True)
+    postgres = session.get_bind().dialect.name == "postgresql"
+    transaction = session.get_transaction()
+    locked = session.info.setdefault("locked_evaluators", {})
+    if (locked.get(evaluator.id) is transaction and transaction is not None) or not (
+        postgres or reload
+    ):
+        return
+    session.refresh(evaluator, with_for_update=postgres or None)
+    locked[evaluator.id] = session.get_transaction()
+
+
+def peek_current(
+    *, session: Session, study: Study, evaluator: Evaluator, state: _State | None = None
+) -> NextResult | None:
+    """`current_trial` when it needs no write (read session): the current trial when it is
+    already shown, or done; None when a trial must be marked shown or assigned."""
+    check_open(study)
+    state = state or _state(session, evaluator)
+    if evaluator.completed_at is not None:
+        return _done(session, study=study, evaluator=evaluator, state=state)
+    if state.open and state.open[0].shown_at is not None:
+        return _trial_result(session, study=study, state=state, trial=state.open[0])
+    return None
 
 
 def current_trial(
@@ -698,38 +862,67 @@ def current_trial(
     check_open(study)
     now = now or utcnow()
     _lock_evaluator(session, evaluator)
+    state = _state(session, evaluator)
     if evaluator.completed_at is not None:
-        return _done(session, study=study, evaluator=evaluator)
-    open_trials = _open_trials(session, evaluator)
-    if open_trials:
-        trial = open_trials[0]
+        return _done(session, study=study, evaluator=evaluator, state=state)
+    if state.open:
+        trial = state.open[0]
         if trial.shown_at is None:
             trial.shown_at = now  # the prefetched trial becomes the current one
             session.flush()
-        return NextResult(
-            status="trial",
-            trial=trial,
-            progress=progress(session=session, study=study, evaluator=evaluator),
-        )
-    _lock_study(session, study.id)
+        return _trial_result(session, study=study, state=state, trial=trial)
     plan = _plan(session, study)
     trial, reason = _assign(
-        session, study=study, evaluator=evaluator, now=now, shown=True, plan=plan
+        session, study=study, evaluator=evaluator, state=state, now=now, shown=True, plan=plan
     )
     if trial is not None:
-        return NextResult(
-            status="trial",
-            trial=trial,
-            progress=progress(session=session, study=study, evaluator=evaluator, plan=plan),
-        )
-    if reason == "wait" or _stats(session, evaluator).answered == 0:
+        return _trial_result(session, study=study, state=state, trial=trial, plan=plan)
+    if reason == "wait" or state.answered == 0:
         return NextResult(
             status="unavailable",
-            progress=progress(session=session, study=study, evaluator=evaluator, plan=plan),
+            progress=_progress(state, plan),
             message="No pairs are ready to rate yet. Please come back a little later.",
         )
-    _complete(session, study=study, evaluator=evaluator, now=now)
-    return _done(session, study=study, evaluator=evaluator, plan=plan)
+    _complete(session, study=study, evaluator=evaluator, state=state, now=now)
+    return _done(session, study=study, evaluator=evaluator, state=state, plan=plan)
+
+
+def evaluator_state(*, session: Session, evaluator: Evaluator) -> _State:
+    """The evaluator's trials, for `peek_after` / `trial_after(known=)` / `check_submission`."""
+    return _state(session, evaluator)
+
+
+def _unchanged(session: Session, evaluator: Evaluator, known: _State) -> bool:
+    """Whether the evaluator's trials are still those of `known` (none added or answered)."""
+    row = session.execute(
+        select(
+            func.count(Trial.id),
+            func.coalesce(func.max(Trial.position), 0),
+            func.count(Trial.answered_at),
+        ).where(Trial.evaluator_id == evaluator.id)
+    ).one()
+    return tuple(row) == (known.total, known.last_position, known.answered)
+
+
+def peek_after(
+    *,
+    session: Session,
+    study: Study,
+    evaluator: Evaluator,
+    trial_id: int,
+    state: _State | None = None,
+) -> NextResult | None:
+    """`trial_after` when it needs no write (read session): the trial already assigned after
+    `trial_id`, or done; None when one must be assigned."""
+    check_open(study)
+    state = state or _state(session, evaluator)
+    trial = state.own(trial_id)
+    if evaluator.completed_at is not None:
+        return _done(session, study=study, evaluator=evaluator, state=state)
+    later = [t for t in state.open if t.position > trial.position]
+    if trial.answered_at is None and later:
+        return _trial_result(session, study=study, state=state, trial=later[0])
+    return None
 
 
 def trial_after(
@@ -739,66 +932,47 @@ def trial_after(
     evaluator: Evaluator,
     trial_id: int,
     now: datetime | None = None,
+    known: _State | None = None,
 ) -> NextResult:
     """The trial that follows `trial_id`, assigned ahead of time so its clips can be prefetched.
 
     It is not marked shown. Asking again returns the same trial; at most one trial is assigned
-    ahead of the current one. Once `trial_id` is answered this is `current_trial`.
+    ahead of the current one. Once `trial_id` is answered this is `current_trial`. `known`: the
+    evaluator's state read before (by `peek_after`), used if its trials have not changed since.
     """
     check_open(study)
     now = now or utcnow()
-    _lock_evaluator(session, evaluator)
-    trial = _own_trial(session, evaluator=evaluator, trial_id=trial_id)
+    # A stale completed_at is harmless here: a finished evaluator gets no trial either way.
+    _lock_evaluator(session, evaluator, reload=False)
+    if known is None or not _unchanged(session, evaluator, known):
+        known = _state(session, evaluator)
+    state = known
+    trial = state.own(trial_id)
     if evaluator.completed_at is not None:
-        return _done(session, study=study, evaluator=evaluator)
+        return _done(session, study=study, evaluator=evaluator, state=state)
     if trial.answered_at is not None:
         return current_trial(session=session, study=study, evaluator=evaluator, now=now)
-    open_trials = _open_trials(session, evaluator)
-    later = [t for t in open_trials if t.position > trial.position]
+    later = [t for t in state.open if t.position > trial.position]
     if later:
-        return NextResult(
-            status="trial",
-            trial=later[0],
-            progress=progress(session=session, study=study, evaluator=evaluator),
-        )
-    if open_trials[0].id != trial.id or trial.position != _stats(session, evaluator).last_position:
-        reason: str | None = "wait"  # only one trial is assigned ahead of the current one
-        result_trial = None
-        plan = None
+        return _trial_result(session, study=study, state=state, trial=later[0])
+    plan = _plan(session, study)
+    if state.open[0].id != trial.id or trial.position != state.last_position:
+        result_trial, reason = None, "wait"  # only one trial is assigned ahead of the current one
     else:
-        _lock_study(session, study.id)
-        plan = _plan(session, study)
         result_trial, reason = _assign(
-            session, study=study, evaluator=evaluator, now=now, shown=False, plan=plan
+            session, study=study, evaluator=evaluator, state=state, now=now, shown=False, plan=plan
         )
     if result_trial is None:
         last = reason in ("quota", "exhausted")
         return NextResult(
             status="done" if last else "unavailable",
-            progress=progress(session=session, study=study, evaluator=evaluator, plan=plan),
+            progress=_progress(state, plan),
             message="This is the last pair." if last else "The next pair is not assigned yet.",
         )
-    return NextResult(
-        status="trial",
-        trial=result_trial,
-        progress=progress(session=session, study=study, evaluator=evaluator, plan=plan),
-    )
+    return _trial_result(session, study=study, state=state, trial=result_trial, plan=plan)
 
 
 # --- votes ------------------------------------------------------------------------------------
-
-
-def _own_trial(
-    session: Session, *, evaluator: Evaluator, trial_id: int, for_update: bool = False
-) -> Trial:
-    query = select(Trial).where(Trial.id == trial_id, Trial.evaluator_id == evaluator.id)
-    if for_update:
-        query = query.with_for_update()
-    trial = session.scalar(query)
-    if trial is None:
-        # The same answer for another evaluator's trial as for none: ids reveal nothing.
-        raise TrialNotFoundError(f"You have no trial {trial_id}.")
-    return trial
 
 
 def _check_votes(study: Study, votes: dict[str, str]) -> dict[str, Choice]:
@@ -831,7 +1005,19 @@ def _arm_view(choice: Choice, a_on_left: bool) -> str:
     return "a" if (choice == Choice.left) == a_on_left else "b"
 
 
-def submit_votes(
+@dataclass
+class Submission:
+    """A checked answer to a trial, ready to store: `check_submission` reads (a read session
+    will do), `store_submission` writes, so the write transaction holds only the writes."""
+
+    trial: Trial
+    votes: dict[str, Choice]
+    values: dict[str, object]  # the trial's columns to set: answered_at, flagged, flag_reason
+    state: _State  # the evaluator's trials when checked
+    stored: SubmitResult | None = None  # this very answer was stored already
+
+
+def check_submission(
     *,
     session: Session,
     study: Study,
@@ -839,21 +1025,21 @@ def submit_votes(
     trial_id: int,
     votes: dict[str, str],
     now: datetime | None = None,
-) -> SubmitResult:
-    """Store one answer per criterion for a trial, all at once (the caller commits).
-
-    Idempotent: the same votes again return the stored result; different votes for an answered
-    trial raise VoteConflictError. Nothing is stored when anything is wrong.
-    """
+    state: _State | None = None,
+) -> Submission:
+    """Everything `submit_votes` checks, without writing: raises RatingError for a refused
+    answer; `stored` is set when the same answer is already stored (a repeat or double click)."""
     now = now or utcnow()
     if study.status == StudyStatus.closed:
         check_open(study)
-    trial = _own_trial(session, evaluator=evaluator, trial_id=trial_id, for_update=True)
+    state = state or _state(session, evaluator)
+    trial = state.own(trial_id)
     checked = _check_votes(study, votes)
     if trial.answered_at is not None:
         stored = {v.criterion: v.choice for v in trial.votes}
         if stored == checked:
-            return SubmitResult(trial=trial, votes=stored, created=False)
+            result = SubmitResult(trial=trial, votes=stored, created=False)
+            return Submission(trial=trial, votes=stored, values={}, state=state, stored=result)
         raise VoteConflictError(
             "This pair was already answered differently (perhaps in another tab); the first "
             "answer stands and nothing was changed."
@@ -876,13 +1062,103 @@ def submit_votes(
         )
     if trial.is_repeat:
         reasons.extend(_repeat_consistency(session, trial=trial, votes=checked))
-    session.add_all(Vote(trial_id=trial.id, criterion=k, choice=c) for k, c in checked.items())
-    trial.answered_at = now
+    values: dict[str, object] = {"answered_at": now}
     if reasons:
-        trial.flagged = True
-        trial.flag_reason = "; ".join(reasons)[:200]
-    session.flush()
-    return SubmitResult(trial=trial, votes=checked, created=True)
+        values |= {"flagged": True, "flag_reason": "; ".join(reasons)[:200]}
+    return Submission(trial=trial, votes=checked, values=values, state=state)
+
+
+def store_submission(
+    *, session: Session, study: Study, evaluator: Evaluator, submission: Submission
+) -> SubmitResult:
+    """Store a checked answer: the trial's UPDATE (only if still unanswered) and the votes.
+    If the trial was answered meanwhile (a double click), answers as a repeat submit would."""
+    if submission.stored is not None:
+        return submission.stored
+    trial, values = submission.trial, submission.values
+    table = Trial.__table__
+    # Conditional: of two concurrent submits one stores; RETURNING sees a release that
+    # committed meanwhile (PostgreSQL), so the counters stay exact.
+    row = session.execute(
+        update(table)
+        .where(table.c.id == trial.id, table.c.answered_at.is_(None))
+        .values(values)
+        .returning(table.c.released_at)
+    ).first()
+    if row is None:
+        again = check_submission(
+            session=session,
+            study=study,
+            evaluator=evaluator,
+            trial_id=trial.id,
+            votes={k: c.value for k, c in submission.votes.items()},
+        )
+        if again.stored is None:  # pragma: no cover - it was answered, so it is stored
+            raise VoteConflictError("This pair was answered meanwhile; nothing was changed.")
+        return again.stored
+    if row.released_at is not None and not trial.is_repeat:
+        _lock_study(session, study.id)
+        _count(session, [(trial.matchup_id, 1, int(trial.a_on_left), 0)])  # it counts again
+    session.execute(
+        insert(Vote),
+        [{"trial_id": trial.id, "criterion": k, "choice": c} for k, c in submission.votes.items()],
+    )
+    count_on_commit(session, votes=len(submission.votes), answered=1)
+    for name, value in (values | {"released_at": row.released_at}).items():
+        set_committed_value(trial, name, value)  # what the UPDATE stored, without a reload
+    return SubmitResult(trial=trial, votes=submission.votes, created=True)
+
+
+def submit_votes(
+    *,
+    session: Session,
+    study: Study,
+    evaluator: Evaluator,
+    trial_id: int,
+    votes: dict[str, str],
+    now: datetime | None = None,
+) -> SubmitResult:
+    """Store one answer per criterion for a trial, all at once (the caller commits).
+
+    Idempotent: the same votes again return the stored result; different votes for an answered
+    trial raise VoteConflictError. Nothing is stored when anything is wrong.
+    """
+    if study.status == StudyStatus.closed:
+        check_open(study)
+    _lock_evaluator(session, evaluator)
+    submission = check_submission(
+        session=session, study=study, evaluator=evaluator, trial_id=trial_id, votes=votes, now=now
+    )
+    return store_submission(
+        session=session, study=study, evaluator=evaluator, submission=submission
+    )
+
+
+def next_after_submit(
+    *,
+    session: Session,
+    study: Study,
+    evaluator: Evaluator,
+    submission: Submission,
+    now: datetime | None = None,
+) -> NextResult:
+    """The pair to show once `submission` is stored: the one assigned ahead (prefetched), now
+    marked shown with one UPDATE; otherwise whatever `current_trial` says."""
+    now = now or utcnow()
+    state = submission.state
+    ahead = [t for t in state.open if t.position > submission.trial.position]
+    if ahead and evaluator.completed_at is None:
+        table = Trial.__table__
+        shown = session.execute(
+            update(table)
+            .where(table.c.id == ahead[0].id, table.c.answered_at.is_(None))
+            .values(shown_at=func.coalesce(table.c.shown_at, now))
+            .returning(table.c.shown_at)
+        ).first()
+        if shown is not None:
+            set_committed_value(ahead[0], "shown_at", shown.shown_at)
+            return _trial_result(session, study=study, state=state, trial=ahead[0])
+    return current_trial(session=session, study=study, evaluator=evaluator, now=now)
 
 
 def _repeat_consistency(session: Session, *, trial: Trial, votes: dict[str, Choice]) -> list[str]:
@@ -913,21 +1189,33 @@ def media_token(*, secret: str, trial: Trial, side: Literal["l", "r"]) -> str:
     return tokens.media_token(secret, trial.id, side)
 
 
-def media_key(*, session: Session, secret: str, study: Study, token: str) -> str | None:
-    """The storage key behind a media token of this study, or None."""
+def media_lookup(
+    *, session: Session, secret: str, study_id: int, token: str
+) -> tuple[StudyStatus, str | None] | None:
+    """The study's status and the storage key behind a media token of this study (None when
+    the token names no done clip of it); None when there is no such study. One statement."""
     parsed = tokens.parse_media_token(secret, token)
-    if parsed is None:
-        return None
-    trial_id, side = parsed
+    trial_id, side = parsed if parsed is not None else (0, "l")
     row = session.execute(
-        select(Trial.a_on_left, Matchup.clip_a_id, Matchup.clip_b_id)
-        .join(Matchup, Matchup.id == Trial.matchup_id)
-        .where(Trial.id == trial_id, Matchup.study_id == study.id)
+        select(
+            Study.status,
+            Trial.a_on_left,
+            _CLIP_A.status,
+            _CLIP_A.storage_key,
+            _CLIP_B.status,
+            _CLIP_B.storage_key,
+        )
+        .select_from(Study)
+        .outerjoin(Trial, Trial.id == trial_id)
+        .outerjoin(Matchup, (Matchup.id == Trial.matchup_id) & (Matchup.study_id == Study.id))
+        .outerjoin(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
+        .outerjoin(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
+        .where(Study.id == study_id)
     ).first()
     if row is None:
         return None
-    a_shown = row.a_on_left == (side == "l")
-    clip = session.get(Clip, row.clip_a_id if a_shown else row.clip_b_id)
-    if clip is None or clip.status != ClipStatus.done or not clip.storage_key:
-        return None
-    return clip.storage_key
+    status, a_on_left, a_status, a_key, b_status, b_key = row
+    if a_on_left is None or a_status is None:  # no such trial in this study
+        return status, None
+    clip_status, key = (a_status, a_key) if a_on_left == (side == "l") else (b_status, b_key)
+    return status, key if clip_status == ClipStatus.done and key else None
