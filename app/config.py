@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     rate_limit_join_per_minute: int = Field(default=30, ge=0)
     rate_limit_submit_per_minute: int = Field(default=60, ge=0)
+    # Threads per web process for the (sync) endpoints; few, so they do not convoy on the GIL.
+    web_threads: int = Field(default=8, ge=1, le=256)
 
     @model_validator(mode="after")
     def _defaults_under_var(self) -> Settings:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -27,9 +31,19 @@ from app.web import STATIC_DIR, templates
 EVALUATOR_BODY_LIMIT = 64 * 1024
 
 
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    # Sync endpoints run in anyio's thread pool (40 threads by default). Under load those threads
+    # convoy on the GIL: each SQLite call releases it and waits up to the 5 ms switch interval to
+    # get it back, while holding the database's write lock. A few threads serve as many requests
+    # (they queue on the event loop instead) and keep critical sections short.
+    anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.settings.web_threads
+    yield
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="vidarena", version=__version__)
+    app = FastAPI(title="vidarena", version=__version__, lifespan=_lifespan)
     app.state.settings = settings
     engine = get_engine(settings)
     app.state.engine = engine

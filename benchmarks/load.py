@@ -433,6 +433,8 @@ def server_env(url: str, workdir: Path, *, floor_url: str | None = None) -> dict
     )
     if floor_url:
         env["LOAD_FLOOR_DATABASE_URL"] = floor_url
+    if os.environ.get("LOAD_WEB_THREADS"):
+        env["VIDARENA_WEB_THREADS"] = os.environ["LOAD_WEB_THREADS"]
     return env
 
 
