@@ -70,14 +70,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, auth_web.http_error_page)
     app.add_exception_handler(RequestValidationError, errors.request_validation_error)
 
+    # Evaluator routes first: the busiest, and routes are matched in order.
+    app.include_router(rating_api.router)
+    app.include_router(rating_router.media_router)
+    app.include_router(rating_router.router)
     app.include_router(auth_router.login_router)
     app.include_router(auth_router.router)
     app.include_router(studies_router.router)
     app.include_router(clips_router.router)
     app.include_router(rating_admin.router)
-    app.include_router(rating_api.router)
-    app.include_router(rating_router.router)
-    app.include_router(rating_router.media_router)
     app.include_router(dashboard_router.router)
     app.include_router(exports_router.router)
     # Keep last: start-up fails if any /admin route skips require_admin / verify_csrf.

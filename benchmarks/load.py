@@ -3,10 +3,11 @@ PostgreSQL, in two modes, with a reconciliation of every vote at the end.
 
 Each simulated evaluator does what the browser's rating page (static/rate.js) does: join with a
 personal invite (`POST /r/<key>/api/join`, bearer token), `GET /api/next` for the first pair,
-then for every pair: prefetch the following one (`GET /api/next?after=<id>`, which assigns it),
-fetch both of its clips (`GET /r/<key>/media/<token>`), and submit the current pair's votes on
-every criterion (`POST /api/trials/<id>/votes`; its answer carries the next pair). An evaluator
-who reaches the study's quota is replaced by a newly invited one.
+then for every pair: fetch both clips of the following pair (`GET /r/<key>/media/<token>`) while
+"watching" this one, and submit this pair's votes on every criterion (`POST
+/api/trials/<id>/votes`). A submit's answer carries the next pair and the one after it, assigned
+ahead; only for the first pair is the following one asked for (`GET /api/next?after=<id>`). An
+evaluator who reaches the study's quota is replaced by a newly invited one.
 
 - **realistic**: N evaluators (200 and 1000 by default) arrive spread over the first think
   interval and think `--think` seconds (uniform) per pair, for `--duration` seconds: p50/p95/p99
@@ -548,13 +549,17 @@ class Flow:
         step = 0
         while time.monotonic() < self.deadline:
             trial = current["trial"]
-            # Prefetch the following pair and its clips while "watching" this one.
-            ahead = await timed(
-                self.stats,
-                "next",
-                client.get(f"{api}/next", params={"after": trial["id"]}, headers=headers),
-            )
-            upcoming = ahead.json()
+            # Prefetch the following pair and its clips while "watching" this one: a submit's
+            # answer carries it (`after`); for the first pair it is asked for.
+            if current.get("after"):
+                upcoming = {"status": "trial", "trial": current["after"]}
+            else:
+                ahead = await timed(
+                    self.stats,
+                    "next",
+                    client.get(f"{api}/next", params={"after": trial["id"]}, headers=headers),
+                )
+                upcoming = ahead.json()
             if upcoming["status"] == "trial":
                 await self.media(client, upcoming["trial"])
             await self.think_time()
@@ -963,7 +968,9 @@ def main(argv: list[str] | None = None) -> int:
         "VIDARENA_ENV=production, rate limits off (VIDARENA_RATE_LIMIT_*_PER_MINUTE=0), "
         f"log level WARNING. Study: the example study (2 arms, 100 prompts, 6 criteria, quota "
         f"{QUOTA} pairs per evaluator), GIFs of {getattr(args, 'gif_bytes', 0) / 1024:.0f} KB. "
-        "A trial = prefetch next pair + both clips + submit (the browser's flow).\n"
+        "A trial = both clips of the prefetched pair + submit (its answer carries the next pair "
+        "and the one after); the first pair of each evaluator also asks for the following one "
+        "(GET next?after) (the browser's flow).\n"
     )
     if realistic:
         print(

@@ -4,8 +4,9 @@
  * - Both clips are fetched as blobs and decoded before either is revealed, then put on the page in
  *   the same animation frame, so they start together (a slow clip is never seen later).
  * - "Replay both" (R) makes fresh object URLs from the same blobs: a new URL restarts a GIF.
- * - The next pair is assigned once (GET next?after=<id> returns the same trial when asked again)
- *   and its clips are downloaded while this pair is rated.
+ * - The next pair is assigned once, ahead of time, and its clips are downloaded while this pair
+ *   is rated: a submit's answer carries it (`next.after`); otherwise (the first pair) it is asked
+ *   for with GET next?after=<id>, which returns the same trial when asked again.
  * - Keys: 1/2/3 answer the focused (or first unanswered) question, Enter submits, R replays.
  * No build step, no dependencies.
  */
@@ -149,13 +150,18 @@
     if (minMs > 0) timer = setInterval(tick, 250);
   }
 
-  function startPrefetch(afterId) {
-    var promise = api(config.next + "?after=" + encodeURIComponent(afterId)).then(function (result) {
-      if (result.status !== "trial") return null;
-      var blobs = loadPair(result.trial);
-      blobs.catch(function () {});
-      return { trial: result.trial, blobs: blobs };
-    });
+  function preload(trial) {
+    var blobs = loadPair(trial);
+    blobs.catch(function () {});
+    return { trial: trial, blobs: blobs };
+  }
+
+  /* The pair after `afterId`: given (a submit's answer carries it) or asked for. */
+  function startPrefetch(afterId, given) {
+    var promise = given ? Promise.resolve(preload(given)) :
+      api(config.next + "?after=" + encodeURIComponent(afterId)).then(function (result) {
+        return result.status === "trial" ? preload(result.trial) : null;
+      });
     promise.catch(function () {});
     prefetch = { after: afterId, promise: promise };
   }
@@ -196,7 +202,7 @@
       startTimer();
       window.scrollTo(0, 0);
       focusFieldset(fieldsets[0]);
-      startPrefetch(trial.id);
+      startPrefetch(trial.id, result.after);
     });
   }
 

@@ -227,6 +227,41 @@ def test_two_tabs_share_the_current_and_prefetched_trial(client, session, settin
     assert done.json()["next"]["progress"] == {"answered": 1, "total": 4}
 
 
+def test_a_submit_answer_carries_the_pair_after_next_assigned_once(
+    client, session, settings, study
+):
+    base = link(settings, study)
+    token = join(client, base, invite=invite_token(settings, study))["evaluator_token"]
+    current = client.get(f"{base}/api/next", headers=bearer(token)).json()
+    assert current["after"] is None  # the first pair's follower is asked for (next?after)
+    seen = [current["trial"]["id"]]
+    for answered in range(1, 5):
+        trial_id = current["trial"]["id"]
+        answer = client.post(
+            f"{base}/api/trials/{trial_id}/votes",
+            json={"votes": all_left(study)},
+            headers=bearer(token),
+        ).json()
+        current = answer["next"]
+        if answered == 4:  # quota reached: nothing after the last answer
+            assert current["status"] == "done" and current["after"] is None
+            break
+        seen.append(current["trial"]["id"])
+        after = current["after"]
+        if answered == 3:  # the last pair has nothing after it
+            assert after is None
+            continue
+        # The same trial a prefetch request gives, assigned once: asking adds no trial.
+        asked = client.get(
+            f"{base}/api/next?after={current['trial']['id']}", headers=bearer(token)
+        ).json()
+        assert asked["trial"] == after and after["id"] not in seen
+        assert count(session, Trial) == answered + 2
+        # Its clips are served before it becomes current.
+        assert client.get(after["left"]["url"]).status_code == 200
+    assert count(session, Trial) == 4
+
+
 def test_min_view_time_is_enforced_by_the_server(client, session, settings):
     study = rating_study(session, settings, prompts=2, open_enrollment=True, min_view_seconds=30)
     base = link(settings, study)

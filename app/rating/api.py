@@ -84,6 +84,11 @@ def next_out(
         trial=trial_out(request, key=key, secret=secret, trial=result.trial, prompt=result.prompt)
         if result.trial is not None and result.prompt is not None
         else None,
+        after=trial_out(
+            request, key=key, secret=secret, trial=result.after, prompt=result.after_prompt
+        )
+        if result.after is not None and result.after_prompt is not None
+        else None,
         progress=schemas.Progress(**vars(result.progress)),
         completion_code=result.completion_code,
         message=result.message,
@@ -214,11 +219,13 @@ def submit_votes(
 ) -> schemas.VotesOut:
     """One answer per criterion, stored in one transaction. Repeating the same submission
     returns the same answer; a different one for an answered trial is 409. The response carries
-    the next trial (now current), so the page can show it at once."""
+    the next trial (now current), so the page can show it at once, and the one after it
+    (`next.after`, assigned ahead), so its clips can load meanwhile."""
     response.headers.update(PRIVATE_HEADERS)
     with api_errors():
-        # Checked in a read transaction; the write transaction only stores the votes and marks
-        # the prefetched pair shown (one transaction, so an answer never lacks its next pair).
+        # Checked in a read transaction; the write transaction only stores the votes, marks the
+        # prefetched pair shown and assigns the one after it (one transaction, so an answer
+        # never lacks its next pair).
         study, evaluator = _context(request, read, secret, key)
         submission = service.check_submission(
             session=read,

@@ -24,7 +24,7 @@ PRIVATE_HEADERS = {
 }
 
 
-def get_secret(request: Request, settings: SettingsDep) -> str:
+async def get_secret(request: Request, settings: SettingsDep) -> str:  # async: see app/deps.py
     secret = getattr(request.app.state, "rating_secret", None)
     if secret is None:
         secret = request.app.state.rating_secret = settings.resolved_secret_key()
@@ -34,7 +34,7 @@ def get_secret(request: Request, settings: SettingsDep) -> str:
 SecretDep = Annotated[str, Depends(get_secret)]
 
 
-def get_media_storage(request: Request, settings: SettingsDep) -> Storage:
+async def get_media_storage(request: Request, settings: SettingsDep) -> Storage:
     storage = getattr(request.app.state, "storage", None)
     if storage is None:
         storage = request.app.state.storage = get_storage(settings)

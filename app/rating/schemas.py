@@ -61,6 +61,12 @@ class NextOut(BaseModel):
 
     status: Literal["trial", "done", "unavailable"]
     trial: TrialOut | None = None
+    after: TrialOut | None = Field(
+        default=None,
+        description="The trial after `trial`, already assigned, so its clips can load while "
+        "`trial` is rated (what `GET next?after=<trial id>` returns). Set in a submit's answer; "
+        "null when there is none yet.",
+    )
     progress: Progress
     completion_code: str | None = None
     message: str | None = None

@@ -36,7 +36,7 @@ import random
 import re
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import combinations
 from typing import Literal
@@ -140,6 +140,8 @@ class NextResult:
     prompt: str | None = None  # the trial's prompt text
     completion_code: str | None = None
     message: str | None = None
+    after: Trial | None = None  # the trial assigned ahead of `trial` (its clips can preload)
+    after_prompt: str | None = None
 
 
 @dataclass(frozen=True)
@@ -335,12 +337,20 @@ def study_and_evaluator(
     if study_id is None:
         return None, None
     public_id = tokens.parse_evaluator_token(secret, token, study_id) if token else None
-    row = session.execute(
-        select(Study, Evaluator)
-        .outerjoin(Evaluator, (Evaluator.study_id == Study.id) & (Evaluator.public_id == public_id))
-        .where(Study.id == study_id)
+    found = session.execute(
+        _STUDY_AND_EVALUATOR, {"study_id": study_id, "public_id": public_id}
     ).first()
-    return (row[0], row[1]) if row is not None else (None, None)
+    return (found[0], found[1]) if found is not None else (None, None)
+
+
+_STUDY_AND_EVALUATOR = (
+    select(Study, Evaluator)
+    .outerjoin(
+        Evaluator,
+        (Evaluator.study_id == Study.id) & (Evaluator.public_id == bindparam("public_id")),
+    )
+    .where(Study.id == bindparam("study_id"))
+)
 
 
 def evaluator_from_token(*, session: Session, secret: str, study: Study, token: str | None):
@@ -459,15 +469,18 @@ class _State:
         raise TrialNotFoundError(f"You have no trial {trial_id}.")
 
 
+_STATE = (
+    select(Trial, Matchup.prompt_id, Prompt.text)
+    .join(Matchup, Matchup.id == Trial.matchup_id)
+    .join(Prompt, Prompt.id == Matchup.prompt_id)
+    .where(Trial.evaluator_id == bindparam("evaluator_id"))
+    .order_by(Trial.position)
+    .execution_options(populate_existing=True)  # some columns change by plain UPDATEs
+)
+
+
 def _state(session: Session, evaluator: Evaluator) -> _State:
-    rows = session.execute(
-        select(Trial, Matchup.prompt_id, Prompt.text)
-        .join(Matchup, Matchup.id == Trial.matchup_id)
-        .join(Prompt, Prompt.id == Matchup.prompt_id)
-        .where(Trial.evaluator_id == evaluator.id)
-        .order_by(Trial.position)
-        .execution_options(populate_existing=True)  # some columns change by plain UPDATEs
-    ).all()
+    rows = session.execute(_STATE, {"evaluator_id": evaluator.id}).all()
     return _State(
         trials=[trial for trial, _, _ in rows],
         prompt_of={trial.id: prompt_id for trial, prompt_id, _ in rows},
@@ -1143,10 +1156,13 @@ def next_after_submit(
     now: datetime | None = None,
 ) -> NextResult:
     """The pair to show once `submission` is stored: the one assigned ahead (prefetched), now
-    marked shown with one UPDATE; otherwise whatever `current_trial` says."""
+    marked shown with one UPDATE, otherwise whatever `current_trial` says; and the pair after
+    it, assigned ahead (as `trial_after` would), so the answer carries both and the browser
+    needs no prefetch request."""
     now = now or utcnow()
-    state = submission.state
+    state: _State | None = submission.state
     ahead = [t for t in state.open if t.position > submission.trial.position]
+    result = None
     if ahead and evaluator.completed_at is None:
         table = Trial.__table__
         shown = session.execute(
@@ -1157,8 +1173,25 @@ def next_after_submit(
         ).first()
         if shown is not None:
             set_committed_value(ahead[0], "shown_at", shown.shown_at)
-            return _trial_result(session, study=study, state=state, trial=ahead[0])
-    return current_trial(session=session, study=study, evaluator=evaluator, now=now)
+            result = _trial_result(session, study=study, state=state, trial=ahead[0])
+    if result is None:
+        result, state = (
+            current_trial(session=session, study=study, evaluator=evaluator, now=now),
+            None,
+        )
+    if result.trial is None:
+        return result
+    following = trial_after(
+        session=session,
+        study=study,
+        evaluator=evaluator,
+        trial_id=result.trial.id,
+        now=now,
+        known=state,
+    )
+    if following.status != "trial":
+        return result
+    return replace(result, after=following.trial, after_prompt=following.prompt)
 
 
 def _repeat_consistency(session: Session, *, trial: Trial, votes: dict[str, Choice]) -> list[str]:
@@ -1189,6 +1222,25 @@ def media_token(*, secret: str, trial: Trial, side: Literal["l", "r"]) -> str:
     return tokens.media_token(secret, trial.id, side)
 
 
+# Built once: constructing a statement and its cache key costs more than running it on SQLite.
+_MEDIA = (
+    select(
+        Study.status,
+        Trial.a_on_left,
+        _CLIP_A.status,
+        _CLIP_A.storage_key,
+        _CLIP_B.status,
+        _CLIP_B.storage_key,
+    )
+    .select_from(Study)
+    .outerjoin(Trial, Trial.id == bindparam("trial_id"))
+    .outerjoin(Matchup, (Matchup.id == Trial.matchup_id) & (Matchup.study_id == Study.id))
+    .outerjoin(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
+    .outerjoin(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
+    .where(Study.id == bindparam("study_id"))
+)
+
+
 def media_lookup(
     *, session: Session, secret: str, study_id: int, token: str
 ) -> tuple[StudyStatus, str | None] | None:
@@ -1196,22 +1248,7 @@ def media_lookup(
     the token names no done clip of it); None when there is no such study. One statement."""
     parsed = tokens.parse_media_token(secret, token)
     trial_id, side = parsed if parsed is not None else (0, "l")
-    row = session.execute(
-        select(
-            Study.status,
-            Trial.a_on_left,
-            _CLIP_A.status,
-            _CLIP_A.storage_key,
-            _CLIP_B.status,
-            _CLIP_B.storage_key,
-        )
-        .select_from(Study)
-        .outerjoin(Trial, Trial.id == trial_id)
-        .outerjoin(Matchup, (Matchup.id == Trial.matchup_id) & (Matchup.study_id == Study.id))
-        .outerjoin(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
-        .outerjoin(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
-        .where(Study.id == study_id)
-    ).first()
+    row = session.execute(_MEDIA, {"trial_id": trial_id, "study_id": study_id}).first()
     if row is None:
         return None
     status, a_on_left, a_status, a_key, b_status, b_key = row
