@@ -594,6 +594,9 @@ def _release_expired(session: Session, *, study_id: int, now: datetime) -> None:
     _count(session, [(m, -1, -int(a_on_left), 0) for m, a_on_left in released])
 
 
+_INSERT_TRIAL = insert(Trial).returning(Trial.id)
+
+
 def _new_trial(
     session: Session,
     *,
@@ -619,7 +622,7 @@ def _new_trial(
     }
     # A plain INSERT (the unit of work costs more than the statement), then the same row as a
     # persistent object, every column set, so nothing lazy-loads it again.
-    trial_id = session.execute(insert(Trial).values(values).returning(Trial.id)).scalar_one()
+    trial_id = session.execute(_INSERT_TRIAL, values).scalar_one()
     trial = Trial(
         id=trial_id, answered_at=None, released_at=None, flagged=False, flag_reason=None, **values
     )
@@ -629,6 +632,29 @@ def _new_trial(
     state.trials.append(trial)
     state.prompt_of[trial.id], state.text_of[trial.id] = prompt
     return trial
+
+
+# The next fresh matchup for an evaluator (built once, see _MEDIA).
+_CANDIDATE = (
+    select(Matchup.id, Matchup.prompt_id, Matchup.live_trials, Matchup.a_left, Prompt.text)
+    .join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
+    .join(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
+    .join(Prompt, Prompt.id == Matchup.prompt_id)
+    .where(
+        Matchup.study_id == bindparam("study_id"),
+        _CLIP_A.status == ClipStatus.done,
+        _CLIP_B.status == ClipStatus.done,
+        Matchup.id.not_in(bindparam("judged", expanding=True)),
+    )
+    .order_by(
+        Matchup.live_trials,
+        case((Matchup.prompt_id == bindparam("last_prompt"), 1), else_=0),
+        Matchup.open_judges.desc(),
+        case((Matchup.prompt_id.in_(bindparam("seen", expanding=True)), 1), else_=0),
+        func.random(),
+    )
+    .limit(1)
+)
 
 
 def _assign_fresh(
@@ -643,28 +669,13 @@ def _assign_fresh(
 ) -> Trial | None:
     """One indexed pass over the study's matchups, ordered by the counters (see module doc)."""
     _release_expired(session, study_id=study.id, now=now)
-    seen_prompts = list(set(state.prompt_of.values()))
-    query = (
-        select(Matchup.id, Matchup.prompt_id, Matchup.live_trials, Matchup.a_left, Prompt.text)
-        .join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
-        .join(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
-        .join(Prompt, Prompt.id == Matchup.prompt_id)
-        .where(
-            Matchup.study_id == study.id,
-            _CLIP_A.status == ClipStatus.done,
-            _CLIP_B.status == ClipStatus.done,
-            Matchup.id.not_in([t.matchup_id for t in state.trials]),
-        )
-        .order_by(
-            Matchup.live_trials,
-            case((Matchup.prompt_id == (state.last_prompt_id or -1), 1), else_=0),
-            Matchup.open_judges.desc(),
-            case((Matchup.prompt_id.in_(seen_prompts), 1), else_=0),
-            func.random(),
-        )
-        .limit(1)
-    )
-    row = session.execute(query).first()
+    params = {
+        "study_id": study.id,
+        "judged": [t.matchup_id for t in state.trials],
+        "last_prompt": state.last_prompt_id or -1,
+        "seen": list(set(state.prompt_of.values())),
+    }
+    row = session.execute(_CANDIDATE, params).first()
     if row is None:
         return None
     # Counterbalance: A goes to the side it has been on less often in the matchup's live trials.
@@ -907,14 +918,13 @@ def evaluator_state(*, session: Session, evaluator: Evaluator) -> _State:
 
 def _unchanged(session: Session, evaluator: Evaluator, known: _State) -> bool:
     """Whether the evaluator's trials are still those of `known` (none added or answered)."""
-    row = session.execute(
-        select(
-            func.count(Trial.id),
-            func.coalesce(func.max(Trial.position), 0),
-            func.count(Trial.answered_at),
-        ).where(Trial.evaluator_id == evaluator.id)
-    ).one()
+    row = session.execute(_TRIAL_COUNTS, {"evaluator_id": evaluator.id}).one()
     return tuple(row) == (known.total, known.last_position, known.answered)
+
+
+_TRIAL_COUNTS = select(
+    func.count(Trial.id), func.coalesce(func.max(Trial.position), 0), func.count(Trial.answered_at)
+).where(Trial.evaluator_id == bindparam("evaluator_id"))
 
 
 def peek_after(
@@ -1075,10 +1085,34 @@ def check_submission(
         )
     if trial.is_repeat:
         reasons.extend(_repeat_consistency(session, trial=trial, votes=checked))
-    values: dict[str, object] = {"answered_at": now}
-    if reasons:
-        values |= {"flagged": True, "flag_reason": "; ".join(reasons)[:200]}
+    values: dict[str, object] = {
+        "answered_at": now,
+        "flagged": bool(reasons),
+        "flag_reason": "; ".join(reasons)[:200] if reasons else None,
+    }
     return Submission(trial=trial, votes=checked, values=values, state=state)
+
+
+_TRIAL = Trial.__table__
+# Conditional: of two concurrent submits one stores; RETURNING sees a release that committed
+# meanwhile (PostgreSQL), so the counters stay exact.
+_ANSWER = (
+    update(_TRIAL)
+    .where(_TRIAL.c.id == bindparam("trial_id"), _TRIAL.c.answered_at.is_(None))
+    .values(
+        answered_at=bindparam("answered_at"),
+        flagged=bindparam("flagged"),
+        flag_reason=bindparam("flag_reason"),
+    )
+    .returning(_TRIAL.c.released_at)
+)
+_INSERT_VOTES = insert(Vote)
+_SHOW = (
+    update(_TRIAL)
+    .where(_TRIAL.c.id == bindparam("trial_id"), _TRIAL.c.answered_at.is_(None))
+    .values(shown_at=func.coalesce(_TRIAL.c.shown_at, bindparam("now")))
+    .returning(_TRIAL.c.shown_at)
+)
 
 
 def store_submission(
@@ -1089,15 +1123,7 @@ def store_submission(
     if submission.stored is not None:
         return submission.stored
     trial, values = submission.trial, submission.values
-    table = Trial.__table__
-    # Conditional: of two concurrent submits one stores; RETURNING sees a release that
-    # committed meanwhile (PostgreSQL), so the counters stay exact.
-    row = session.execute(
-        update(table)
-        .where(table.c.id == trial.id, table.c.answered_at.is_(None))
-        .values(values)
-        .returning(table.c.released_at)
-    ).first()
+    row = session.execute(_ANSWER, {"trial_id": trial.id, **values}).first()
     if row is None:
         again = check_submission(
             session=session,
@@ -1113,7 +1139,7 @@ def store_submission(
         _lock_study(session, study.id)
         _count(session, [(trial.matchup_id, 1, int(trial.a_on_left), 0)])  # it counts again
     session.execute(
-        insert(Vote),
+        _INSERT_VOTES,
         [{"trial_id": trial.id, "criterion": k, "choice": c} for k, c in submission.votes.items()],
     )
     count_on_commit(session, votes=len(submission.votes), answered=1)
@@ -1164,13 +1190,7 @@ def next_after_submit(
     ahead = [t for t in state.open if t.position > submission.trial.position]
     result = None
     if ahead and evaluator.completed_at is None:
-        table = Trial.__table__
-        shown = session.execute(
-            update(table)
-            .where(table.c.id == ahead[0].id, table.c.answered_at.is_(None))
-            .values(shown_at=func.coalesce(table.c.shown_at, now))
-            .returning(table.c.shown_at)
-        ).first()
+        shown = session.execute(_SHOW, {"trial_id": ahead[0].id, "now": now}).first()
         if shown is not None:
             set_committed_value(ahead[0], "shown_at", shown.shown_at)
             result = _trial_result(session, study=study, state=state, trial=ahead[0])

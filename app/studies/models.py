@@ -57,8 +57,9 @@ class Study(Base):
     criteria: Mapped[list[dict[str, str]]] = mapped_column(JSON)
     # Rating settings (quota, enrollment, quality control) as validated by RatingSpec.
     settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # The study file as uploaded, kept for provenance.
-    study_file: Mapped[str] = mapped_column(Text, default="")
+    # The study file as uploaded, kept for provenance (loaded only when read: pages and the
+    # rating API load studies on every request).
+    study_file: Mapped[str] = mapped_column(Text, default="", deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
