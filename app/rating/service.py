@@ -817,7 +817,7 @@ def _done(
     study: Study,
     evaluator: Evaluator,
     state: _State,
-    plan=None,  # type: ignore[no-untyped-def]
+    plan: tuple[int, int] | None = None,
 ) -> NextResult:
     return NextResult(
         status="done",
@@ -833,7 +833,7 @@ def _trial_result(
     study: Study,
     state: _State,
     trial: Trial,
-    plan=None,  # type: ignore[no-untyped-def]
+    plan: tuple[int, int] | None = None,
 ) -> NextResult:
     return NextResult(
         status="trial",
