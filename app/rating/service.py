@@ -1122,6 +1122,10 @@ def store_submission(
     If the trial was answered meanwhile (a double click), answers as a repeat submit would."""
     if submission.stored is not None:
         return submission.stored
+    # The evaluator's lock before any of its trial rows (PostgreSQL), as every write path takes
+    # them: assigning the pair after next takes it anyway, and the reverse order could deadlock
+    # with a second tab whose assignment updates this evaluator's trials.
+    _lock_evaluator(session, evaluator, reload=False)
     trial, values = submission.trial, submission.values
     row = session.execute(_ANSWER, {"trial_id": trial.id, **values}).first()
     if row is None:
