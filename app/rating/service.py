@@ -274,22 +274,13 @@ _CLIP_A = aliased(Clip, name="clip_a")
 _CLIP_B = aliased(Clip, name="clip_b")
 
 
-def _ready_matchups(study_id: int):  # type: ignore[no-untyped-def]
-    """Matchups of the study whose two clips are done (a select of Matchup.id, prompt_id)."""
+def _ready(query):  # type: ignore[no-untyped-def]
+    """`query` (over Matchup) limited to matchups whose two clips are both done."""
     return (
-        select(Matchup.id, Matchup.prompt_id)
-        .join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
+        query.join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
         .join(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
-        .where(
-            Matchup.study_id == study_id,
-            _CLIP_A.status == ClipStatus.done,
-            _CLIP_B.status == ClipStatus.done,
-        )
+        .where(_CLIP_A.status == ClipStatus.done, _CLIP_B.status == ClipStatus.done)
     )
-
-
-def count_ready_matchups(*, session: Session, study: Study) -> int:
-    return session.scalar(select(func.count()).select_from(_ready_matchups(study.id).subquery()))
 
 
 # --- evaluators -------------------------------------------------------------------------------
@@ -636,14 +627,10 @@ def _new_trial(
 
 # The next fresh matchup for an evaluator (built once, see _MEDIA).
 _CANDIDATE = (
-    select(Matchup.id, Matchup.prompt_id, Matchup.live_trials, Matchup.a_left, Prompt.text)
-    .join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
-    .join(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
+    _ready(select(Matchup.id, Matchup.prompt_id, Matchup.live_trials, Matchup.a_left, Prompt.text))
     .join(Prompt, Prompt.id == Matchup.prompt_id)
     .where(
         Matchup.study_id == bindparam("study_id"),
-        _CLIP_A.status == ClipStatus.done,
-        _CLIP_B.status == ClipStatus.done,
         Matchup.id.not_in(bindparam("judged", expanding=True)),
     )
     .order_by(
@@ -725,14 +712,7 @@ def _assign_repeat(
         return None
     ready = set(
         session.scalars(
-            select(Matchup.id)
-            .join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
-            .join(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
-            .where(
-                Matchup.id.in_([t.matchup_id for t in originals]),
-                _CLIP_A.status == ClipStatus.done,
-                _CLIP_B.status == ClipStatus.done,
-            )
+            _ready(select(Matchup.id)).where(Matchup.id.in_([t.matchup_id for t in originals]))
         )
     )
     candidates = [t for t in originals if t.matchup_id in ready]
@@ -1166,8 +1146,6 @@ def submit_votes(
     Idempotent: the same votes again return the stored result; different votes for an answered
     trial raise VoteConflictError. Nothing is stored when anything is wrong.
     """
-    if study.status == StudyStatus.closed:
-        check_open(study)
     _lock_evaluator(session, evaluator)
     submission = check_submission(
         session=session, study=study, evaluator=evaluator, trial_id=trial_id, votes=votes, now=now
