@@ -25,6 +25,7 @@ from app.exports import router as exports_router
 from app.rating import admin as rating_admin
 from app.rating import api as rating_api
 from app.rating import router as rating_router
+from app.rating import service as rating_service
 from app.studies import router as studies_router
 from app.web import STATIC_DIR, templates
 
@@ -49,6 +50,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     app.state.read_session_factory = session_factory(engine, read_only=True)
+    app.state.media_cache = rating_service.MediaCache(max_bytes=settings.media_cache_mb * 2**20)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Added first, so it runs inside the session middleware (its 413 page shows the session).

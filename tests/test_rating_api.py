@@ -306,19 +306,70 @@ def test_media_is_opaque_cacheable_and_unforgeable(client, session, settings, st
     assert left.headers["cache-control"] == "private, max-age=86400, immutable"
     for header in ("last-modified", "etag", "content-disposition"):
         assert header not in left.headers
+    # The same trial keeps its URLs (a reload hits the browser's cache); they name nothing.
+    assert client.get(f"{base}/api/next").json()["trial"] == trial
     token = trial["left"]["url"].rsplit("/", 1)[1]
-    assert not re.search(r"[0-9a-f]{64}", token)  # no content hash / storage key
-    trial_part, signature = token.split(".", 1)
+    other_side = trial["right"]["url"].rsplit("/", 1)[1]
+    assert re.fullmatch(r"[A-Za-z0-9_-]{55}", token) and len(other_side) == len(token)
+    db_trial = session.get(Trial, trial["id"])
+    found = tokens.parse_media_token(settings.resolved_secret_key(), token)
+    assert found is not None and (found.study_id, found.trial_id, found.side) == (
+        study.id,
+        trial["id"],
+        "l",
+    )
+    clip_on_left = db_trial.matchup.clip_a_id if db_trial.a_on_left else db_trial.matchup.clip_b_id
+    assert found.clip_id == clip_on_left
     forged = [
-        f"{trial_part[:-1]}r.{signature}",  # the other side, same signature
-        f"{int(trial_part[:-1], 16) + 1:x}l.{signature}",  # another trial
+        token[:-1] + ("A" if token[-1] != "A" else "B"),  # last character changed
+        token[:30] + ("A" if token[30] != "A" else "B") + token[31:],  # one in the middle
+        token[:20] + other_side[20:],  # halves of two tokens
+        tokens.media_token(  # the right clip id, but not signed with this server's secret
+            "another-secret-" + "y" * 32,
+            tokens.MediaRef(study.id, trial["id"], found.clip_id, "l"),
+        ),
         "1l.x",
         "../../etc/passwd",
+        "A" * 200,
     ]
     for bad in forged:
         assert client.get(f"{base}/media/{bad}").status_code == 404
+    # A genuine token only opens media under its own study's link.
     other = rating_study(session, settings, slug="other", prompts=1)
     assert client.get(f"{link(settings, other)}/media/{token}").status_code == 404
+
+
+def test_media_of_a_closed_study_is_refused(app, client, session, settings, study):
+    base = link(settings, study)
+    join(client, base, invite=invite_token(settings, study))
+    url = client.get(f"{base}/api/next").json()["trial"]["left"]["url"]
+    assert client.get(url).status_code == 200
+    app.state.media_cache.status_seconds = 0  # the process cache keeps a status for 2 s
+    study.status = StudyStatus.closed
+    session.commit()
+    refused = client.get(url)
+    assert refused.status_code == 409 and "closed" in refused.text
+
+
+def test_later_views_of_a_clip_read_neither_database_nor_storage(
+    app, client, session, settings, study, monkeypatch
+):
+    from app.rating import service
+    from app.storage.local import LocalStorage
+
+    base = link(settings, study)
+    join(client, base, invite=invite_token(settings, study))
+    url = client.get(f"{base}/api/next").json()["trial"]["left"]["url"]
+    first = client.get(url).content
+    reads, lookups = [], []
+    monkeypatch.setattr(LocalStorage, "read", lambda self, key: reads.append(key))
+    real_lookup = service.media_lookup
+    monkeypatch.setattr(
+        service, "media_lookup", lambda **kw: lookups.append(kw) or real_lookup(**kw)
+    )
+    again = client.get(url)
+    assert again.status_code == 200 and again.content == first
+    assert reads == [] and lookups == []
 
 
 def test_openapi_documents_the_flow(client):

@@ -478,3 +478,45 @@ def test_matchups_missing_after_an_import_are_made_when_needed(session, settings
     result = service.current_trial(session=session, study=study, evaluator=ev)
     assert result.status == "trial"
     assert session.scalar(select(func.count(Matchup.id))) == 2
+
+
+def test_media_cache_bounds_bytes_and_forgets_on_time(monkeypatch):
+    import time as time_module
+
+    from app.rating.service import MediaCache, MediaFound
+    from app.studies.models import StudyStatus
+
+    cache = MediaCache(max_bytes=800, status_seconds=2.0, clip_seconds=60.0)
+    now = [1000.0]
+    monkeypatch.setattr(time_module, "monotonic", lambda: now[0])
+    assert cache.found(study_id=1, clip_id=7) is None
+    cache.keep(study_id=1, clip_id=7, found=MediaFound(StudyStatus.open, "ab/key.gif"))
+    cache.keep(study_id=1, clip_id=8, found=MediaFound(StudyStatus.open, None))  # not done
+    assert cache.found(study_id=1, clip_id=7) == MediaFound(StudyStatus.open, "ab/key.gif")
+    assert cache.found(study_id=1, clip_id=8) is None  # looked up again until it is done
+    assert cache.found(study_id=2, clip_id=7) is None  # another study's clip 7: not this one
+    now[0] += 2.5  # the study's status is stale: ask the database again
+    assert cache.found(study_id=1, clip_id=7) is None
+    # Bytes: least recently used go first; one object over an eighth of the budget never enters.
+    for i in range(9):
+        cache.keep_blob(f"k{i}", bytes(100))
+    assert cache.blob("k0") is None and cache.blob("k8") is not None  # 800 bytes kept
+    assert cache.blob("k1") is not None  # now the most recently used
+    cache.keep_blob("k9", bytes(100))
+    assert cache.blob("k1") is not None and cache.blob("k2") is None
+    cache.keep_blob("big", bytes(101))
+    assert cache.blob("big") is None
+
+
+def test_evaluator_tokens_expire_and_stay_bound_to_their_study(monkeypatch):
+    import time as time_module
+
+    from app.rating import tokens
+
+    token = tokens.evaluator_token("secret-" + "s" * 32, 7, "evaluator-1")
+    assert tokens.parse_evaluator_token("secret-" + "s" * 32, token, 7) == "evaluator-1"
+    assert tokens.parse_evaluator_token("secret-" + "s" * 32, token, 8) is None
+    assert tokens.parse_evaluator_token("another-" + "s" * 32, token, 7) is None
+    later = time_module.time() + tokens.EVALUATOR_MAX_AGE + 60
+    monkeypatch.setattr(time_module, "time", lambda: later)  # verified before: now cached
+    assert tokens.parse_evaluator_token("secret-" + "s" * 32, token, 7) is None

@@ -61,34 +61,55 @@ def study_out(study: Study) -> schemas.StudyOut:
 
 
 def trial_out(
-    request: Request, *, key: str, secret: str, trial: Trial, prompt: str
+    request: Request,
+    *,
+    key: str,
+    secret: str,
+    study_id: int,
+    trial: Trial,
+    prompt: str,
+    clips: tuple[int, int],
 ) -> schemas.TrialOut:
     base = f"{request.scope.get('root_path', '')}/r/{key}/media/"
+    left, right = (
+        base
+        + service.media_token(
+            secret=secret, study_id=study_id, trial=trial, side=side, clip_id=clip_id
+        )
+        for side, clip_id in (("l", clips[0]), ("r", clips[1]))
+    )
     # The prompt's text is all that leaves the server of its matchup.
     return schemas.TrialOut(
         id=trial.id,
         position=trial.position,
         prompt=prompt,
-        left=schemas.MediaOut(url=base + service.media_token(secret=secret, trial=trial, side="l")),
-        right=schemas.MediaOut(
-            url=base + service.media_token(secret=secret, trial=trial, side="r")
-        ),
+        left=schemas.MediaOut(url=left),
+        right=schemas.MediaOut(url=right),
     )
 
 
 def next_out(
-    request: Request, *, key: str, secret: str, result: service.NextResult
+    request: Request, *, key: str, secret: str, study_id: int, result: service.NextResult
 ) -> schemas.NextOut:
+    def out(
+        trial: Trial | None, prompt: str | None, clips: tuple[int, int] | None
+    ) -> schemas.TrialOut | None:
+        if trial is None or prompt is None or clips is None:
+            return None
+        return trial_out(
+            request,
+            key=key,
+            secret=secret,
+            study_id=study_id,
+            trial=trial,
+            prompt=prompt,
+            clips=clips,
+        )
+
     return schemas.NextOut(
         status=result.status,
-        trial=trial_out(request, key=key, secret=secret, trial=result.trial, prompt=result.prompt)
-        if result.trial is not None and result.prompt is not None
-        else None,
-        after=trial_out(
-            request, key=key, secret=secret, trial=result.after, prompt=result.after_prompt
-        )
-        if result.after is not None and result.after_prompt is not None
-        else None,
+        trial=out(result.trial, result.prompt, result.clips),
+        after=out(result.after, result.after_prompt, result.after_clips),
         progress=schemas.Progress(**vars(result.progress)),
         completion_code=result.completion_code,
         message=result.message,
@@ -194,7 +215,7 @@ def next_trial(
             )
         read.close()  # keeps what was loaded, ends the read transaction
         if result is not None:
-            return next_out(request, key=key, secret=secret, result=result)
+            return next_out(request, key=key, secret=secret, study_id=study.id, result=result)
         study, evaluator = session.merge(study, load=False), session.merge(evaluator, load=False)
         if after is None:
             result = service.current_trial(session=session, study=study, evaluator=evaluator)
@@ -203,7 +224,7 @@ def next_trial(
                 session=session, study=study, evaluator=evaluator, trial_id=after, known=state
             )
         session.commit()
-        return next_out(request, key=key, secret=secret, result=result)
+        return next_out(request, key=key, secret=secret, study_id=study.id, result=result)
 
 
 @router.post("/trials/{trial_id}/votes", response_model=schemas.VotesOut, summary="Answer a trial")
@@ -249,5 +270,5 @@ def submit_votes(
             trial_id=result.trial.id,
             votes=result.votes,
             answered_at=answered_at,
-            next=next_out(request, key=key, secret=secret, result=following),
+            next=next_out(request, key=key, secret=secret, study_id=study.id, result=following),
         )

@@ -35,7 +35,9 @@ import math
 import random
 import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from itertools import combinations
@@ -56,6 +58,7 @@ from app.studies.studyfile import RatingSpec
 # An unanswered trial counts towards its matchup's coverage this long; after that the matchup
 # may be given to others (the trial stays its evaluator's, should they come back).
 ASSIGNMENT_HOLD = timedelta(minutes=30)
+MEDIA_CACHE_CLIPS = 100_000  # storage keys kept per web process (about 20 MB at most)
 # Class id of the PostgreSQL advisory lock that serializes assignment within a study.
 _ADVISORY_CLASS = 0x76A1  # "va"
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
@@ -140,8 +143,10 @@ class NextResult:
     prompt: str | None = None  # the trial's prompt text
     completion_code: str | None = None
     message: str | None = None
+    clips: tuple[int, int] | None = None  # the clip ids on the left and right of `trial`
     after: Trial | None = None  # the trial assigned ahead of `trial` (its clips can preload)
     after_prompt: str | None = None
+    after_clips: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -281,6 +286,13 @@ def _ready(query):  # type: ignore[no-untyped-def]
         .join(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
         .where(_CLIP_A.status == ClipStatus.done, _CLIP_B.status == ClipStatus.done)
     )
+
+
+def _run(session: Session, statement, params=None):  # type: ignore[no-untyped-def]
+    """Execute a statement that loads no objects on the session's connection (same
+    transaction): the ORM's execute layer costs more than the statement itself on SQLite, and
+    this runs inside the write lock."""
+    return session.connection().execute(statement, params)
 
 
 # --- evaluators -------------------------------------------------------------------------------
@@ -423,6 +435,7 @@ class _State:
     trials: list[Trial]
     prompt_of: dict[int, int]  # trial id -> prompt id
     text_of: dict[int, str]  # trial id -> prompt text
+    clips_of: dict[int, tuple[int, int]]  # trial id -> (clip A id, clip B id) of its matchup
 
     @property
     def total(self) -> int:
@@ -452,6 +465,11 @@ class _State:
     def open(self) -> list[Trial]:
         return [t for t in self.trials if t.answered_at is None]
 
+    def sides(self, trial: Trial) -> tuple[int, int]:
+        """The clip ids shown on the left and on the right of `trial`."""
+        a, b = self.clips_of[trial.id]
+        return (a, b) if trial.a_on_left else (b, a)
+
     def own(self, trial_id: int) -> Trial:
         for trial in self.trials:
             if trial.id == trial_id:
@@ -461,7 +479,7 @@ class _State:
 
 
 _STATE = (
-    select(Trial, Matchup.prompt_id, Prompt.text)
+    select(Trial, Matchup.prompt_id, Prompt.text, Matchup.clip_a_id, Matchup.clip_b_id)
     .join(Matchup, Matchup.id == Trial.matchup_id)
     .join(Prompt, Prompt.id == Matchup.prompt_id)
     .where(Trial.evaluator_id == bindparam("evaluator_id"))
@@ -473,9 +491,10 @@ _STATE = (
 def _state(session: Session, evaluator: Evaluator) -> _State:
     rows = session.execute(_STATE, {"evaluator_id": evaluator.id}).all()
     return _State(
-        trials=[trial for trial, _, _ in rows],
-        prompt_of={trial.id: prompt_id for trial, prompt_id, _ in rows},
-        text_of={trial.id: text for trial, _, text in rows},
+        trials=[row[0] for row in rows],
+        prompt_of={trial.id: prompt_id for trial, prompt_id, *_ in rows},
+        text_of={trial.id: text for trial, _, text, *_ in rows},
+        clips_of={trial.id: (a, b) for trial, _, _, a, b in rows},
     )
 
 
@@ -544,7 +563,8 @@ _COUNT = (
 def _count(session: Session, changes: list[tuple[int, int, int, int]]) -> None:
     """Apply (matchup id, +live trials, +A on the left, +open judges) to the counters."""
     if changes:
-        session.execute(
+        _run(
+            session,
             _COUNT,
             [
                 {"m_id": m, "d_live": live, "d_left": left, "d_open": judges}
@@ -585,7 +605,8 @@ def _release_expired(session: Session, *, study_id: int, now: datetime) -> None:
     _count(session, [(m, -1, -int(a_on_left), 0) for m, a_on_left in released])
 
 
-_INSERT_TRIAL = insert(Trial).returning(Trial.id)
+_TRIAL = Trial.__table__
+_INSERT_TRIAL = insert(_TRIAL).returning(_TRIAL.c.id)
 
 
 def _new_trial(
@@ -595,6 +616,7 @@ def _new_trial(
     state: _State,
     matchup_id: int,
     prompt: tuple[int, str],
+    clips: tuple[int, int],
     a_on_left: bool,
     is_repeat: bool,
     now: datetime,
@@ -613,7 +635,7 @@ def _new_trial(
     }
     # A plain INSERT (the unit of work costs more than the statement), then the same row as a
     # persistent object, every column set, so nothing lazy-loads it again.
-    trial_id = session.execute(_INSERT_TRIAL, values).scalar_one()
+    trial_id = _run(session, _INSERT_TRIAL, values).scalar_one()
     trial = Trial(
         id=trial_id, answered_at=None, released_at=None, flagged=False, flag_reason=None, **values
     )
@@ -622,12 +644,23 @@ def _new_trial(
     count_on_commit(session, assigned=1)
     state.trials.append(trial)
     state.prompt_of[trial.id], state.text_of[trial.id] = prompt
+    state.clips_of[trial.id] = clips
     return trial
 
 
 # The next fresh matchup for an evaluator (built once, see _MEDIA).
 _CANDIDATE = (
-    _ready(select(Matchup.id, Matchup.prompt_id, Matchup.live_trials, Matchup.a_left, Prompt.text))
+    _ready(
+        select(
+            Matchup.id,
+            Matchup.prompt_id,
+            Matchup.clip_a_id,
+            Matchup.clip_b_id,
+            Matchup.live_trials,
+            Matchup.a_left,
+            Prompt.text,
+        )
+    )
     .join(Prompt, Prompt.id == Matchup.prompt_id)
     .where(
         Matchup.study_id == bindparam("study_id"),
@@ -662,7 +695,7 @@ def _assign_fresh(
         "last_prompt": state.last_prompt_id or -1,
         "seen": list(set(state.prompt_of.values())),
     }
-    row = session.execute(_CANDIDATE, params).first()
+    row = _run(session, _CANDIDATE, params).first()
     if row is None:
         return None
     # Counterbalance: A goes to the side it has been on less often in the matchup's live trials.
@@ -678,6 +711,7 @@ def _assign_fresh(
         state=state,
         matchup_id=row.id,
         prompt=(row.prompt_id, row.text),
+        clips=(row.clip_a_id, row.clip_b_id),
         a_on_left=a_on_left,
         is_repeat=False,
         judging=judging,
@@ -726,6 +760,7 @@ def _assign_repeat(
         state=state,
         matchup_id=original.matchup_id,
         prompt=(state.prompt_of[original.id], state.text_of[original.id]),
+        clips=state.clips_of[original.id],
         a_on_left=not original.a_on_left,
         is_repeat=True,
         now=now,
@@ -819,6 +854,7 @@ def _trial_result(
         status="trial",
         trial=trial,
         prompt=state.text_of[trial.id],
+        clips=state.sides(trial),
         progress=_progress(state, plan or _plan(session, study)),
     )
 
@@ -898,7 +934,7 @@ def evaluator_state(*, session: Session, evaluator: Evaluator) -> _State:
 
 def _unchanged(session: Session, evaluator: Evaluator, known: _State) -> bool:
     """Whether the evaluator's trials are still those of `known` (none added or answered)."""
-    row = session.execute(_TRIAL_COUNTS, {"evaluator_id": evaluator.id}).one()
+    row = _run(session, _TRIAL_COUNTS, {"evaluator_id": evaluator.id}).one()
     return tuple(row) == (known.total, known.last_position, known.answered)
 
 
@@ -1073,7 +1109,6 @@ def check_submission(
     return Submission(trial=trial, votes=checked, values=values, state=state)
 
 
-_TRIAL = Trial.__table__
 # Conditional: of two concurrent submits one stores; RETURNING sees a release that committed
 # meanwhile (PostgreSQL), so the counters stay exact.
 _ANSWER = (
@@ -1086,7 +1121,7 @@ _ANSWER = (
     )
     .returning(_TRIAL.c.released_at)
 )
-_INSERT_VOTES = insert(Vote)
+_INSERT_VOTES = insert(Vote.__table__)
 _SHOW = (
     update(_TRIAL)
     .where(_TRIAL.c.id == bindparam("trial_id"), _TRIAL.c.answered_at.is_(None))
@@ -1107,7 +1142,7 @@ def store_submission(
     # with a second tab whose assignment updates this evaluator's trials.
     _lock_evaluator(session, evaluator, reload=False)
     trial, values = submission.trial, submission.values
-    row = session.execute(_ANSWER, {"trial_id": trial.id, **values}).first()
+    row = _run(session, _ANSWER, {"trial_id": trial.id, **values}).first()
     if row is None:
         again = check_submission(
             session=session,
@@ -1122,7 +1157,8 @@ def store_submission(
     if row.released_at is not None and not trial.is_repeat:
         _lock_study(session, study.id)
         _count(session, [(trial.matchup_id, 1, int(trial.a_on_left), 0)])  # it counts again
-    session.execute(
+    _run(
+        session,
         _INSERT_VOTES,
         [{"trial_id": trial.id, "criterion": k, "choice": c} for k, c in submission.votes.items()],
     )
@@ -1172,7 +1208,7 @@ def next_after_submit(
     ahead = [t for t in state.open if t.position > submission.trial.position]
     result = None
     if ahead and evaluator.completed_at is None:
-        shown = session.execute(_SHOW, {"trial_id": ahead[0].id, "now": now}).first()
+        shown = _run(session, _SHOW, {"trial_id": ahead[0].id, "now": now}).first()
         if shown is not None:
             set_committed_value(ahead[0], "shown_at", shown.shown_at)
             result = _trial_result(session, study=study, state=state, trial=ahead[0])
@@ -1193,7 +1229,12 @@ def next_after_submit(
     )
     if following.status != "trial":
         return result
-    return replace(result, after=following.trial, after_prompt=following.prompt)
+    return replace(
+        result,
+        after=following.trial,
+        after_prompt=following.prompt,
+        after_clips=following.clips,
+    )
 
 
 def _repeat_consistency(session: Session, *, trial: Trial, votes: dict[str, Choice]) -> list[str]:
@@ -1220,41 +1261,96 @@ def _repeat_consistency(session: Session, *, trial: Trial, votes: dict[str, Choi
 # --- media ------------------------------------------------------------------------------------
 
 
-def media_token(*, secret: str, trial: Trial, side: Literal["l", "r"]) -> str:
-    return tokens.media_token(secret, trial.id, side)
+def media_token(
+    *, secret: str, study_id: int, trial: Trial, side: Literal["l", "r"], clip_id: int
+) -> str:
+    return tokens.media_token(secret, tokens.MediaRef(study_id, trial.id, clip_id, side))
+
+
+@dataclass(frozen=True, slots=True)
+class MediaFound:
+    status: StudyStatus
+    storage_key: str | None  # None: no done clip of this study behind the token
 
 
 # Built once: constructing a statement and its cache key costs more than running it on SQLite.
 _MEDIA = (
-    select(
-        Study.status,
-        Trial.a_on_left,
-        _CLIP_A.status,
-        _CLIP_A.storage_key,
-        _CLIP_B.status,
-        _CLIP_B.storage_key,
-    )
+    select(Study.status, Prompt.id, Clip.status, Clip.storage_key)
     .select_from(Study)
-    .outerjoin(Trial, Trial.id == bindparam("trial_id"))
-    .outerjoin(Matchup, (Matchup.id == Trial.matchup_id) & (Matchup.study_id == Study.id))
-    .outerjoin(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
-    .outerjoin(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
+    .outerjoin(Clip, Clip.id == bindparam("clip_id"))
+    .outerjoin(Prompt, (Prompt.id == Clip.prompt_id) & (Prompt.study_id == Study.id))
     .where(Study.id == bindparam("study_id"))
 )
 
 
-def media_lookup(
-    *, session: Session, secret: str, study_id: int, token: str
-) -> tuple[StudyStatus, str | None] | None:
-    """The study's status and the storage key behind a media token of this study (None when
-    the token names no done clip of it); None when there is no such study. One statement."""
-    parsed = tokens.parse_media_token(secret, token)
-    trial_id, side = parsed if parsed is not None else (0, "l")
-    row = session.execute(_MEDIA, {"trial_id": trial_id, "study_id": study_id}).first()
+def media_lookup(*, session: Session, study_id: int, clip_id: int) -> MediaFound | None:
+    """The study's status and the storage key of one of its done clips; None when there is no
+    such study. One statement."""
+    row = _run(session, _MEDIA, {"clip_id": clip_id, "study_id": study_id}).first()
     if row is None:
         return None
-    status, a_on_left, a_status, a_key, b_status, b_key = row
-    if a_on_left is None or a_status is None:  # no such trial in this study
-        return status, None
-    clip_status, key = (a_status, a_key) if a_on_left == (side == "l") else (b_status, b_key)
-    return status, key if clip_status == ClipStatus.done and key else None
+    status, prompt_id, clip_status, key = row
+    done = prompt_id is not None and clip_status == ClipStatus.done and bool(key)
+    return MediaFound(status, key if done else None)
+
+
+class MediaCache:
+    """What the media route needs, kept per web process so that a clip's views touch neither
+    the database nor storage: a study's status for `status_seconds` (closing a study stops its
+    media within that), a done clip's storage key for `clip_seconds` (a clip replaced by
+    `vidarena import --replace` is served within that), and clip bytes, which never change
+    under their content-hash key, in an LRU of at most `max_bytes`. Thread-safe."""
+
+    def __init__(
+        self, *, max_bytes: int, status_seconds: float = 2.0, clip_seconds: float = 60.0
+    ) -> None:
+        self.max_bytes, self.status_seconds, self.clip_seconds = (
+            max_bytes,
+            status_seconds,
+            clip_seconds,
+        )
+        self._status: dict[int, tuple[StudyStatus, float]] = {}
+        self._clips: OrderedDict[tuple[int, int], tuple[str, float]] = OrderedDict()
+        self._blobs: OrderedDict[str, bytes] = OrderedDict()
+        self._blob_bytes = 0
+        self._lock = threading.Lock()
+
+    def found(self, *, study_id: int, clip_id: int) -> MediaFound | None:
+        now = time.monotonic()
+        with self._lock:
+            status = self._status.get(study_id)
+            clip = self._clips.get((study_id, clip_id))
+        if status is None or clip is None:
+            return None
+        if now - status[1] > self.status_seconds or now - clip[1] > self.clip_seconds:
+            return None
+        return MediaFound(status[0], clip[0])
+
+    def keep(self, *, study_id: int, clip_id: int, found: MediaFound) -> None:
+        now = time.monotonic()  # when it was read: the ages above are checked on use
+        with self._lock:
+            self._status[study_id] = (found.status, now)
+            if found.storage_key is not None:  # not-yet-done clips are looked up again
+                self._clips[(study_id, clip_id)] = (found.storage_key, now)
+                self._clips.move_to_end((study_id, clip_id))
+                while len(self._clips) > MEDIA_CACHE_CLIPS:
+                    self._clips.popitem(last=False)
+
+    def blob(self, key: str) -> bytes | None:
+        with self._lock:
+            data = self._blobs.get(key)
+            if data is not None:
+                self._blobs.move_to_end(key)
+            return data
+
+    def keep_blob(self, key: str, data: bytes) -> None:
+        if len(data) > self.max_bytes // 8:  # one big clip must not flush the rest
+            return
+        with self._lock:
+            if key in self._blobs:
+                return
+            self._blobs[key] = data
+            self._blob_bytes += len(data)
+            while self._blob_bytes > self.max_bytes:
+                _, old = self._blobs.popitem(last=False)
+                self._blob_bytes -= len(old)

@@ -6,7 +6,9 @@ Each purpose has its own salt, so a token made for one purpose is refused for ev
   slug (slugs often name pipelines, e.g. `lightning-vs-animatediff`) and cannot be guessed;
 - invite token (`?invite=`): a study id and a random nonce; one nonce is one evaluator;
 - evaluator token (cookie `vidarena_eval`, or `Authorization: Bearer` for API clients);
-- media token (`/r/<key>/media/<token>`): one side of one trial, never a clip id or storage key.
+- media token (`/r/<key>/media/<token>`): one side of one trial and the clip shown there,
+  encrypted (AES-SIV): the URL names no trial, clip or storage key, yet the media route needs no
+  database lookup to know which clip to serve.
 """
 
 from __future__ import annotations
@@ -16,14 +18,25 @@ import hashlib
 import hmac
 import re
 import secrets
+import struct
+import time
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
 
-from itsdangerous import BadData, Signer, URLSafeSerializer, URLSafeTimedSerializer
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
 
 EVALUATOR_COOKIE = "vidarena_eval"
 EVALUATOR_MAX_AGE = 180 * 24 * 3600  # a long crowd study can run for months
 
 _STUDY_KEY = re.compile(r"(?P<id>[1-9][0-9]{0,11})-(?P<mac>[a-z2-7]{16})")
-_MEDIA = re.compile(r"(?P<trial>[0-9a-f]{1,12})(?P<side>[lr])")
+# study id, trial id, clip id, side: fixed width, so the token's length says nothing either.
+_MEDIA = struct.Struct(">QQQc")
+_MEDIA_CONTEXT = [b"vidarena.media"]
 
 
 def _mac(secret: str, message: str) -> str:
@@ -36,6 +49,7 @@ def study_key(secret: str, study_id: int) -> str:
     return f"{study_id}-{_mac(secret, f'vidarena.study-link:{study_id}')}"
 
 
+@lru_cache(maxsize=4096)  # every evaluator request parses one; a study has one key
 def parse_study_key(secret: str, key: str) -> int | None:
     """The study id a key names, or None for a malformed or forged key."""
     match = _STUDY_KEY.fullmatch(key)
@@ -75,34 +89,68 @@ def evaluator_token(secret: str, study_id: int, public_id: str) -> str:
 
 def parse_evaluator_token(secret: str, token: str, study_id: int) -> str | None:
     """The evaluator's public id when the token is genuine, unexpired and for this study."""
-    try:
-        value = URLSafeTimedSerializer(secret, salt="vidarena.evaluator").loads(
-            token, max_age=EVALUATOR_MAX_AGE
-        )
-    except BadData:
+    verified = _verified_evaluator_token(secret, token)
+    if verified is None:
+        return None
+    value, signed_at = verified
+    if time.time() - signed_at > EVALUATOR_MAX_AGE:
         return None
     if not isinstance(value, list) or len(value) != 2 or value[0] != study_id:
         return None
     return value[1] if isinstance(value[1], str) else None
 
 
-def _media_signer(secret: str) -> Signer:
-    return Signer(secret, salt="vidarena.media", digest_method=hashlib.sha256)
-
-
-def media_token(secret: str, trial_id: int, side: str) -> str:
-    """Names the left or right clip of one trial; reveals neither the clip nor its arm."""
-    if side not in ("l", "r"):
-        raise ValueError(f"side must be 'l' or 'r', not {side!r}")
-    return _media_signer(secret).sign(f"{trial_id:x}{side}").decode()
-
-
-def parse_media_token(secret: str, token: str) -> tuple[int, str] | None:
+@lru_cache(maxsize=16384)  # an evaluator sends the same token with each of its requests
+def _verified_evaluator_token(secret: str, token: str) -> tuple[Any, float] | None:
     try:
-        value = _media_signer(secret).unsign(token).decode()
-    except (BadData, UnicodeDecodeError):
+        value, signed_at = URLSafeTimedSerializer(secret, salt="vidarena.evaluator").loads(
+            token, return_timestamp=True
+        )
+    except BadData:
         return None
-    match = _MEDIA.fullmatch(value)
-    if match is None:
+    return value, signed_at.timestamp()
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRef:
+    study_id: int
+    trial_id: int
+    clip_id: int
+    side: str  # "l" or "r"
+
+
+@lru_cache(maxsize=8)
+def _media_cipher(secret: str) -> AESSIV:
+    key = HKDF(algorithm=hashes.SHA256(), length=64, salt=None, info=b"vidarena.media").derive(
+        secret.encode()
+    )
+    return AESSIV(key)
+
+
+def media_token(secret: str, ref: MediaRef) -> str:
+    """Names the clip on one side of one trial, encrypted and authenticated. Deterministic (the
+    same trial side always has the same URL, so browsers cache it); reveals neither the trial,
+    the clip, its arm nor its storage key."""
+    if ref.side not in ("l", "r"):
+        raise ValueError(f"side must be 'l' or 'r', not {ref.side!r}")
+    plain = _MEDIA.pack(ref.study_id, ref.trial_id, ref.clip_id, ref.side.encode())
+    sealed = _media_cipher(secret).encrypt(plain, _MEDIA_CONTEXT)
+    return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
+
+
+def parse_media_token(secret: str, token: str) -> MediaRef | None:
+    """What a genuine token names; None for a malformed, forged or tampered one."""
+    if len(token) > 128:
         return None
-    return int(match["trial"], 16), match["side"]
+    try:
+        sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+        if base64.urlsafe_b64encode(sealed).decode().rstrip("=") != token:
+            return None  # one spelling per token (the decoder ignores stray characters and bits)
+        study_id, trial_id, clip_id, side = _MEDIA.unpack(
+            _media_cipher(secret).decrypt(sealed, _MEDIA_CONTEXT)
+        )
+    except (ValueError, InvalidTag, struct.error):
+        return None
+    if side not in (b"l", b"r"):
+        return None
+    return MediaRef(study_id, trial_id, clip_id, side.decode())
