@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +40,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # get it back, while holding the database's write lock. A few threads serve as many requests
     # (they queue on the event loop instead) and keep critical sections short.
     anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.settings.web_threads
+    app.state.rating_lane = anyio.CapacityLimiter(app.state.settings.rating_threads)
     yield
 
 

@@ -433,8 +433,9 @@ def server_env(url: str, workdir: Path, *, floor_url: str | None = None) -> dict
     )
     if floor_url:
         env["LOAD_FLOOR_DATABASE_URL"] = floor_url
-    if os.environ.get("LOAD_WEB_THREADS"):
-        env["VIDARENA_WEB_THREADS"] = os.environ["LOAD_WEB_THREADS"]
+    for name in ("WEB_THREADS", "RATING_THREADS"):  # e.g. LOAD_RATING_THREADS=1
+        if os.environ.get(f"LOAD_{name}"):
+            env[f"VIDARENA_{name}"] = os.environ[f"LOAD_{name}"]
     return env
 
 

@@ -27,6 +27,7 @@ from app.rating.deps import (
     UnknownLinkError,
     find_evaluator,
     find_study,
+    in_rating_lane,
     request_token,
     set_evaluator_cookie,
 )
@@ -179,7 +180,7 @@ def join(
 
 
 @router.get("/next", response_model=schemas.NextOut, summary="The current (or following) trial")
-def next_trial(
+async def next_trial(
     key: str,
     request: Request,
     response: Response,
@@ -199,6 +200,12 @@ def next_trial(
     """Without `after`: the evaluator's current trial (the same one until it is answered, in any
     number of tabs). With `after`: the trial after that one, so its clips can be prefetched."""
     response.headers.update(PRIVATE_HEADERS)
+    return await in_rating_lane(request, _next_trial, key, request, read, session, secret, after)
+
+
+def _next_trial(
+    key: str, request: Request, read: Session, session: Session, secret: str, after: int | None
+) -> schemas.NextOut:
     with api_errors():
         # Most calls change nothing (a reload, a prefetch already assigned): answer them from a
         # read transaction, and take the write lock only to mark shown or assign, reusing what
@@ -228,7 +235,7 @@ def next_trial(
 
 
 @router.post("/trials/{trial_id}/votes", response_model=schemas.VotesOut, summary="Answer a trial")
-def submit_votes(
+async def submit_votes(
     key: str,
     trial_id: Annotated[int, Path(ge=1, le=MAX_ID)],
     body: schemas.VotesIn,
@@ -243,6 +250,20 @@ def submit_votes(
     the next trial (now current), so the page can show it at once, and the one after it
     (`next.after`, assigned ahead), so its clips can load meanwhile."""
     response.headers.update(PRIVATE_HEADERS)
+    return await in_rating_lane(
+        request, _submit_votes, key, trial_id, body, request, read, session, secret
+    )
+
+
+def _submit_votes(
+    key: str,
+    trial_id: int,
+    body: schemas.VotesIn,
+    request: Request,
+    read: Session,
+    session: Session,
+    secret: str,
+) -> schemas.VotesOut:
     with api_errors():
         # Checked in a read transaction; the write transaction only stores the votes, marks the
         # prefetched pair shown and assigns the one after it (one transaction, so an answer

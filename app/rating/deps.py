@@ -3,8 +3,11 @@ behind a cookie or bearer token, the signing secret and the media storage."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from functools import partial
+from typing import Annotated, Any, TypeVar
 
+import anyio.to_thread
 from fastapi import Depends, Request, Response
 from sqlalchemy.orm import Session
 
@@ -14,6 +17,8 @@ from app.rating import service, tokens
 from app.rating.models import Evaluator
 from app.storage import Storage, get_storage
 from app.studies.models import Study
+
+T = TypeVar("T")
 
 # Evaluator responses are personal: never stored by shared caches, never leak the invite or
 # participant id of the URL through a Referer header.
@@ -42,6 +47,16 @@ async def get_media_storage(request: Request, settings: SettingsDep) -> Storage:
 
 
 StorageDep = Annotated[Storage, Depends(get_media_storage)]
+
+
+async def in_rating_lane(request: Request, function: Callable[..., T], *args: Any) -> T:
+    """Run a sync evaluator endpoint on the process's rating threads (`VIDARENA_RATING_THREADS`,
+    few) rather than the shared pool: a submit holds the database's write lock (SQLite) or the
+    study's assignment lock (PostgreSQL) while it runs Python, and every other runnable thread of
+    the process takes turns on the GIL with it, stretching the hold for all processes (measured:
+    1.8 ms alone, about 7 ms beside 8 busy threads; docs/benchmarks.md, Load)."""
+    lane = getattr(request.app.state, "rating_lane", None)  # None: the shared pool
+    return await anyio.to_thread.run_sync(partial(function, *args), limiter=lane)
 
 
 class UnknownLinkError(service.RatingError):
@@ -104,6 +119,7 @@ __all__ = [
     "UnknownLinkError",
     "find_evaluator",
     "find_study",
+    "in_rating_lane",
     "request_token",
     "set_evaluator_cookie",
 ]
