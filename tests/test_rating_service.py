@@ -520,3 +520,14 @@ def test_evaluator_tokens_expire_and_stay_bound_to_their_study(monkeypatch):
     later = time_module.time() + tokens.EVALUATOR_MAX_AGE + 60
     monkeypatch.setattr(time_module, "time", lambda: later)  # verified before: now cached
     assert tokens.parse_evaluator_token("secret-" + "s" * 32, token, 7) is None
+
+
+def test_overlong_evaluator_tokens_are_refused_before_any_cache():
+    from app.rating import tokens
+
+    secret = "secret-" + "s" * 32
+    token = tokens.evaluator_token(secret, 7, "evaluator-1")
+    assert len(token) <= tokens.MAX_EVALUATOR_TOKEN
+    info = tokens._verified_evaluator_token.cache_info()
+    assert tokens.parse_evaluator_token(secret, token + "x" * 600, 7) is None
+    assert tokens._verified_evaluator_token.cache_info().currsize == info.currsize

@@ -32,6 +32,7 @@ from itsdangerous import BadData, URLSafeSerializer, URLSafeTimedSerializer
 
 EVALUATOR_COOKIE = "vidarena_eval"
 EVALUATOR_MAX_AGE = 180 * 24 * 3600  # a long crowd study can run for months
+MAX_EVALUATOR_TOKEN = 512  # genuine ones are about 100 characters
 
 _STUDY_KEY = re.compile(r"(?P<id>[1-9][0-9]{0,11})-(?P<mac>[a-z2-7]{16})")
 # study id, trial id, clip id, side: fixed width, so the token's length says nothing either.
@@ -44,20 +45,23 @@ def _mac(secret: str, message: str) -> str:
     return base64.b32encode(digest).decode().lower()[:16]  # 80 bits
 
 
+@lru_cache(maxsize=4096)  # every evaluator request checks one; its entries are a few bytes
+def _study_mac(secret: str, study_id: int) -> str:
+    return _mac(secret, f"vidarena.study-link:{study_id}")
+
+
 def study_key(secret: str, study_id: int) -> str:
     """The opaque path segment of a study's evaluator pages, e.g. `3-k2v7...`."""
-    return f"{study_id}-{_mac(secret, f'vidarena.study-link:{study_id}')}"
+    return f"{study_id}-{_study_mac(secret, study_id)}"
 
 
-@lru_cache(maxsize=4096)  # every evaluator request parses one; a study has one key
 def parse_study_key(secret: str, key: str) -> int | None:
     """The study id a key names, or None for a malformed or forged key."""
     match = _STUDY_KEY.fullmatch(key)
     if match is None:
         return None
     study_id = int(match["id"])
-    expected = _mac(secret, f"vidarena.study-link:{study_id}")
-    return study_id if hmac.compare_digest(expected, match["mac"]) else None
+    return study_id if hmac.compare_digest(_study_mac(secret, study_id), match["mac"]) else None
 
 
 def new_invite(secret: str, study_id: int) -> tuple[str, str]:
@@ -89,6 +93,8 @@ def evaluator_token(secret: str, study_id: int, public_id: str) -> str:
 
 def parse_evaluator_token(secret: str, token: str, study_id: int) -> str | None:
     """The evaluator's public id when the token is genuine, unexpired and for this study."""
+    if len(token) > MAX_EVALUATOR_TOKEN:  # checked first: the cache below keeps what it sees
+        return None
     verified = _verified_evaluator_token(secret, token)
     if verified is None:
         return None
