@@ -489,13 +489,14 @@ _STATE = (
 
 
 def _state(session: Session, evaluator: Evaluator) -> _State:
-    rows = session.execute(_STATE, {"evaluator_id": evaluator.id}).all()
-    return _State(
-        trials=[row[0] for row in rows],
-        prompt_of={trial.id: prompt_id for trial, prompt_id, *_ in rows},
-        text_of={trial.id: text for trial, _, text, *_ in rows},
-        clips_of={trial.id: (a, b) for trial, _, _, a, b in rows},
-    )
+    state = _State(trials=[], prompt_of={}, text_of={}, clips_of={})
+    for trial, prompt_id, text, clip_a, clip_b in session.execute(
+        _STATE, {"evaluator_id": evaluator.id}
+    ):
+        state.trials.append(trial)
+        state.prompt_of[trial.id], state.text_of[trial.id] = prompt_id, text
+        state.clips_of[trial.id] = (clip_a, clip_b)
+    return state
 
 
 def count_ready_pairs(*, session: Session, study: Study) -> int:
@@ -1304,11 +1305,9 @@ class MediaCache:
     def __init__(
         self, *, max_bytes: int, status_seconds: float = 2.0, clip_seconds: float = 60.0
     ) -> None:
-        self.max_bytes, self.status_seconds, self.clip_seconds = (
-            max_bytes,
-            status_seconds,
-            clip_seconds,
-        )
+        self.max_bytes = max_bytes
+        self.status_seconds = status_seconds
+        self.clip_seconds = clip_seconds
         self._status: dict[int, tuple[StudyStatus, float]] = {}
         self._clips: OrderedDict[tuple[int, int], tuple[str, float]] = OrderedDict()
         self._blobs: OrderedDict[str, bytes] = OrderedDict()
