@@ -1,6 +1,7 @@
 """docker-compose.yml, the Dockerfiles and .env.example: parsed and checked here on every run;
-validated by `docker compose config` where a docker CLI with compose is installed (no engine
-is needed for that, and none runs here: without the CLI that one test skips)."""
+validated by `docker compose config` (or Debian's `docker-compose`, which .ci/run installs) where
+one is installed: no engine is needed for that, and none runs here. Without either that one test
+skips locally and fails in CI."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import pytest
 import yaml
 
 from app.config import Settings
-from tests.conftest import ROOT
+from tests.conftest import ROOT, require_service
 
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"
@@ -221,7 +222,11 @@ def _compose_cli() -> list[str] | None:
 def test_docker_compose_config_validates(tmp_path: Path):
     cli = _compose_cli()
     if cli is None:
-        pytest.skip("no docker compose CLI (validation needs only the CLI, not an engine)")
+        require_service(
+            "docker compose",
+            "no `docker compose` plugin or `docker-compose` (apt-get install docker-compose); "
+            "validation needs only the CLI, not an engine",
+        )
     env_file = tmp_path / "compose.env"
     env_file.write_text("".join(f"{k}={v}\n" for k, v in filled_env().items()))
     base = [*cli, "--project-directory", str(ROOT), "-f", str(COMPOSE)]
