@@ -156,7 +156,10 @@ def clips_import(
     manifest: Annotated[
         Path, typer.Argument(help="CSV with columns prompt, arm, path (paths relative to it).")
     ],
-    replace: Annotated[bool, typer.Option(help="Replace clips that are already done.")] = False,
+    replace: Annotated[
+        bool,
+        typer.Option(help="Replace done clips (never one evaluators were given in a trial)."),
+    ] = False,
 ) -> None:
     """Import GIFs rendered elsewhere; every bad row is reported and nothing is stored."""
     from app.clips.importer import import_manifest

@@ -11,7 +11,10 @@ from sqlalchemy import select
 
 from app.clips.importer import import_manifest
 from app.clips.models import Clip, ClipStatus
+from app.rating import service as rating_service
+from app.rating.models import Evaluator, Matchup
 from app.storage import get_storage
+from app.studies.models import StudyStatus
 from app.studies.studyfile import StudyFileError
 from tests.factories import small_study
 from workers.gif import encode_gif
@@ -78,3 +81,63 @@ def test_import_marks_clips_done_with_their_media(session, settings, tmp_path):
         assert storage.read(clip.storage_key)[:6] == b"GIF89a"
     with pytest.raises(StudyFileError, match="already done"):
         import_manifest(session=session, study=study, manifest=manifest, storage=storage)
+
+
+def test_replace_refuses_clips_evaluators_were_given(session, settings, tmp_path):
+    """A clip in a trial is what its votes judged: --replace may redo the others, not it."""
+    study = small_study(session)
+    rows = []
+    for i, (prompt, arm) in enumerate(
+        [(p.text, a.name) for p in study.prompts for a in study.arms]
+    ):
+        (tmp_path / f"{i}.gif").write_bytes(gif_bytes(i))
+        rows.append([prompt, arm, f"{i}.gif"])
+    storage = get_storage(settings)
+    import_manifest(
+        session=session, study=study, manifest=write_manifest(tmp_path, rows), storage=storage
+    )
+    study.status = StudyStatus.open
+    rating_service.ensure_matchups(session=session, study=study)
+    evaluator = Evaluator(study_id=study.id, public_id="replace-test")
+    session.add(evaluator)
+    session.commit()
+    shown = rating_service.current_trial(session=session, study=study, evaluator=evaluator)
+    rating_service.submit_votes(
+        session=session,
+        study=study,
+        evaluator=evaluator,
+        trial_id=shown.trial.id,
+        votes={c: "left" for c in study.criterion_keys},
+    )
+    session.commit()
+    matchup = session.get(Matchup, shown.trial.matchup_id)
+    given = {matchup.clip_a_id, matchup.clip_b_id}
+    by_row = {(c.prompt.text, c.arm.name): c for c in session.scalars(select(Clip)).unique().all()}
+    keys_before = {c.id: c.storage_key for c in by_row.values()}
+    for i, row in enumerate(rows):
+        (tmp_path / f"{i}.gif").write_bytes(gif_bytes(100 + i))  # new renders of every clip
+    manifest = write_manifest(tmp_path, rows)
+    with pytest.raises(StudyFileError) as info:
+        import_manifest(
+            session=session, study=study, manifest=manifest, storage=storage, replace=True
+        )
+    session.rollback()
+    refused = [line for line in str(info.value).splitlines() if "cannot be replaced" in line]
+    assert len(refused) == 2, str(info.value)
+    assert all("in 1 trial(s), 1 answered" in line for line in refused)
+    assert {c.id: c.storage_key for c in session.scalars(select(Clip))} == keys_before
+
+    # Without the rows of the clips that were given, the others are replaced.
+    others = [r for r in rows if by_row[(r[0], r[1])].id not in given]
+    count = import_manifest(
+        session=session,
+        study=study,
+        manifest=write_manifest(tmp_path, others),
+        storage=storage,
+        replace=True,
+    )
+    session.commit()
+    assert count == len(others) == 2
+    after = {c.id: c.storage_key for c in session.scalars(select(Clip))}
+    assert all(after[c] == keys_before[c] for c in given)
+    assert all(after[c] != keys_before[c] for c in after if c not in given)

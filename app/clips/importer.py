@@ -4,7 +4,8 @@ Imported GIFs are stored without comments or application data other than the loo
 tool name inside a file cannot tell raters which pipeline made it.
 
 Every row is checked before anything is stored, and every bad row is reported at once; the clips
-are written in one transaction, so a bad manifest changes nothing.
+are written in one transaction, so a bad manifest changes nothing. `replace` re-imports done
+clips, but never one that evaluators have been given in a trial: its votes judged the old bytes.
 """
 
 from __future__ import annotations
@@ -14,11 +15,12 @@ import io
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
+from app.rating.models import Matchup, Trial
 from app.storage import Storage
 from app.studies.models import Arm, Prompt, Study
 from app.studies.studyfile import Problem, StudyFileError
@@ -84,6 +86,7 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
             .where(Prompt.study_id == study.id)
         )
     }
+    in_trials = _clips_in_trials(session, study) if replace else {}
     problems: list[Problem] = []
     rows: list[ImportRow] = []
     seen: dict[int, int] = {}
@@ -105,6 +108,19 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
         if clip.status == ClipStatus.done and not replace:
             problems.append(Problem(name, line, 1, "this clip is already done (use --replace)"))
             continue
+        if clip.id in in_trials:
+            trials, answered = in_trials[clip.id]
+            problems.append(
+                Problem(
+                    name,
+                    line,
+                    1,
+                    f"this clip cannot be replaced: evaluators were given it in {trials} trial(s), "
+                    f"{answered} answered, and those votes judged the stored clip. Leave the row "
+                    "out, or import the new clip into a new study",
+                )
+            )
+            continue
         try:
             # Blindness: tool names in comments or XMP must not reach raters.
             data = strip_metadata(path.read_bytes())
@@ -118,6 +134,22 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
     if not rows:
         raise StudyFileError([Problem(name, 2, 1, "no rows: nothing to import")])
     return rows
+
+
+def _clips_in_trials(session: Session, study: Study) -> dict[int, tuple[int, int]]:
+    """{clip id: (trials, answered trials)} for the study's clips that were ever in a trial."""
+    counts: dict[int, tuple[int, int]] = {}
+    rows = session.execute(
+        select(Matchup.clip_a_id, Matchup.clip_b_id, func.count(), func.count(Trial.answered_at))
+        .join(Trial, Trial.matchup_id == Matchup.id)
+        .where(Matchup.study_id == study.id)
+        .group_by(Matchup.clip_a_id, Matchup.clip_b_id)
+    )
+    for clip_a, clip_b, trials, answered in rows:
+        for clip_id in (clip_a, clip_b):
+            before = counts.get(clip_id, (0, 0))
+            counts[clip_id] = (before[0] + trials, before[1] + answered)
+    return counts
 
 
 def _row_problem(
