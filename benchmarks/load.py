@@ -20,13 +20,15 @@ evaluator who reaches the study's quota is replaced by a newly invited one.
 Either way: every request must succeed, and votes sent (successful submits x criteria) = votes
 stored (SQL count) = votes exported (rows of `vidarena export votes SLUG -o FILE`).
 
-The server under load is `uvicorn app.main:create_app --factory --workers W` in a subprocess,
-with `VIDARENA_ENV=production`, rate limits disabled (`VIDARENA_RATE_LIMIT_*_PER_MINUTE=0`: every
-simulated evaluator joins from 127.0.0.1), `VIDARENA_LOG_LEVEL=WARNING` (no access lines) and
-`PROMETHEUS_MULTIPROC_DIR` set as docker-compose.yml does. `--pin` pins each uvicorn worker
-process to a core of its own with `taskset` (DESIGN.md: sync endpoints' threads fight over the
-GIL when one process spreads across cores). The load generator (asyncio + aiohttp) runs on the same
-machine and its CPU use is reported beside the server's. Loopback only; every phase stops by
+The server under load is W processes of `uvicorn app.main:create_app --factory`, each on a port
+of its own with the simulated evaluators spread evenly over them (as W replicas behind a load
+balancer; see `Server` for why not `--workers W`), with `VIDARENA_ENV=production`, rate limits
+disabled (`VIDARENA_RATE_LIMIT_*_PER_MINUTE=0`: every simulated evaluator joins from 127.0.0.1),
+`VIDARENA_LOG_LEVEL=WARNING` (no access lines) and `PROMETHEUS_MULTIPROC_DIR` set as
+docker-compose.yml does. `--pin` pins each uvicorn process to a core of its own with `taskset`
+(DESIGN.md: sync endpoints' threads fight over the GIL when one process spreads across cores).
+The load generator (asyncio + aiohttp) runs on the same machine and its CPU use is reported
+beside the server's. Loopback only; every phase stops by
 itself after its duration.
 
     .venv/bin/python benchmarks/load.py                       # everything: about 10 minutes
@@ -325,14 +327,6 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def children(pid: int) -> list[int]:
-    try:
-        text = Path(f"/proc/{pid}/task/{pid}/children").read_text()
-    except OSError:
-        return []
-    return [int(p) for p in text.split()]
-
-
 def cpu_seconds(pid: int) -> float:
     """utime + stime of a process (all its threads), from /proc."""
     try:
@@ -344,13 +338,47 @@ def cpu_seconds(pid: int) -> float:
 
 @dataclass
 class Server:
-    process: subprocess.Popen[bytes]
-    base_url: str
+    """W uvicorn processes, each on a port of its own, as W replicas behind a load balancer.
+
+    Not `uvicorn --workers W`: its workers share one listening socket and asyncio accepts up to
+    100 pending connections per wake-up, so a burst of keep-alive connections (32 clients
+    connecting at once) often lands on one worker for the whole run. Measured: one worker at
+    0.97 cores and the other idle, with half the trials/s of a balanced run. Evaluators are
+    spread round-robin over the ports instead (the load generator's clients, one port each)."""
+
+    processes: list[subprocess.Popen[bytes]]
+    base_urls: list[str]
     log: Path
-    workers: list[int] = field(default_factory=list)
+
+    @property
+    def base_url(self) -> str:
+        return self.base_urls[0]
+
+    @property
+    def workers(self) -> list[int]:
+        return [p.pid for p in self.processes]
 
     def cpu(self) -> float:
-        return sum(cpu_seconds(p) for p in [self.process.pid, *self.workers])
+        return sum(self.worker_cpu())
+
+    def worker_cpu(self) -> list[float]:
+        return [cpu_seconds(p) for p in self.workers]
+
+
+def _wait_healthy(process: subprocess.Popen[bytes], base_url: str, log: Path) -> None:
+    import httpx
+
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:]
+            raise RuntimeError(f"uvicorn did not start ({process.args}):\n{tail}")
+        try:
+            if httpx.get(base_url + "/healthz", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
 
 
 @contextmanager
@@ -359,55 +387,52 @@ def uvicorn_server(
 ) -> Iterator[Server]:
     import httpx
 
-    port = free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1",
-        "--port", str(port), "--workers", str(workers), "--log-level", "warning",
-        "--no-access-log", "--backlog", "4096", "--app-dir", str(app_dir),
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command, env=env, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )  # fmt: skip
-    server = Server(process=process, base_url=f"http://127.0.0.1:{port}", log=log)
+    server = Server(processes=[], base_urls=[], log=log)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                tail = log.read_text(errors="replace")[-3000:]
-                raise RuntimeError(f"uvicorn did not start ({command}):\n{tail}")
-            try:
-                if httpx.get(server.base_url + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.1)
-        if workers > 1:
-            deadline = time.monotonic() + 30
-            while len(children(process.pid)) < workers and time.monotonic() < deadline:
-                time.sleep(0.1)
-            server.workers = children(process.pid)
+        for _ in range(workers):
+            port = free_port()
+            command = [
+                sys.executable, "-m", "uvicorn", app, "--factory", "--host", "127.0.0.1",
+                "--port", str(port), "--log-level", "warning", "--no-access-log",
+                "--backlog", "4096", "--app-dir", str(app_dir),
+            ]  # fmt: skip
+            with log.open("ab") as out:
+                server.processes.append(
+                    subprocess.Popen(
+                        command,
+                        env=env,
+                        cwd=ROOT,
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        start_new_session=True,
+                    )
+                )
+            server.base_urls.append(f"http://127.0.0.1:{port}")
+        for process, base_url in zip(server.processes, server.base_urls, strict=True):
+            _wait_healthy(process, base_url, log)
         if pin:
             cores = os.cpu_count() or 1
-            for i, pid in enumerate(server.workers or [process.pid]):
+            for i, pid in enumerate(server.workers):
                 subprocess.run(
                     ["taskset", "-a", "-p", "-c", str(i % cores), str(pid)],
                     check=True,
                     capture_output=True,
                 )
-        # Every worker process warms up (imports, pools) before the clock starts.
-        for _ in range(4 * workers):
-            httpx.get(server.base_url + "/healthz", timeout=5)
+        # Every process warms up (imports, pools) before the clock starts.
+        for base_url in server.base_urls:
+            for _ in range(4):
+                httpx.get(base_url + "/healthz", timeout=5)
         yield server
     finally:
-        with suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        for process in server.processes:
+            with suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGTERM)
+        for process in server.processes:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
 
 
 def server_env(url: str, workdir: Path, *, floor_url: str | None = None) -> dict[str, str]:
@@ -643,7 +668,7 @@ def run_async(coro):  # type: ignore[no-untyped-def]
 
 
 async def drive_rating(
-    base_url: str,
+    base_urls: list[str],
     seeded: Seeded,
     *,
     evaluators: int,
@@ -655,9 +680,15 @@ async def drive_rating(
     stats = Stats()
     started = time.monotonic()
     deadline = started + duration
+    # At least one client per port; evaluator i uses client i % len(clients), so each port gets
+    # the same number of evaluators.
     groups = -(-evaluators // EVALUATORS_PER_CLIENT)
+    groups = -(-groups // len(base_urls)) * len(base_urls)
     per_client = max(1, -(-connections // groups))
-    clients = [Client(base_url, connections=per_client, timeout=60) for _ in range(groups)]
+    clients = [
+        Client(base_urls[i % len(base_urls)], connections=per_client, timeout=60)
+        for i in range(groups)
+    ]
     try:
         flow = Flow(clients, seeded, stats, deadline, think, random.Random(seed))
         spread = think[1]  # arrivals spread over one think interval: a steady state at once
@@ -670,14 +701,22 @@ async def drive_rating(
 
 
 async def drive_floor(
-    base_url: str, *, clients: int, duration: float, seed: int
+    base_urls: list[str], *, clients: int, duration: float, seed: int
 ) -> tuple[Stats, float]:
+    """`clients` loops, spread over the ports as the evaluators are."""
     stats = Stats()
     started = time.monotonic()
     deadline = started + duration
-    async with Client(base_url, connections=clients, timeout=60) as client:
+    per_port = -(-clients // len(base_urls))
+    pools = [Client(url, connections=per_port, timeout=60) for url in base_urls]
+    try:
         rng = random.Random(seed)
-        await asyncio.gather(*(floor_client(client, stats, deadline, rng) for _ in range(clients)))
+        await asyncio.gather(
+            *(floor_client(pools[i % len(pools)], stats, deadline, rng) for i in range(clients))
+        )
+    finally:
+        for pool in pools:
+            await pool.aclose()
     return stats, time.monotonic() - started
 
 
@@ -743,9 +782,11 @@ class Result:
     broken_trials: int
     server_cpu: float
     client_cpu: float
+    worker_cpu: list[float]  # cores per uvicorn worker: keep-alive connections stay where accepted
     server_view: dict[str, tuple[float, float]]
     floor_per_s: float | None = None
     floor_stats: Stats | None = None
+    floor_worker_cpu: list[float] = field(default_factory=list)
 
     @property
     def errors(self) -> int:
@@ -775,6 +816,7 @@ def measure(
         seeded = seed_study(url, scenario / "media")
         env = server_env(url, scenario)
         floor_per_s = floor_stats = None
+        floor_worker_cpu: list[float] = []
         if mode == "saturation":
             # The floor first, on a database of the same kind, served the same way.
             with fresh_database(db, scenario, name="floor", migrate=False) as furl:
@@ -788,14 +830,21 @@ def measure(
                     log=scenario / "floor.log",
                     app_dir=ROOT / "benchmarks",
                 ) as floor_server:
-                    floor_stats, _ = run_async(
+                    floor_before = floor_server.worker_cpu()
+                    floor_stats, floor_elapsed = run_async(
                         drive_floor(
-                            floor_server.base_url,
+                            floor_server.base_urls,
                             clients=evaluators,
                             duration=duration,
                             seed=args.seed,
                         )
                     )
+                    floor_worker_cpu = [
+                        (after - before) / floor_elapsed
+                        for before, after in zip(
+                            floor_before, floor_server.worker_cpu(), strict=True
+                        )
+                    ]
                 start = min(floor_stats.trials_done, default=0) + args.warmup
                 floor_per_s = rate_in_window(
                     floor_stats.trials_done, start, start + duration - args.warmup
@@ -805,9 +854,10 @@ def measure(
             "app.main:create_app", env, workers=args.workers, pin=args.pin, log=log
         ) as server:
             server_before, client_before = server.cpu(), cpu_seconds(os.getpid())
+            workers_before = server.worker_cpu()
             stats, elapsed = run_async(
                 drive_rating(
-                    server.base_url,
+                    server.base_urls,
                     seeded,
                     evaluators=evaluators,
                     duration=duration,
@@ -818,6 +868,10 @@ def measure(
             )
             server_cpu = (server.cpu() - server_before) / elapsed
             client_cpu = (cpu_seconds(os.getpid()) - client_before) / elapsed
+            worker_cpu = [
+                (after - before) / elapsed
+                for before, after in zip(workers_before, server.worker_cpu(), strict=True)
+            ]
             server_view = scrape_server_latency(server)
         if mode == "saturation":
             start = min(stats.trials_done, default=0) + args.warmup
@@ -841,9 +895,11 @@ def measure(
         broken_trials=broken,
         server_cpu=server_cpu,
         client_cpu=client_cpu,
+        worker_cpu=worker_cpu,
         server_view=server_view,
         floor_per_s=floor_per_s,
         floor_stats=floor_stats,
+        floor_worker_cpu=floor_worker_cpu,
     )
 
 
@@ -897,19 +953,26 @@ def saturation_table(results: list[Result]) -> str:
     return "\n".join(lines)
 
 
+def split(cores: list[float]) -> str:
+    return " / ".join(f"{c:.2f}" for c in cores) or "-"
+
+
 def cpu_table(results: list[Result]) -> str:
     lines = [
-        "| database | mode | evaluators | server CPU (cores) | load generator CPU (cores) | "
+        "| database | mode | evaluators | server CPU (cores) | per worker | "
+        "load generator CPU (cores) | "
         "server-side mean ms: next / submit / media | server-side share < 50 ms: next / submit |",
-        "|---|---|---:|---:|---:|---|---|",
+        "|---|---|---:|---:|---|---:|---|---|",
     ]
     for r in results:
         v = r.server_view
         nxt = v.get("/r/{key}/api/next", (float("nan"), float("nan")))
         sub = v.get("/r/{key}/api/trials/{trial_id}/votes", (float("nan"), float("nan")))
         med = v.get("/r/{key}/media/{token}", (float("nan"), float("nan")))
+        floor = f" (floor {split(r.floor_worker_cpu)})" if r.floor_worker_cpu else ""
         lines.append(
-            f"| {r.db} | {r.mode} | {r.evaluators:,} | {r.server_cpu:.2f} | {r.client_cpu:.2f} | "
+            f"| {r.db} | {r.mode} | {r.evaluators:,} | {r.server_cpu:.2f} | "
+            f"{split(r.worker_cpu)}{floor} | {r.client_cpu:.2f} | "
             f"{nxt[0]:.1f} / {sub[0]:.1f} / {med[0]:.1f} | "
             f"{100 * nxt[1]:.1f}% / {100 * sub[1]:.1f}% |"
         )
@@ -945,7 +1008,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--saturation-duration", type=float, default=25, help="saturation mode: seconds per run"
     )
     p.add_argument("--warmup", type=float, default=5, help="saturation: seconds not counted")
-    p.add_argument("--workers", type=int, default=2, help="uvicorn worker processes")
+    p.add_argument("--workers", type=int, default=2, help="uvicorn processes (a port each)")
     p.add_argument("--pin", action="store_true", help="taskset each uvicorn worker to one core")
     p.add_argument(
         "--connections",
@@ -1001,7 +1064,7 @@ def main(argv: list[str] | None = None) -> int:
     pin = "each worker pinned to its own core (taskset)" if args.pin else "not pinned"
     print(f"```sh\n{command}\n```\n")
     print(
-        f"Machine: {before}. Server: uvicorn --workers {args.workers} ({pin}), "
+        f"Machine: {before}. Server: {args.workers} uvicorn processes, a port each ({pin}), "
         "VIDARENA_ENV=production, rate limits off (VIDARENA_RATE_LIMIT_*_PER_MINUTE=0), "
         f"log level WARNING. Study: the example study (2 arms, 100 prompts, 6 criteria, quota "
         f"{QUOTA} pairs per evaluator), GIFs of {getattr(args, 'gif_bytes', 0) / 1024:.0f} KB. "
@@ -1045,7 +1108,8 @@ def main(argv: list[str] | None = None) -> int:
                 "errors": dict(r.stats.errors), "votes_sent": r.stats.votes_sent,
                 "votes_stored": r.votes_stored, "votes_exported": r.votes_exported,
                 "partial_trials": r.broken_trials, "server_cpu": r.server_cpu,
-                "client_cpu": r.client_cpu, "server_view": r.server_view,
+                "client_cpu": r.client_cpu, "worker_cpu": r.worker_cpu,
+                "floor_worker_cpu": r.floor_worker_cpu, "server_view": r.server_view,
             }
             for r in realistic + saturation
         ]  # fmt: skip
