@@ -2,12 +2,13 @@
 PostgreSQL, in two modes, with a reconciliation of every vote at the end.
 
 Each simulated evaluator does what the browser's rating page (static/rate.js) does: join with a
-personal invite (`POST /r/<key>/api/join`, bearer token), `GET /api/next` for the first pair,
-then for every pair: fetch both clips of the following pair (`GET /r/<key>/media/<token>`) while
-"watching" this one, and submit this pair's votes on every criterion (`POST
-/api/trials/<id>/votes`). A submit's answer carries the next pair and the one after it, assigned
-ahead; only for the first pair is the following one asked for (`GET /api/next?after=<id>`). An
-evaluator who reaches the study's quota is replaced by a newly invited one.
+personal invite (`POST /r/<key>/api/join`, bearer token), `GET /api/next` for the first pair
+(its answer carries the pair after it, assigned ahead), then for every pair: fetch both clips of
+the following pair (`GET /r/<key>/media/<token>`) while "watching" this one, and submit this
+pair's votes on every criterion (`POST /api/trials/<id>/votes`). A submit's answer carries the
+next pair and the one after it; only when an answer has none after it (the last pair) is it
+asked for (`GET /api/next?after=<id>`). An evaluator who reaches the study's quota is replaced by
+a newly invited one.
 
 - **realistic**: N evaluators (200 and 1000 by default) arrive spread over the first think
   interval and think `--think` seconds (uniform) per pair, for `--duration` seconds: p50/p95/p99
@@ -1069,8 +1070,8 @@ def main(argv: list[str] | None = None) -> int:
         f"log level WARNING. Study: the example study (2 arms, 100 prompts, 6 criteria, quota "
         f"{QUOTA} pairs per evaluator), GIFs of {getattr(args, 'gif_bytes', 0) / 1024:.0f} KB. "
         "A trial = both clips of the prefetched pair + submit (its answer carries the next pair "
-        "and the one after); the first pair of each evaluator also asks for the following one "
-        "(GET next?after) (the browser's flow).\n"
+        "and the one after); an evaluator's first GET next carries the first pair and the one "
+        "after; the last pair asks GET next?after (the browser's flow).\n"
     )
     if realistic:
         print(

@@ -5,8 +5,9 @@
  *   the same animation frame, so they start together (a slow clip is never seen later).
  * - "Replay both" (R) makes fresh object URLs from the same blobs: a new URL restarts a GIF.
  * - The next pair is assigned once, ahead of time, and its clips are downloaded while this pair
- *   is rated: a submit's answer carries it (`next.after`); otherwise (the first pair) it is asked
- *   for with GET next?after=<id>, which returns the same trial when asked again.
+ *   is rated: GET next's answer and a submit's carry it (`after`); when one has none (the last
+ *   pair, or a reload before it was assigned) it is asked for with GET next?after=<id>, which
+ *   returns the same trial when asked again.
  * - Keys: 1/2/3 answer the focused (or first unanswered) question, Enter submits, R replays.
  * No build step, no dependencies.
  */

@@ -227,13 +227,23 @@ def test_two_tabs_share_the_current_and_prefetched_trial(client, session, settin
     assert done.json()["next"]["progress"] == {"answered": 1, "total": 4}
 
 
-def test_a_submit_answer_carries_the_pair_after_next_assigned_once(
+def test_next_and_submit_answers_carry_the_pair_after_assigned_once(
     client, session, settings, study
 ):
     base = link(settings, study)
     token = join(client, base, invite=invite_token(settings, study))["evaluator_token"]
     current = client.get(f"{base}/api/next", headers=bearer(token)).json()
-    assert current["after"] is None  # the first pair's follower is asked for (next?after)
+    # The first pair comes with its follower, both assigned in that one request...
+    first_after = current["after"]
+    assert first_after is not None and first_after["id"] != current["trial"]["id"]
+    assert count(session, Trial) == 2
+    # ...which a reload and a prefetch request give again, assigning nothing.
+    again = client.get(f"{base}/api/next", headers=bearer(token)).json()
+    assert again["trial"] == current["trial"] and again["after"] == first_after
+    asked = client.get(
+        f"{base}/api/next?after={current['trial']['id']}", headers=bearer(token)
+    ).json()
+    assert asked["trial"] == first_after and count(session, Trial) == 2
     seen = [current["trial"]["id"]]
     for answered in range(1, 5):
         trial_id = current["trial"]["id"]

@@ -78,6 +78,13 @@ def test_keyboard_only_session(
     problems: list[str] = []
     page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
     page.on("console", lambda m: problems.append(m.text) if m.type == "error" else None)
+    api_calls: list[str] = []
+    page.on(
+        "request",
+        lambda r: (
+            api_calls.append(f"{r.method} {r.url.split('/api/')[1]}") if "/api/" in r.url else None
+        ),
+    )
 
     page.goto(f"{live_server}{base}?invite={invite}")
     page.screenshot(path=str(shots / f"rate-{viewport}-{db}-0-welcome.png"), full_page=True)
@@ -139,6 +146,15 @@ def test_keyboard_only_session(
     session.commit()
     trials = session.scalars(select(Trial).order_by(Trial.position)).all()
     assert [t.position for t in trials] == list(range(1, PAIRS + 1))
+    # One request for the first pair, which carries the pair after it; then the answers, each
+    # carrying the next pair and the one after. Only for the last pair, which has none after it,
+    # does the page ask (and hear that it is the last).
+    assert api_calls == [
+        "GET next",
+        *(f"POST trials/{t.id}/votes" for t in trials[:-1]),
+        f"GET next?after={trials[-1].id}",
+        f"POST trials/{trials[-1].id}/votes",
+    ]
     for trial, keys in zip(trials, pressed, strict=True):
         votes = dict(
             session.execute(

@@ -198,7 +198,8 @@ async def next_trial(
     ] = None,
 ) -> schemas.NextOut:
     """Without `after`: the evaluator's current trial (the same one until it is answered, in any
-    number of tabs). With `after`: the trial after that one, so its clips can be prefetched."""
+    number of tabs), and in `after` the trial that follows it, assigned ahead, so its clips can
+    load meanwhile. With `after`: the trial after that one (for a client that had no `after`)."""
     response.headers.update(PRIVATE_HEADERS)
     return await in_rating_lane(request, _next_trial, key, request, read, session, secret, after)
 
@@ -216,6 +217,10 @@ def _next_trial(
             result = service.peek_current(
                 session=read, study=study, evaluator=evaluator, state=state
             )
+            if result is not None:
+                result = service.peek_following(
+                    session=read, study=study, evaluator=evaluator, result=result, state=state
+                )
         else:
             result = service.peek_after(
                 session=read, study=study, evaluator=evaluator, trial_id=after, state=state
@@ -225,7 +230,14 @@ def _next_trial(
             return next_out(request, key=key, secret=secret, study_id=study.id, result=result)
         study, evaluator = session.merge(study, load=False), session.merge(evaluator, load=False)
         if after is None:
-            result = service.current_trial(session=session, study=study, evaluator=evaluator)
+            # The first pair and its follower in one write transaction (the arrival of an
+            # evaluator is two requests fewer).
+            result = service.with_following(
+                session=session,
+                study=study,
+                evaluator=evaluator,
+                result=service.current_trial(session=session, study=study, evaluator=evaluator),
+            )
         else:
             result = service.trial_after(
                 session=session, study=study, evaluator=evaluator, trial_id=after, known=state

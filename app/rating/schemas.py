@@ -64,8 +64,9 @@ class NextOut(BaseModel):
     after: TrialOut | None = Field(
         default=None,
         description="The trial after `trial`, already assigned, so its clips can load while "
-        "`trial` is rated (what `GET next?after=<trial id>` returns). Set in a submit's answer; "
-        "null when there is none yet.",
+        "`trial` is rated (what `GET next?after=<trial id>` returns). Set in a submit's answer "
+        "and in `GET next`'s; null when there is none yet (the last pair, or a reload before it "
+        "was assigned: then ask `GET next?after=<trial id>`).",
     )
     progress: Progress
     completion_code: str | None = None

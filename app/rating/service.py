@@ -1218,6 +1218,22 @@ def next_after_submit(
             current_trial(session=session, study=study, evaluator=evaluator, now=now),
             None,
         )
+    return with_following(
+        session=session, study=study, evaluator=evaluator, result=result, now=now, known=state
+    )
+
+
+def with_following(
+    *,
+    session: Session,
+    study: Study,
+    evaluator: Evaluator,
+    result: NextResult,
+    now: datetime | None = None,
+    known: _State | None = None,
+) -> NextResult:
+    """`result` with the pair after its trial (`after`), assigned ahead in this transaction as
+    `trial_after` would, so the browser needs no prefetch request for it."""
     if result.trial is None:
         return result
     following = trial_after(
@@ -1226,9 +1242,25 @@ def next_after_submit(
         evaluator=evaluator,
         trial_id=result.trial.id,
         now=now,
-        known=state,
+        known=known,
     )
-    if following.status != "trial":
+    return _attach(result, following)
+
+
+def peek_following(
+    *, session: Session, study: Study, evaluator: Evaluator, result: NextResult, state: _State
+) -> NextResult:
+    """`with_following` without a write (read session): `after` only when already assigned."""
+    if result.trial is None:
+        return result
+    following = peek_after(
+        session=session, study=study, evaluator=evaluator, trial_id=result.trial.id, state=state
+    )
+    return _attach(result, following)
+
+
+def _attach(result: NextResult, following: NextResult | None) -> NextResult:
+    if following is None or following.status != "trial":
         return result
     return replace(
         result,
