@@ -45,7 +45,7 @@ class Settings(BaseSettings):
     # Threads per web process for the (sync) endpoints; few, so they do not convoy on the GIL.
     web_threads: int = Field(default=8, ge=1, le=256)
     # Of those, how many may run the evaluator API (next pair, submit) at once: see in_rating_lane.
-    rating_threads: int = Field(default=2, ge=1, le=256)
+    rating_threads: int = Field(default=1, ge=1, le=256)
     # Clip bytes each web process keeps in memory for the media route (0: read storage each time).
     media_cache_mb: int = Field(default=64, ge=0, le=65536)
 
