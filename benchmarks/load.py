@@ -339,6 +339,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu() -> float:
+    """CPU seconds of this machine's PostgreSQL processes (the server shares the 2 cores)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError):
+            text = stat.read_text()
+            if text[text.index("(") + 1 : text.rindex(")")] == "postgres":
+                fields = text.rsplit(")", 1)[1].split()
+                total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 @dataclass
 class Server:
     """W uvicorn processes, each on a port of its own, as W replicas behind a load balancer.
@@ -786,6 +798,7 @@ class Result:
     server_cpu: float
     client_cpu: float
     worker_cpu: list[float]  # cores per uvicorn worker: keep-alive connections stay where accepted
+    database_cpu: float  # cores of the local PostgreSQL server (0 for SQLite: in the workers)
     server_view: dict[str, tuple[float, float]]
     floor_per_s: float | None = None
     floor_stats: Stats | None = None
@@ -858,6 +871,7 @@ def measure(
         ) as server:
             server_before, client_before = server.cpu(), cpu_seconds(os.getpid())
             workers_before = server.worker_cpu()
+            database_before = postgres_cpu()
             stats, elapsed = run_async(
                 drive_rating(
                     server.base_urls,
@@ -876,6 +890,7 @@ def measure(
                 (after - before) / elapsed
                 for before, after in zip(workers_before, server.worker_cpu(), strict=True)
             ]
+            database_cpu = (postgres_cpu() - database_before) / elapsed if db != "sqlite" else 0.0
             server_view = scrape_server_latency(server)
         if mode == "saturation":
             start = min(stats.trials_done, default=0) + args.warmup
@@ -900,6 +915,7 @@ def measure(
         server_cpu=server_cpu,
         client_cpu=client_cpu,
         worker_cpu=worker_cpu,
+        database_cpu=database_cpu,
         server_view=server_view,
         floor_per_s=floor_per_s,
         floor_stats=floor_stats,
@@ -964,9 +980,9 @@ def split(cores: list[float]) -> str:
 def cpu_table(results: list[Result]) -> str:
     lines = [
         "| database | mode | evaluators | server CPU (cores) | per worker | "
-        "load generator CPU (cores) | "
+        "PostgreSQL CPU (cores) | load generator CPU (cores) | "
         "server-side mean ms: next / submit / media | server-side share < 50 ms: next / submit |",
-        "|---|---|---:|---:|---|---:|---|---|",
+        "|---|---|---:|---:|---|---:|---:|---|---|",
     ]
     for r in results:
         v = r.server_view
@@ -976,7 +992,7 @@ def cpu_table(results: list[Result]) -> str:
         floor = f" (floor {split(r.floor_worker_cpu)})" if r.floor_worker_cpu else ""
         lines.append(
             f"| {r.db} | {r.mode} | {r.evaluators:,} | {r.server_cpu:.2f} | "
-            f"{split(r.worker_cpu)}{floor} | {r.client_cpu:.2f} | "
+            f"{split(r.worker_cpu)}{floor} | {r.database_cpu:.2f} | {r.client_cpu:.2f} | "
             f"{nxt[0]:.1f} / {sub[0]:.1f} / {med[0]:.1f} | "
             f"{100 * nxt[1]:.1f}% / {100 * sub[1]:.1f}% |"
         )
@@ -1119,6 +1135,7 @@ def main(argv: list[str] | None = None) -> int:
                 "votes_stored": r.votes_stored, "votes_exported": r.votes_exported,
                 "partial_trials": r.broken_trials, "server_cpu": r.server_cpu,
                 "client_cpu": r.client_cpu, "worker_cpu": r.worker_cpu,
+                "database_cpu": r.database_cpu,
                 "floor_worker_cpu": r.floor_worker_cpu, "server_view": r.server_view,
             }
             for r in realistic + saturation
