@@ -230,8 +230,8 @@ def _next_trial(
             return next_out(request, key=key, secret=secret, study_id=study.id, result=result)
         study, evaluator = session.merge(study, load=False), session.merge(evaluator, load=False)
         if after is None:
-            # The first pair and its follower in one write transaction (the arrival of an
-            # evaluator is two requests fewer).
+            # The first pair and its follower in one write transaction: an arriving evaluator
+            # needs no `next?after` request.
             result = service.with_following(
                 session=session,
                 study=study,
