@@ -35,6 +35,17 @@ def write_manifest(folder, rows):
     return path
 
 
+def every_clip(study, folder, *, seed: int = 0) -> list[list[str]]:
+    """Manifest rows for every prompt x arm of `study`, each with a distinct GIF in `folder`."""
+    rows = []
+    for i, (prompt, arm) in enumerate(
+        [(p.text, a.name) for p in study.prompts for a in study.arms]
+    ):
+        (folder / f"{i}.gif").write_bytes(gif_bytes(seed + i))
+        rows.append([prompt, arm, f"{i}.gif"])
+    return rows
+
+
 def test_import_validates_every_row_and_stores_nothing_when_one_is_bad(session, settings, tmp_path):
     study = small_study(session)
     (tmp_path / "ok.gif").write_bytes(gif_bytes(1))
@@ -65,13 +76,7 @@ def test_import_validates_every_row_and_stores_nothing_when_one_is_bad(session, 
 
 def test_import_marks_clips_done_with_their_media(session, settings, tmp_path):
     study = small_study(session)
-    rows = []
-    for i, (prompt, arm) in enumerate(
-        [(p.text, a.name) for p in study.prompts for a in study.arms]
-    ):
-        (tmp_path / f"{i}.gif").write_bytes(gif_bytes(i))
-        rows.append([prompt, arm, f"{i}.gif"])
-    manifest = write_manifest(tmp_path, rows)
+    manifest = write_manifest(tmp_path, every_clip(study, tmp_path))
     storage = get_storage(settings)
     assert import_manifest(session=session, study=study, manifest=manifest, storage=storage) == 4
     session.commit()
@@ -86,12 +91,7 @@ def test_import_marks_clips_done_with_their_media(session, settings, tmp_path):
 def test_replace_refuses_clips_evaluators_were_given(session, settings, tmp_path):
     """A clip in a trial is what its votes judged: --replace may redo the others, not it."""
     study = small_study(session)
-    rows = []
-    for i, (prompt, arm) in enumerate(
-        [(p.text, a.name) for p in study.prompts for a in study.arms]
-    ):
-        (tmp_path / f"{i}.gif").write_bytes(gif_bytes(i))
-        rows.append([prompt, arm, f"{i}.gif"])
+    rows = every_clip(study, tmp_path)
     storage = get_storage(settings)
     import_manifest(
         session=session, study=study, manifest=write_manifest(tmp_path, rows), storage=storage
@@ -114,8 +114,7 @@ def test_replace_refuses_clips_evaluators_were_given(session, settings, tmp_path
     given = {matchup.clip_a_id, matchup.clip_b_id}
     by_row = {(c.prompt.text, c.arm.name): c for c in session.scalars(select(Clip)).unique().all()}
     keys_before = {c.id: c.storage_key for c in by_row.values()}
-    for i, row in enumerate(rows):
-        (tmp_path / f"{i}.gif").write_bytes(gif_bytes(100 + i))  # new renders of every clip
+    rows = every_clip(study, tmp_path, seed=100)  # new renders of every clip, same rows
     manifest = write_manifest(tmp_path, rows)
     with pytest.raises(StudyFileError) as info:
         import_manifest(

@@ -1330,9 +1330,10 @@ def media_lookup(*, session: Session, study_id: int, clip_id: int) -> MediaFound
 class MediaCache:
     """What the media route needs, kept per web process so that a clip's views touch neither
     the database nor storage: a study's status for `status_seconds` (closing a study stops its
-    media within that), a done clip's storage key for `clip_seconds` (a clip replaced by
-    `vidarena import --replace` is served within that), and clip bytes, which never change
-    under their content-hash key, in an LRU of at most `max_bytes`. Thread-safe."""
+    media within that), a done clip's storage key for `clip_seconds` (a key only changes by hand
+    in the database: `vidarena clips import --replace` refuses clips that were in a trial), and
+    clip bytes, which never change under their content-hash key, in an LRU of at most
+    `max_bytes`. Thread-safe."""
 
     def __init__(
         self, *, max_bytes: int, status_seconds: float = 2.0, clip_seconds: float = 60.0
