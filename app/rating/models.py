@@ -7,6 +7,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     ForeignKey,
+    Float,
     ForeignKeyConstraint,
     Index,
     Integer,
@@ -149,6 +150,10 @@ class Trial(Base):
     judging: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     flagged: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     flag_reason: Mapped[str | None] = mapped_column(String(200))
+    # Measured by the rating page on its monotonic clock (NULL when the client reported none):
+    # receiving the pair as current -> both clips revealed, revealed -> answer given.
+    client_load_seconds: Mapped[float | None] = mapped_column(Float)
+    client_view_seconds: Mapped[float | None] = mapped_column(Float)
 
     matchup: Mapped[Matchup] = relationship()
     evaluator: Mapped[Evaluator] = relationship()
