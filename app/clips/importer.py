@@ -1,5 +1,10 @@
 """Bring your own clips: a manifest CSV (prompt, arm, path) of GIFs rendered elsewhere.
 
+Optional cost columns carry what each clip cost to render, under the names the render worker
+stores in a clip's telemetry (and clips.csv exports): total_s, denoise_s, denoiser_passes,
+device, peak_memory_bytes. A blank cell means "not recorded"; without total_s an arm has no
+render cost, and the dashboard says so rather than guessing which arm is fastest.
+
 Imported GIFs are stored without comments or application data other than the loop count, so a
 tool name inside a file cannot tell raters which pipeline made it.
 
@@ -12,8 +17,12 @@ from __future__ import annotations
 
 import csv
 import io
-from dataclasses import dataclass
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -23,9 +32,11 @@ from app.db import utcnow
 from app.rating.models import Matchup, Trial
 from app.storage import Storage
 from app.studies.models import Arm, Prompt, Study
-from app.studies.studyfile import Problem, StudyFileError
+from app.studies.studyfile import Problem, StudyFileError, _field_offsets
 
 MANIFEST_COLUMNS = ("prompt", "arm", "path")
+COST_COLUMNS = ("total_s", "denoise_s", "denoiser_passes", "device", "peak_memory_bytes")
+MAX_DEVICE_CHARS = 200
 MAX_GIF_BYTES = 64 * 1024 * 1024
 
 
@@ -35,6 +46,7 @@ class ImportRow:
     clip: Clip
     data: bytes
     info: dict
+    cost: dict[str, Any] = field(default_factory=dict)  # telemetry keys: total_s, device...
 
 
 def import_manifest(
@@ -56,7 +68,11 @@ def import_manifest(
             row.info["height"],
         )
         clip.duration_ms = row.info["duration_ms"]
-        clip.telemetry = {"imported_from": str(manifest.name), "imported_line": row.line}
+        clip.telemetry = {
+            **row.cost,
+            "imported_from": str(manifest.name),
+            "imported_line": row.line,
+        }
         clip.error, clip.finished_at, clip.lease_expires_at = None, now, None
     session.flush()
     return len(rows)
@@ -70,12 +86,9 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
         text = manifest.read_bytes().decode("utf-8-sig")
     except (OSError, UnicodeDecodeError) as exc:
         raise StudyFileError([Problem(name, 1, 1, f"cannot read the manifest: {exc}")]) from exc
+    lines = text.splitlines()
     reader = csv.DictReader(io.StringIO(text, newline=""))
-    header = [h.strip().lower() for h in reader.fieldnames or []]
-    if sorted(header) != sorted(MANIFEST_COLUMNS):
-        raise StudyFileError(
-            [Problem(name, 1, 1, f"header must be {','.join(MANIFEST_COLUMNS)}, got {header}")]
-        )
+    columns = _check_header(reader.fieldnames or [], name=name, line=lines[0] if lines else "")
     prompts = {p.text: p for p in study.prompts}
     arms = {a.name: a for a in study.arms}
     clips = {
@@ -92,7 +105,10 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
     seen: dict[int, int] = {}
     for record in reader:
         line = reader.line_num
+        offsets = _field_offsets(lines[line - 1] if line <= len(lines) else "")
         record = {k.strip().lower(): (v or "").strip() for k, v in record.items() if k}
+        cost, bad_costs = _costs(record)
+        problems += [Problem(name, line, _at(offsets, columns[c]), m) for c, m in bad_costs]
         prompt = prompts.get(" ".join(record["prompt"].split()))
         arm: Arm | None = arms.get(record["arm"])
         path = (manifest.parent / record["path"]).resolve()
@@ -128,12 +144,42 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
         except ValueError as exc:
             problems.append(Problem(name, line, 1, f"{record['path']}: {exc}"))
             continue
-        rows.append(ImportRow(line=line, clip=clip, data=data, info=info))
+        if not bad_costs:
+            rows.append(ImportRow(line=line, clip=clip, data=data, info=info, cost=cost))
     if problems:
-        raise StudyFileError(problems)
+        raise StudyFileError(sorted(problems, key=lambda p: (p.line, p.column)))
     if not rows:
         raise StudyFileError([Problem(name, 2, 1, "no rows: nothing to import")])
     return rows
+
+
+def _check_header(header: list[str], *, name: str, line: str) -> dict[str, int]:
+    """{column: index} of a header holding prompt, arm, path and any of the cost columns."""
+    names = [h.strip().lower() for h in header]
+    offsets = _field_offsets(line)
+    allowed = (*MANIFEST_COLUMNS, *COST_COLUMNS)
+    problems = []
+    for index, column in enumerate(names):
+        col = _at(offsets, index)
+        if column not in allowed:
+            message = (
+                f"unknown column {header[index]!r}: the manifest has {', '.join(MANIFEST_COLUMNS)}"
+                f" and optionally {', '.join(COST_COLUMNS)}"
+            )
+            problems.append(Problem(name, 1, col, message))
+        elif names.index(column) != index:
+            problems.append(Problem(name, 1, col, f"duplicate column {column!r}"))
+    for required in MANIFEST_COLUMNS:
+        if required not in names:
+            problems.append(Problem(name, 1, 1, f"missing column {required!r} in the header"))
+    if problems:
+        raise StudyFileError(problems)
+    return {column: index for index, column in enumerate(names)}
+
+
+def _at(offsets: list[int], index: int) -> int:
+    """The 1-based column where field `index` starts (1 when the line does not show it)."""
+    return offsets[index] if index < len(offsets) else 1
 
 
 def _clips_in_trials(session: Session, study: Study) -> dict[int, tuple[int, int]]:
@@ -164,3 +210,67 @@ def _row_problem(
     if path.stat().st_size > MAX_GIF_BYTES:
         return f"file {record['path']!r} is over {MAX_GIF_BYTES // 2**20} MiB"
     return None
+
+
+# --- render cost ----------------------------------------------------------------------------
+
+_DECIMAL = re.compile(r"(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+MAX_SECONDS = 86_400.0  # a day per clip: larger figures are milliseconds by mistake
+MAX_PASSES = 100_000
+MIN_MEMORY_BYTES = 2**20  # smaller figures are GiB or MiB written where bytes belong
+
+
+def _costs(record: dict[str, str]) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """The row's cost cells as telemetry ({} when none), and (column, message) per bad cell.
+    Blank cells are "not recorded" and left out."""
+    cost: dict[str, Any] = {}
+    bad: list[tuple[str, str]] = []
+    for column in COST_COLUMNS:
+        raw = record.get(column, "")
+        if not raw:
+            continue
+        try:
+            cost[column] = _COST_PARSERS[column](raw)
+        except ValueError as exc:
+            bad.append((column, f"{column} {raw[:40]!r}: {exc}"))
+    if cost.get("denoise_s", 0) > cost.get("total_s", math.inf):
+        bad.append(("denoise_s", "denoise_s is more than total_s, which includes it"))
+    return cost, bad
+
+
+def _seconds(raw: str) -> float:
+    if not _DECIMAL.fullmatch(raw) or not 0 < float(raw) <= MAX_SECONDS:
+        raise ValueError(f"expected seconds per clip, a number over 0 and up to {MAX_SECONDS:,.0f}")
+    return float(raw)
+
+
+def _passes(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit() or not 1 <= int(raw) <= MAX_PASSES:
+        raise ValueError(f"expected a whole number of denoiser (UNet) passes, 1 to {MAX_PASSES:,}")
+    return int(raw)
+
+
+def _memory(raw: str) -> int:
+    if not raw.isascii() or not raw.isdigit():
+        raise ValueError("expected a whole number of bytes, e.g. 12884901888 for 12 GiB")
+    if int(raw) < MIN_MEMORY_BYTES:
+        raise ValueError(
+            "this is in bytes, and under 1 MiB is no video model's peak; "
+            "write 12 GiB as 12884901888"
+        )
+    return int(raw)
+
+
+def _device(raw: str) -> str:
+    if len(raw) > MAX_DEVICE_CHARS or any(ord(ch) < 32 for ch in raw):
+        raise ValueError(f"expected a device name of at most {MAX_DEVICE_CHARS} characters")
+    return raw
+
+
+_COST_PARSERS: dict[str, Callable[[str], Any]] = {
+    "total_s": _seconds,
+    "denoise_s": _seconds,
+    "denoiser_passes": _passes,
+    "device": _device,
+    "peak_memory_bytes": _memory,
+}
