@@ -9,6 +9,11 @@
  *   pair, or a reload before it was assigned) it is asked for with GET next?after=<id>, which
  *   returns the same trial when asked again.
  * - Keys: 1/2/3 answer the focused (or first unanswered) question, Enter submits, R replays.
+ * - While the study's next pair is still being rendered (`waiting`), the page keeps the evaluator
+ *   and asks again by itself after the server's `retry_after`, backing off while nothing changes.
+ * - Timing on the page's monotonic clock goes with each answer: from receiving the pair as the
+ *   current one to both clips on screen (load), and from then to the answer (view). The server
+ *   judges the minimum viewing time and fast answers by it, not by its own queue-laden clock.
  * No build step, no dependencies.
  */
 (function () {
@@ -26,11 +31,14 @@
   var submitButton = $("submit");
   var fieldsets = Array.prototype.slice.call(form.querySelectorAll("fieldset.criterion"));
   var KEYS = { "1": "left", "2": "tie", "3": "right" };
-  var RETRY_MS = 15000;   // when no pair is ready yet
+  var RETRY_MS = 15000;   // when nothing is ready and nothing is coming (no retry_after given)
+  var WAIT_MAX_MS = 30000; // the longest a waiting page goes without asking again
 
   var current = null;     // { trial, blobs }
   var objectUrls = [];    // the URLs the two <img> show now
-  var revealedAt = 0;     // performance.now() when the pair appeared
+  var receivedAt = 0;     // performance.now() when the pair arrived as the current one
+  var revealedAt = 0;     // performance.now() when both clips appeared
+  var waits = 0;          // `waiting` answers in a row (for the back-off)
   var busy = false;       // a submit or a reveal is in progress
   var prefetch = null;    // { after, promise -> { trial, blobs: Promise } | null }
   var timer = null;
@@ -174,6 +182,17 @@
     }).catch(function () { return null; });
   }
 
+  /* Ask again later: after the server's hint, doubled while nothing changes, with jitter so
+   * that many waiting pages do not ask at the same moment. */
+  function askAgain(result) {
+    var ms = RETRY_MS;
+    if (result.status === "waiting" && result.retry_after) {
+      ms = Math.min(result.retry_after * 1000 * Math.pow(1.5, waits), WAIT_MAX_MS);
+      waits += 1;
+    }
+    setTimeout(function () { api(config.next).then(show).catch(fail); }, ms * (0.8 + 0.4 * Math.random()));
+  }
+
   /* Show a `next` answer of the API: a trial, the done page, or a wait message. */
   function show(result) {
     if (result.status === "done") {
@@ -183,10 +202,17 @@
     setProgress(result.progress);
     if (result.status !== "trial") {
       current = null;
-      setLoading(true, (result.message || "No pairs are ready yet.") + " This page checks again by itself.");
-      setTimeout(function () { api(config.next).then(show).catch(fail); }, RETRY_MS);
+      resetForm();  // the last pair's answers are not this one's
+      promptEl.textContent = "…";
+      stage.classList.toggle("is-waiting", result.status === "waiting");
+      setLoading(true, result.status === "waiting" ? result.message :
+        (result.message || "No pairs are ready yet.") + " This page checks again by itself.");
+      askAgain(result);
       return Promise.resolve();
     }
+    waits = 0;
+    stage.classList.remove("is-waiting");
+    receivedAt = performance.now();
     var trial = result.trial;
     current = null;
     setLoading(true);
@@ -249,9 +275,14 @@
     submitButton.setAttribute("aria-busy", "true");
     say("");
     var trialId = current.trial.id;
+    var now = performance.now();
+    var timing = {
+      load_seconds: Math.max(0, (revealedAt - receivedAt) / 1000),
+      view_seconds: Math.max(0, (now - revealedAt) / 1000)
+    };
     api(config.votes.replace("{id}", trialId), {
       method: "POST",
-      body: JSON.stringify({ votes: collected.votes })
+      body: JSON.stringify({ votes: collected.votes, timing: timing })
     }).then(function (response) {
       return show(response.next);
     }).catch(function (error) {

@@ -7,11 +7,12 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, update
 
+from app.clips.models import Clip
 from app.rating.models import Trial, Vote
 from app.studies.schemas import DEFAULT_CRITERIA
-from tests.rating_factories import invite_token, link, rating_study
+from tests.rating_factories import CRITERIA, invite_token, link, mark_clips_done, rating_study
 
 pytest_plugins = ["tests.browser"]  # the chromium fixture
 
@@ -123,6 +124,11 @@ def test_keyboard_only_session(
         if viewport == "phone":
             assert in_view(page, "#clip-left") and in_view(page, "#clip-right")  # sticky clips
         assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth")
+        if n == 1 and viewport == "laptop":
+            # A message under the questions does not push Submit off a 1280 x 800 screen.
+            page.evaluate("document.getElementById('form-message').textContent = 'x '.repeat(90)")
+            assert in_view(page, "#submit")
+            page.evaluate("document.getElementById('form-message').textContent = ''")
         if n == 1:
             page.screenshot(path=str(shots / f"rate-{viewport}-{db}-1-answered.png"))
             page.keyboard.press("Enter")  # too soon: the minimum viewing time is not over
@@ -162,4 +168,52 @@ def test_keyboard_only_session(
             ).all()
         )
         assert votes == {c: CHOICE[k] for c, k in zip(criteria, keys, strict=True)}
-        assert (trial.answered_at - trial.shown_at).total_seconds() >= MIN_VIEW
+        server = (trial.answered_at - trial.shown_at).total_seconds()
+        assert server >= MIN_VIEW
+        # The page's own timing went with each answer, within what the server saw.
+        assert trial.client_view_seconds >= MIN_VIEW
+        assert trial.client_load_seconds + trial.client_view_seconds <= server
+
+
+def test_a_waiting_evaluator_carries_on_by_itself(
+    live_server, chromium, session, settings, shots, database_url
+):
+    """Started while clips render: after the pairs that are ready the page waits (no done page,
+    no completion code) and carries on by itself once the next pair's clips are done."""
+    study = rating_study(session, settings, prompts=3, trials_per_evaluator=3, done=False)
+    mark_clips_done(session, settings, study, prompt_ids=[p.id for p in study.prompts[:2]])
+    last = study.prompts[2]
+    session.execute(update(Clip).where(Clip.prompt_id == last.id).values(status="rendering"))
+    session.commit()
+    base, invite = link(settings, study), invite_token(settings, study)
+    db = "pg" if database_url.startswith("postgresql") else "sqlite"
+    context = chromium.new_context(viewport=LAPTOP, device_scale_factor=1)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    page.goto(f"{live_server}{base}?invite={invite}")
+    assert "You will see 3 pairs" in page.locator("main").inner_text()
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**{base}/rate")
+    for n in (1, 2):
+        page.wait_for_function(
+            "(n) => document.getElementById('progress-n').textContent === String(n)"
+            " && !document.getElementById('stage').classList.contains('is-loading')",
+            arg=n,
+        )
+        for _ in CRITERIA:
+            page.keyboard.press("2")
+        page.keyboard.press("Enter")
+    page.wait_for_selector("#stage.is-waiting")
+    assert "being prepared" in page.locator("#stage-status").inner_text()
+    assert page.locator("#progress-title").inner_text() == "Pair 3 of 3"
+    page.screenshot(path=str(shots / f"rate-waiting-{db}.png"))
+    assert page.url.endswith("/rate")
+    mark_clips_done(session, settings, study, prompt_ids=[last.id])
+    session.commit()
+    page.wait_for_selector("#stage:not(.is-loading)", timeout=20_000)  # within a retry or two
+    assert both_clips_shown(page)
+    for _ in CRITERIA:
+        page.keyboard.press("1")
+    page.keyboard.press("Enter")
+    page.wait_for_url(f"**{base}/done")
+    context.close()

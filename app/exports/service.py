@@ -35,8 +35,8 @@ WRITE_ROWS = 1_000  # rows handed to the csv writer at once
 VOTE_COLUMNS = (
     "study", "vote_id", "trial_id", "evaluator", "external_id", "prompt_id", "prompt", "theme",
     "criterion", "left_arm", "right_arm", "choice", "winner", "left_clip", "right_clip",
-    "matchup_id", "position", "is_repeat", "shown_at", "answered_at", "response_ms", "flagged",
-    "flag_reason",
+    "matchup_id", "position", "is_repeat", "shown_at", "answered_at", "response_ms",
+    "client_load_ms", "client_view_ms", "flagged", "flag_reason",
 )  # fmt: skip
 CLIP_COLUMNS = (
     "study", "clip_id", "prompt_id", "prompt_position", "prompt", "theme", "seed", "arm",
@@ -164,6 +164,8 @@ def vote_rows(*, session: Session, study: Study) -> Iterator[tuple[Any, ...]]:
             timestamp_text(Trial.shown_at, dialect),
             timestamp_text(Trial.answered_at, dialect),
             millis_between(Trial.shown_at, Trial.answered_at, dialect),
+            Trial.client_load_seconds,
+            Trial.client_view_seconds,
             type_coerce(Trial.flagged, Integer),
             Trial.flag_reason,
         )
@@ -189,8 +191,8 @@ def _vote_row(
     external: dict[int, Any],
 ) -> tuple[Any, ...]:
     (vote_id, trial_id, evaluator, prompt_id, criterion, choice, a_on_left, arm_a, arm_b,
-     clip_a, clip_b, matchup_id, position, is_repeat, shown, answered, response_ms, flagged,
-     reason) = row  # fmt: skip
+     clip_a, clip_b, matchup_id, position, is_repeat, shown, answered, response_ms,
+     client_load, client_view, flagged, reason) = row  # fmt: skip
     left, right = (arm_a, arm_b) if a_on_left else (arm_b, arm_a)
     left_clip, right_clip = (clip_a, clip_b) if a_on_left else (clip_b, clip_a)
     winner = "tie" if choice == "tie" else arms[left if choice == "left" else right]
@@ -198,9 +200,14 @@ def _vote_row(
     return (
         study, vote_id, trial_id, evaluator, external.get(evaluator, ""), prompt_id, text, theme,
         criterion, arms[left], arms[right], choice, winner, left_clip, right_clip, matchup_id,
-        position, _BOOL[is_repeat], shown, answered, response_ms, _BOOL[flagged],
-        safe_cell(reason),
+        position, _BOOL[is_repeat], shown, answered, response_ms, _millis(client_load),
+        _millis(client_view), _BOOL[flagged], safe_cell(reason),
     )  # fmt: skip
+
+
+def _millis(seconds: float | None) -> int | None:
+    """The rating page's own timing (seconds) in whole milliseconds, like `response_ms`."""
+    return None if seconds is None else round(seconds * 1000)
 
 
 # --- clips --------------------------------------------------------------------------------------

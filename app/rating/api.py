@@ -6,8 +6,9 @@ load test without a browser. Authenticate with the `evaluator_token` from `join`
 
 Errors are JSON: `{"detail": {"code": "...", "message": "..."}}` with 401 (not joined), 403
 (invite required, study not open), 404 (unknown link or trial), 409 (study closed, pair answered
-differently, answered too early, not the current pair) or 422 (invalid votes). A refused request
-stores nothing.
+differently, answered too early, not the current pair) or 422 (invalid votes or timing). A refused
+request stores nothing. While the study's clips still render, `next` may answer `waiting` with a
+`retry_after`: the evaluator is not finished, the next pair is on its way.
 """
 
 from __future__ import annotations
@@ -114,6 +115,7 @@ def next_out(
         progress=schemas.Progress(**vars(result.progress)),
         completion_code=result.completion_code,
         message=result.message,
+        retry_after=result.retry_after,
     )
 
 
@@ -287,6 +289,7 @@ def _submit_votes(
             evaluator=evaluator,
             trial_id=trial_id,
             votes={k: v.value for k, v in body.votes.items()},
+            timing=body.timing,
         )
         read.close()
         study, evaluator = session.merge(study, load=False), session.merge(evaluator, load=False)

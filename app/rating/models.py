@@ -6,8 +6,8 @@ from datetime import datetime
 from sqlalchemy import (
     Boolean,
     CheckConstraint,
-    ForeignKey,
     Float,
+    ForeignKey,
     ForeignKeyConstraint,
     Index,
     Integer,

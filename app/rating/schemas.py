@@ -55,11 +55,15 @@ class NextOut(BaseModel):
     """The evaluator's current trial, or why there is none.
 
     - `trial`: rate `trial` next;
-    - `done`: the evaluator has finished (quota reached or no pairs left); see `completion_code`;
-    - `unavailable`: nothing to rate right now (no pairs ready yet, or nothing to prefetch yet).
+    - `done`: the evaluator has finished (quota reached, or every pair the study will have
+      judged); see `completion_code`;
+    - `waiting`: the evaluator is not finished, but the next pair is still being rendered: keep
+      the evaluator and ask again after `retry_after` seconds;
+    - `unavailable`: nothing to rate and nothing being rendered (the study's clips are not
+      queued yet), or, with `after`, nothing to prefetch yet.
     """
 
-    status: Literal["trial", "done", "unavailable"]
+    status: Literal["trial", "done", "waiting", "unavailable"]
     trial: TrialOut | None = None
     after: TrialOut | None = Field(
         default=None,
@@ -71,6 +75,9 @@ class NextOut(BaseModel):
     progress: Progress
     completion_code: str | None = None
     message: str | None = None
+    retry_after: float | None = Field(
+        default=None, description="With `waiting`: seconds after which to ask again."
+    )
 
 
 class JoinIn(BaseModel):
@@ -91,6 +98,21 @@ class JoinOut(BaseModel):
     progress: Progress
 
 
+class ClientTiming(BaseModel):
+    """Measured on the client's monotonic clock (e.g. `performance.now()`), in seconds."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    load_seconds: float = Field(
+        ge=0,
+        le=86_400,
+        description="From receiving the pair as the current one to both clips on screen.",
+    )
+    view_seconds: float = Field(
+        ge=0, le=86_400, description="From both clips on screen to the answer given."
+    )
+
+
 class VotesIn(BaseModel):
     """One answer per criterion of the study: all of them, nothing else."""
 
@@ -99,6 +121,11 @@ class VotesIn(BaseModel):
     votes: dict[str, Choice] = Field(
         description="criterion key -> left | right | tie (relative to the sides shown)",
         examples=[{"overall_quality": "left", "motion_naturalness": "tie"}],
+    )
+    timing: ClientTiming | None = Field(
+        default=None,
+        description="The client's own measurement of this trial. Without it, response times "
+        "are the server's (which include network and queueing).",
     )
 
 

@@ -52,6 +52,7 @@ from app.db import utcnow
 from app.ops.metrics import count_on_commit
 from app.rating import tokens
 from app.rating.models import Choice, Evaluator, Matchup, Trial, Vote
+from app.rating.schemas import ClientTiming
 from app.studies.models import Prompt, Study, StudyStatus
 from app.studies.studyfile import RatingSpec
 
@@ -126,6 +127,11 @@ class TooEarlyError(RatingError):
     code = "too_early"
 
 
+class TimingError(RatingError):
+    status_code = 422
+    code = "invalid_timing"
+
+
 # --- results ----------------------------------------------------------------------------------
 
 
@@ -137,7 +143,11 @@ class Progress:
 
 @dataclass(frozen=True)
 class NextResult:
-    status: Literal["trial", "done", "unavailable"]
+    """`trial`; `done` (finished: quota met, or every pair there will be judged); `waiting`
+    (pairs are still to come: ask again after `retry_after` seconds); `unavailable` (nothing
+    to rate and nothing coming yet, or nothing to prefetch yet)."""
+
+    status: Literal["trial", "done", "waiting", "unavailable"]
     progress: Progress
     trial: Trial | None = None
     prompt: str | None = None  # the trial's prompt text
@@ -147,6 +157,7 @@ class NextResult:
     after: Trial | None = None  # the trial assigned ahead of `trial` (its clips can preload)
     after_prompt: str | None = None
     after_clips: tuple[int, int] | None = None
+    retry_after: float | None = None  # seconds, with `waiting`
 
 
 @dataclass(frozen=True)
@@ -499,13 +510,17 @@ def _state(session: Session, evaluator: Evaluator) -> _State:
     return state
 
 
-def count_ready_pairs(*, session: Session, study: Study) -> int:
-    """Pairs of done clips per prompt: the ready matchups once `ensure_matchups` has run (counted
-    from the clips, so it is right even before it has)."""
+# Clips that will be done without anyone acting: their pairs are still to come. Pending clips
+# (never queued), failed and cancelled ones are not: an evaluator does not wait for them.
+_COMING = (ClipStatus.queued, ClipStatus.rendering)
+
+
+def _count_pairs(session: Session, study: Study, statuses: tuple[ClipStatus, ...]) -> int:
+    """Pairs of clips per prompt among the study's clips in `statuses`."""
     per_prompt = (
         select(func.count(Clip.id).label("k"))
         .join(Prompt, Prompt.id == Clip.prompt_id)
-        .where(Prompt.study_id == study.id, Clip.status == ClipStatus.done)
+        .where(Prompt.study_id == study.id, Clip.status.in_(statuses))
         .group_by(Clip.prompt_id)
         .subquery()
     )
@@ -513,23 +528,36 @@ def count_ready_pairs(*, session: Session, study: Study) -> int:
     return int(pairs or 0)
 
 
-# Ready pairs per study, remembered while they cover the quota: then the plan does not depend on
-# their exact number, and counting them (a GROUP BY over the study's clips) is skipped.
-_READY: dict[tuple[str, int, datetime | None], tuple[float, int]] = {}
-_READY_TTL = 30.0  # seconds
+def count_ready_pairs(*, session: Session, study: Study) -> int:
+    """Pairs of done clips per prompt: the ready matchups once `ensure_matchups` has run (counted
+    from the clips, so it is right even before it has)."""
+    return _count_pairs(session, study, (ClipStatus.done,))
 
 
-def _plan(session: Session, study: Study) -> tuple[int, int]:
-    """(fresh trials, repeats) an evaluator of this study gets: the quota (or every ready
-    pair) and the study's repeats, bounded by what exists."""
+def count_possible_pairs(*, session: Session, study: Study) -> int:
+    """Pairs ready now plus those still to come (a clip of the pair queued or rendering)."""
+    return _count_pairs(session, study, (ClipStatus.done, *_COMING))
+
+
+# Possible pairs per study, remembered while they cover the quota: then the plan does not depend
+# on their exact number, and counting them (a GROUP BY over the study's clips) is skipped.
+_POSSIBLE: dict[tuple[str, int, datetime | None], tuple[float, int]] = {}
+_POSSIBLE_TTL = 30.0  # seconds
+
+
+def _plan(session: Session, study: Study, *, exact: bool = False) -> tuple[int, int]:
+    """(fresh trials, repeats) an evaluator of this study gets: the quota, or every pair, bounded
+    by the pairs that exist or are still to come, not by those ready now, so an evaluator who
+    starts while clips render is not finished early. `exact`: count now, whatever is cached."""
     spec = rating_spec(study)
     quota = spec.trials_per_evaluator
     key = (str(session.get_bind().url), study.id, study.created_at)
-    checked_at, ready = _READY.get(key, (0.0, 0))
-    if not quota or ready < quota or time.monotonic() - checked_at > _READY_TTL:
-        ready = count_ready_pairs(session=session, study=study)
-        _READY[key] = (time.monotonic(), ready)
-    fresh = min(quota, ready) if quota else ready
+    checked_at, possible = _POSSIBLE.get(key, (0.0, 0))
+    stale = time.monotonic() - checked_at > _POSSIBLE_TTL
+    if exact or not quota or possible < quota or stale:
+        possible = count_possible_pairs(session=session, study=study)
+        _POSSIBLE[key] = (time.monotonic(), possible)
+    fresh = min(quota, possible) if quota else possible
     return fresh, min(spec.repeat_trials, fresh)
 
 
@@ -778,7 +806,10 @@ def _assign(
     now: datetime,
     shown: bool,
     plan: tuple[int, int],
+    exact: bool = False,
 ) -> tuple[Trial | None, Literal["quota", "exhausted", "wait"] | None]:
+    """A new trial for the evaluator, or why there is none: "quota" (all planned trials are
+    assigned), "exhausted" (no repeat can be made), "wait" (pairs still to come)."""
     fresh_total, repeat_total = plan
     if state.total >= fresh_total + repeat_total:
         return None, "quota"
@@ -810,6 +841,22 @@ def _assign(
             # Clips done (or imported) whose matchups were not made yet: make them, try again.
             if attempt or not ensure_matchups(session=session, study=study):
                 break
+        # None ready for this evaluator. The plan counts pairs still to come, so they wait,
+        # unless the plan was stale (a clip failed or was cancelled meanwhile): then re-plan.
+        if not exact:
+            now_plan = _plan(session, study, exact=True)
+            if now_plan != plan:
+                return _assign(
+                    session,
+                    study=study,
+                    evaluator=evaluator,
+                    state=state,
+                    now=now,
+                    shown=shown,
+                    plan=now_plan,
+                    exact=True,
+                )
+        return None, "wait"
     return None, "exhausted"
 
 
@@ -918,14 +965,30 @@ def current_trial(
     )
     if trial is not None:
         return _trial_result(session, study=study, state=state, trial=trial, plan=plan)
-    if reason == "wait" or state.answered == 0:
+    if reason == "wait":
+        return _waiting(state, plan)
+    if state.answered == 0:  # nothing rendered, queued or rendering: an admin must act
         return NextResult(
             status="unavailable",
             progress=_progress(state, plan),
             message="No pairs are ready to rate yet. Please come back a little later.",
         )
     _complete(session, study=study, evaluator=evaluator, state=state, now=now)
-    return _done(session, study=study, evaluator=evaluator, state=state, plan=plan)
+    return _done(session, study=study, evaluator=evaluator, state=state)  # re-planned, maybe
+
+
+# How soon a waiting evaluator's page asks again (clips of a pair finish seconds apart on a GPU).
+WAIT_RETRY_SECONDS = 5.0
+
+
+def _waiting(state: _State, plan: tuple[int, int]) -> NextResult:
+    return NextResult(
+        status="waiting",
+        progress=_progress(state, plan),
+        retry_after=WAIT_RETRY_SECONDS,
+        message="More pairs are being prepared. Please keep this page open: it carries on by "
+        "itself as soon as the next pair is ready.",
+    )
 
 
 def evaluator_state(*, session: Session, evaluator: Evaluator) -> _State:
@@ -997,19 +1060,24 @@ def trial_after(
         return _trial_result(session, study=study, state=state, trial=later[0])
     plan = _plan(session, study)
     if state.open[0].id != trial.id or trial.position != state.last_position:
-        result_trial, reason = None, "wait"  # only one trial is assigned ahead of the current one
-    else:
-        result_trial, reason = _assign(
-            session, study=study, evaluator=evaluator, state=state, now=now, shown=False, plan=plan
-        )
-    if result_trial is None:
-        last = reason in ("quota", "exhausted")
+        # Only one trial is assigned ahead of the current one.
         return NextResult(
-            status="done" if last else "unavailable",
+            status="unavailable",
             progress=_progress(state, plan),
-            message="This is the last pair." if last else "The next pair is not assigned yet.",
+            message="The next pair is not assigned yet.",
         )
-    return _trial_result(session, study=study, state=state, trial=result_trial, plan=plan)
+    result_trial, reason = _assign(
+        session, study=study, evaluator=evaluator, state=state, now=now, shown=False, plan=plan
+    )
+    if result_trial is not None:
+        return _trial_result(session, study=study, state=state, trial=result_trial, plan=plan)
+    if reason == "wait":
+        return _waiting(state, plan)
+    return NextResult(
+        status="done",
+        progress=_progress(state, _plan(session, study)),  # re-planned, maybe
+        message="This is the last pair.",
+    )
 
 
 # --- votes ------------------------------------------------------------------------------------
@@ -1052,7 +1120,7 @@ class Submission:
 
     trial: Trial
     votes: dict[str, Choice]
-    values: dict[str, object]  # the trial's columns to set: answered_at, flagged, flag_reason
+    values: dict[str, object]  # the trial's columns to set: answered_at, flags, client timing
     state: _State  # the evaluator's trials when checked
     stored: SubmitResult | None = None  # this very answer was stored already
 
@@ -1064,11 +1132,16 @@ def check_submission(
     evaluator: Evaluator,
     trial_id: int,
     votes: dict[str, str],
+    timing: ClientTiming | None = None,
     now: datetime | None = None,
     state: _State | None = None,
 ) -> Submission:
     """Everything `submit_votes` checks, without writing: raises RatingError for a refused
-    answer; `stored` is set when the same answer is already stored (a repeat or double click)."""
+    answer; `stored` is set when the same answer is already stored (a repeat or double click).
+
+    `timing`: the client's own load and view times; the viewing time that the minimum viewing
+    time and the fast flag judge is the client's when given (checked against the server's, which
+    includes queueing and network), else the server's."""
     now = now or utcnow()
     if study.status == StudyStatus.closed:
         check_open(study)
@@ -1088,7 +1161,7 @@ def check_submission(
     if trial.shown_at is None:
         raise NotCurrentError("This pair is not shown yet: answer the current pair first.")
     spec = rating_spec(study)
-    elapsed = (now - trial.shown_at).total_seconds()
+    elapsed = _viewing_seconds(timing, server=(now - trial.shown_at).total_seconds())
     if elapsed < spec.min_view_seconds:
         wait = math.ceil(spec.min_view_seconds - elapsed)
         raise TooEarlyError(
@@ -1106,8 +1179,34 @@ def check_submission(
         "answered_at": now,
         "flagged": bool(reasons),
         "flag_reason": "; ".join(reasons)[:200] if reasons else None,
+        "client_load_seconds": timing.load_seconds if timing else None,
+        "client_view_seconds": timing.view_seconds if timing else None,
     }
     return Submission(trial=trial, votes=checked, values=values, state=state)
+
+
+# The client's clock may run this much faster than the server's (a fraction), plus the two
+# timestamps' resolution; anything beyond cannot have happened between shown and answered.
+_CLOCK_DRIFT = 0.001
+_CLOCK_SLACK = 0.05
+
+
+def _viewing_seconds(timing: ClientTiming | None, *, server: float) -> float:
+    """The viewing time to judge: the client's when given and possible, the server's without.
+
+    The page receives the pair after the server marked it shown and answers before the server
+    receives the answer, so the client's load + view cannot exceed the server's elapsed time."""
+    if timing is None:
+        return server
+    reported = timing.load_seconds + timing.view_seconds
+    if reported > server * (1 + _CLOCK_DRIFT) + _CLOCK_SLACK:
+        raise TimingError(
+            f"The reported timing (load {timing.load_seconds:.3f} s + view "
+            f"{timing.view_seconds:.3f} s) is longer than the {server:.3f} s between the pair "
+            "being shown and this answer arriving, so it cannot be right. Measure both on a "
+            "monotonic clock from when the pair arrived as the current one. Nothing was stored."
+        )
+    return timing.view_seconds
 
 
 # Conditional: of two concurrent submits one stores; RETURNING sees a release that committed
@@ -1119,6 +1218,8 @@ _ANSWER = (
         answered_at=bindparam("answered_at"),
         flagged=bindparam("flagged"),
         flag_reason=bindparam("flag_reason"),
+        client_load_seconds=bindparam("client_load_seconds"),
+        client_view_seconds=bindparam("client_view_seconds"),
     )
     .returning(_TRIAL.c.released_at)
 )
@@ -1176,6 +1277,7 @@ def submit_votes(
     evaluator: Evaluator,
     trial_id: int,
     votes: dict[str, str],
+    timing: ClientTiming | None = None,
     now: datetime | None = None,
 ) -> SubmitResult:
     """Store one answer per criterion for a trial, all at once (the caller commits).
@@ -1185,7 +1287,13 @@ def submit_votes(
     """
     _lock_evaluator(session, evaluator)
     submission = check_submission(
-        session=session, study=study, evaluator=evaluator, trial_id=trial_id, votes=votes, now=now
+        session=session,
+        study=study,
+        evaluator=evaluator,
+        trial_id=trial_id,
+        votes=votes,
+        timing=timing,
+        now=now,
     )
     return store_submission(
         session=session, study=study, evaluator=evaluator, submission=submission
