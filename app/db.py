@@ -3,7 +3,7 @@
 SQLite (the embedded default) runs in WAL mode with a busy timeout, and write transactions start
 with `BEGIN IMMEDIATE`: a deferred transaction that reads then writes cannot upgrade its read lock
 while another writer waits, which under concurrent evaluators gives "database is locked" errors
-(measured, see DESIGN.md). Writers queue for `BEGIN IMMEDIATE` on a WriteLock (below) rather than
+(measured: docs/measurements.md). Writers queue for `BEGIN IMMEDIATE` on a WriteLock (below) rather than
 in SQLite's busy handler; read-only sessions begin DEFERRED and never wait for writers (WAL).
 """
 

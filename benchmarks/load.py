@@ -29,7 +29,8 @@ balancer; see `Server` for why not `--workers W`), with `VIDARENA_ENV=production
 disabled (`VIDARENA_RATE_LIMIT_*_PER_MINUTE=0`: every simulated evaluator joins from 127.0.0.1),
 `VIDARENA_LOG_LEVEL=WARNING` (no access lines) and `PROMETHEUS_MULTIPROC_DIR` set as
 docker-compose.yml does. `--pin` pins each uvicorn process to a core of its own with `taskset`
-(DESIGN.md: sync endpoints' threads fight over the GIL when one process spreads across cores).
+(docs/measurements.md: sync endpoints' threads fight over the GIL when one process spreads
+across cores).
 The load generator (asyncio + aiohttp) runs on the same machine and its CPU use is reported
 beside the server's. Loopback only; every phase stops by
 itself after its duration.

@@ -60,3 +60,37 @@ def test_readme_quick_start_commands_exist_in_makefile():
         assert re.search(rf"^{target}:", makefile, re.M)
     ci = (Path(__file__).resolve().parent.parent / ".ci" / "run").read_text()
     assert "make test" in ci
+
+
+def tracked_text_files() -> list[Path]:
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    names = subprocess.run(
+        ["git", "ls-files"], cwd=root, capture_output=True, text=True, check=True
+    ).stdout.split()
+    suffixes = {".py", ".md", ".html", ".js", ".css", ".toml", ".yml", ".ini", ".txt", ""}
+    return [root / n for n in names if Path(n).suffix in suffixes and (root / n).is_file()]
+
+
+def test_nothing_cites_a_document_outside_the_repository():
+    # What the code and docs rely on lives in docs/, not in a design brief nobody else has.
+    outside = re.compile(r"\bDESIGN\.md\b|\.\./shared/")
+    citing = [
+        str(p)
+        for p in tracked_text_files()
+        if p.name != "test_docs.py" and outside.search(p.read_text(errors="replace"))
+    ]
+    assert not citing, f"files citing documents outside the repository: {citing}"
+
+
+def test_relative_links_in_markdown_resolve():
+    root = Path(__file__).resolve().parent.parent
+    broken = []
+    for doc in [root / "README.md", *sorted((root / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (doc.parent / target).exists():
+                broken.append(f"{doc.relative_to(root)} -> {target}")
+    assert not broken, f"broken links: {broken}"
