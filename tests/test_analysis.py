@@ -486,26 +486,189 @@ def test_agreement_uses_arm_relative_values():
     assert krippendorff.alpha(reliability_data=side, level_of_measurement="nominal") < 0.5
 
 
-def test_agreement_matches_reference_on_simulated_votes():
-    records = simulate(seed=8, rates={"overall_quality": 0.8}, n_prompts=15, n_evaluators=12)
-    table = table_of(records)
-    results = {r.criterion: r for r in agreement(table)}
-    # rebuild the coders x units matrix by hand from first showings (arm-relative values)
-    units = sorted({r.matchup_id for r in records})
-    coders = sorted({r.evaluator for r in records})
+def winner_of(r: VoteRecord) -> str:
+    return {"left": r.arm_left, "right": r.arm_right}.get(r.choice, "tie")
+
+
+def reference_alpha(records, criterion: str, level: str, *, seed: int = 0) -> tuple[float, int]:
+    """(alpha, pairable matchups) from the `krippendorff` package over first showings: each
+    matchup coded with its two arms taken in a random order, then once more the other way round
+    (its mirror image)."""
+    rng = random.Random(seed)
+    firsts = [r for r in records if r.criterion == criterion and not r.is_repeat]
+    units = sorted({r.matchup_id for r in firsts})
+    coders = sorted({r.evaluator for r in firsts})
+    arms = {u: rng.sample(sorted(u[1:]), 2) for u in units}  # matchup_id = (prompt, a, b)
+    data = np.full((len(coders), len(units)), np.nan)
+    for r in firsts:
+        i, j = coders.index(r.evaluator), units.index(r.matchup_id)
+        if np.isnan(data[i, j]):
+            data[i, j] = {arms[r.matchup_id][0]: 0, "tie": 1, arms[r.matchup_id][1]: 2}[
+                winner_of(r)
+            ]
+    pairable = int(((~np.isnan(data)).sum(axis=0) >= 2).sum())
+    both = np.hstack([data, 2 - data])
+    return krippendorff.alpha(reliability_data=both, level_of_measurement=level), pairable
+
+
+@pytest.mark.parametrize("level", ["nominal", "ordinal", "interval"])
+@pytest.mark.parametrize("arms", [ARMS, ("lightning", "animatediff", "cogvideo")])
+def test_agreement_matches_reference_on_simulated_votes(level, arms):
+    strengths = {"lightning": 0.8, "animatediff": 0.0, "cogvideo": -0.4} if len(arms) > 2 else None
+    records = simulate(
+        seed=8,
+        arms=arms,
+        rates={"overall_quality": 0.8},
+        strengths=strengths,
+        n_prompts=15,
+        n_evaluators=12,
+        repeat_share=0.2,
+    )
+    results = {r.criterion: r for r in agreement(table_of(records, arms=arms), level=level)}
     for crit in ("overall_quality", "motion_amplitude"):
-        data = np.full((len(coders), len(units)), np.nan)
-        for r in records:
-            if r.criterion != crit or r.is_repeat:
-                continue
-            winner = {"left": r.arm_left, "right": r.arm_right}.get(r.choice, "tie")
-            value = {"animatediff": 0, "tie": 1, "lightning": 2}[winner]
-            i, j = coders.index(r.evaluator), units.index(r.matchup_id)
-            if np.isnan(data[i, j]):
-                data[i, j] = value
-        ref = krippendorff.alpha(reliability_data=data, level_of_measurement="nominal")
-        assert results[crit].alpha == pytest.approx(ref, abs=1e-10)
-        assert results[crit].level == "nominal"
+        for seed in range(3):  # whichever way round each matchup is first coded
+            ref, pairable = reference_alpha(records, crit, level, seed=seed)
+            assert results[crit].alpha == pytest.approx(ref, abs=1e-10)
+            assert results[crit].n_units == pairable
+            assert results[crit].level == level
+
+
+def test_alpha_of_independent_evaluators_sharing_a_preference_by_simulation():
+    """Evaluators answering independently (tie with probability t, else the preferred arm with
+    probability p) agree on a pair with probability t^2 + (1 - t)^2 (p^2 + (1 - p)^2); answers
+    given without regard to which clip is which agree with probability t^2 + (1 - t)^2 / 2.
+    Alpha is the agreement beyond the latter, whichever arm each pair names first."""
+    for p, t in [(0.5, 0.3), (0.8, 0.3), (0.95, 0.0), (0.7, 0.6)]:
+        records = simulate(
+            seed=12,
+            criteria=("q",),
+            rates={"q": p},
+            tie_rate=t,
+            n_prompts=200,
+            n_evaluators=40,
+            trials_per_evaluator=100,
+        )
+        agree = t**2 + (1 - t) ** 2 * (p**2 + (1 - p) ** 2)
+        chance = t**2 + (1 - t) ** 2 / 2
+        alpha = agreement(table_of(records, criteria=("q",)))[0].alpha
+        assert alpha == pytest.approx((agree - chance) / (1 - chance), abs=0.02), (p, t)
+
+
+def test_every_statistic_ignores_the_order_of_arms_criteria_and_votes(no_gc_in_multipletests):
+    """The same votes, arms and criteria listed in every order and votes shuffled: every
+    statistic is the same, arm by arm and criterion by criterion."""
+    arms = ("lightning", "animatediff", "cogvideo")
+    criteria = ("overall_quality", "motion_amplitude", "video_text_relevance")
+    records = simulate(
+        seed=21,
+        arms=arms,
+        criteria=criteria,
+        strengths={"lightning": 0.6, "animatediff": 0.0, "cogvideo": -0.3},
+        n_prompts=12,
+        n_evaluators=10,
+        trials_per_evaluator=24,
+        repeat_share=0.3,
+        repeat_noise=0.4,
+    )
+    pairs = [("lightning", "animatediff"), ("cogvideo", "lightning"), ("animatediff", "cogvideo")]
+    filters = [{}, {"exclude_flagged": True}, {"exclude_evaluators": {"ev1", "ev4"}}]
+
+    def statistics(arm_order, crit_order, votes):
+        table = VoteTable.from_records(votes, arms=arm_order, criteria=crit_order)
+        out = {}
+        for i, options in enumerate(filters):
+            counts = table.counts(**options)
+            found = [
+                *pairwise_summary(counts, pairs=pairs, margin=0.1).overall,
+                *pairwise_summary(counts, pairs=pairs).by_theme,
+                *pairwise_summary(counts, pairs=pairs).power,
+                *pairwise_summary(counts).position_bias,
+                *pairwise_summary(counts).arm_preference,
+                *agreement(table, **options),
+                *evaluator_quality(table, **options),
+            ]
+            boot = bootstrap_summary(table, n_boot=200, seed=3, pairs=pairs, **options)
+            found += boot.win_rates
+            for source, fits in (("point", bradley_terry(counts)), ("boot", boot.bradley_terry)):
+                for bt in fits:
+                    found += [((source, bt.criterion), s) for s in bt.strengths]
+                    found.append(((source, None), dataclasses.replace(bt, strengths=())))
+            for r in found:
+                crit, r = r if isinstance(r, tuple) else (None, r)
+                row = r.as_row()
+                names = ("criterion", "theme", "arm", "opponent", "evaluator", "n_boot")
+                key = (i, type(r).__name__, crit, *(row.get(n) for n in names))
+                assert key not in out, key
+                out[key] = row
+        return out
+
+    reference = statistics(arms, criteria, records)
+    assert any(k[1] == "AgreementResult" and v["alpha"] for k, v in reference.items())
+    shuffled = list(records)
+    random.Random(5).shuffle(shuffled)
+    for n, arm_order in enumerate(itertools.permutations(arms)):
+        crit_order = criteria[n % 3 :] + criteria[: n % 3]
+        got = statistics(arm_order, crit_order, shuffled if n % 2 else records)
+        assert set(got) == set(reference)
+        for key, row in reference.items():
+            assert set(got[key]) == set(row)
+            for name, value in row.items():
+                if isinstance(value, float):
+                    assert math.isclose(got[key][name], value, rel_tol=1e-9, abs_tol=1e-9), (
+                        arm_order,
+                        key,
+                        name,
+                    )
+                else:
+                    assert got[key][name] == value, (arm_order, key, name)
+
+
+def test_agreement_and_evaluator_quality_use_only_the_selected_votes():
+    """Repeat consistency (and alpha, and evaluator quality) from exactly the votes a filter
+    keeps: a repeat pair counts only when both of its votes are kept. Checked by hand and
+    against the statistics of a table built from the kept votes alone."""
+    records = simulate(seed=11, n_evaluators=10, repeat_share=0.5, repeat_noise=0.5)
+    table = table_of(records)
+    assert sum(r.flagged and r.is_repeat for r in records) > 0
+    seen = set()
+    for options in [
+        {},
+        {"exclude_flagged": True},
+        {"exclude_evaluators": {"ev1", "ev2"}},
+        {"exclude_flagged": True, "exclude_evaluators": {"ev3"}},
+    ]:
+        drop = options.get("exclude_evaluators", set())
+        kept = [
+            r
+            for r in records
+            if r.evaluator not in drop and not (options.get("exclude_flagged") and r.flagged)
+        ]
+        results = agreement(table, **options)
+        filtered = table.where(table.mask(include_repeats=True, **options))
+        assert agreement(filtered) == results  # filtering first is the same
+        alone = agreement(table_of(kept))
+        for r, a in zip(results, alone, strict=True):
+            assert dataclasses.astuple(r) == pytest.approx(dataclasses.astuple(a), abs=1e-12)
+        for r in results:
+            first: dict[tuple, str] = {}  # the earliest showing (votes are in trial order)
+            for v in kept:
+                if v.criterion == r.criterion and not v.is_repeat:
+                    first.setdefault((v.evaluator, v.matchup_id), winner_of(v))
+            same = [
+                first[(v.evaluator, v.matchup_id)] == winner_of(v)
+                for v in kept
+                if v.criterion == r.criterion
+                and v.is_repeat
+                and (v.evaluator, v.matchup_id) in first
+            ]
+            assert r.n_repeat_pairs == len(same) > 0
+            assert r.repeat_consistency == pytest.approx(sum(same) / len(same))
+            assert r.alpha == pytest.approx(reference_alpha(kept, r.criterion, "nominal")[0])
+        seen.add(sum(r.n_repeat_pairs for r in results))
+        quality = evaluator_quality(table, **options)
+        assert quality == evaluator_quality(table_of(kept))
+        assert {q.evaluator for q in quality} == {v.evaluator for v in kept}
+    assert len(seen) == 4  # every filter changes the repeat pairs
 
 
 def test_evaluator_quality_and_repeat_consistency():

@@ -13,6 +13,7 @@ from app.analysis.agreement import (
     alpha_from_unit_counts,
     evaluator_quality,
     krippendorff_alpha,
+    mirrored_alpha,
 )
 from app.analysis.bradley_terry import (
     DEFAULT_RIDGE,
@@ -104,6 +105,7 @@ __all__ = [
     "fit_davidson",
     "holm",
     "krippendorff_alpha",
+    "mirrored_alpha",
     "non_inferiority",
     "normal_power",
     "pairwise_summary",

@@ -8,10 +8,21 @@ from the coincidence matrix: for every unit u with m_u >= 2 values and value cou
 
 with delta_ck = [c != k] (nominal), (c - k)^2 (interval) or the ordinal metric
 (sum_{g=c..k} n_g - (n_c + n_k) / 2)^2. Units are matchups, coders are evaluators and the value is
-the ARM-relative outcome, ordered (first arm of the pair wins, tie, second arm wins): an evaluator
-who saw Lightning on the left and one who saw it on the right agree when both prefer Lightning.
+the ARM-relative outcome, ordered (one arm of the pair wins, tie, the other arm wins): an
+evaluator who saw Lightning on the left and one who saw it on the right agree when both prefer
+Lightning.
+
+Which arm of a pair counts as "one" is arbitrary, and with three or more arms no single choice
+is consistent across pairs (A-B, B-C, C-A), yet it moves the pooled value counts n_c and with
+them the expected disagreement. So every unit is coded both ways round: alpha is computed on
+the units together with their mirror images (first and second arm swapped). Expected agreement
+is then that of answers given without regard to which clip is which (ties as often as seen,
+either arm equally often), alpha does not depend on the order, names or orientation of arms,
+and a study where every evaluator prefers the same arm of every pair has alpha = 1.
+
 Only first showings are coded (a repeat is the same coder coding the same unit again: it is used
-for test-retest consistency instead).
+for test-retest consistency instead). Filters select the votes: a repeat pair counts only when
+both of its votes are selected.
 """
 
 from __future__ import annotations
@@ -95,17 +106,32 @@ def krippendorff_alpha(reliability_data: Any, *, level: Level = "nominal") -> fl
     return alpha_from_unit_counts(uc, level=level, values=values)[0]
 
 
-def _repeat_pairs(table: VoteTable) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """For each repeat vote that has a first showing (same evaluator, matchup, criterion):
-    (evaluator code, criterion code, same arm-relative answer?)."""
+def mirrored_alpha(
+    unit_counts: np.ndarray, *, level: Level = "nominal"
+) -> tuple[float | None, float | None, float | None, int, int]:
+    """`alpha_from_unit_counts` of arm-relative (first wins, tie, second wins) unit counts,
+    coded both ways round (each unit and its mirror image), so that which arm of a pair is the
+    first one does not matter. Unit and value counts are those of the real units."""
+    uc = np.asarray(unit_counts, dtype=float)
+    alpha, d_o, d_e, n_units, n_pairable = alpha_from_unit_counts(
+        np.vstack([uc, uc[:, ::-1]]), level=level
+    )
+    return alpha, d_o, d_e, n_units // 2, n_pairable // 2
+
+
+def _repeat_pairs(
+    table: VoteTable, selected: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """For each selected repeat vote whose first showing (same evaluator, matchup, criterion)
+    is selected too: (evaluator code, criterion code, same arm-relative answer?)."""
     c = max(len(table.criteria), 1)
     n_m = int(table.matchup.max(initial=0)) + 1
     key = (table.evaluator.astype(np.int64) * n_m + table.matchup) * c + table.criterion
-    orig = ~table.is_repeat
+    orig = selected & ~table.is_repeat
     okey, oout = key[orig], table.outcome[orig]
-    order = np.argsort(okey, kind="stable")  # first showing wins when duplicated
+    order = np.lexsort((table.trial[orig], okey))  # the earliest trial wins when duplicated
     okey, oout = okey[order], oout[order]
-    rep = np.flatnonzero(table.is_repeat)
+    rep = np.flatnonzero(selected & table.is_repeat)
     if rep.size == 0 or okey.size == 0:
         empty = np.zeros(0, dtype=np.int64)
         return empty, empty, np.zeros(0, dtype=bool)
@@ -123,19 +149,21 @@ def agreement(
     exclude_flagged: bool = False,
     exclude_evaluators: Collection[Any] = (),
 ) -> tuple[AgreementResult, ...]:
-    """Krippendorff's alpha and repeat consistency per criterion."""
-    mask = table.mask(
-        include_repeats=False,
+    """Krippendorff's alpha and repeat consistency per criterion, both from the selected votes."""
+    selected = table.mask(
+        include_repeats=True,
         exclude_flagged=exclude_flagged,
         exclude_evaluators=exclude_evaluators,
     )
     n_m = int(table.matchup.max(initial=-1)) + 1
-    _, rep_crit, rep_same = _repeat_pairs(table)
-    # keep one value per (evaluator, matchup, criterion): the first showing
+    _, rep_crit, rep_same = _repeat_pairs(table, selected)
+    # keep one value per (evaluator, matchup, criterion): the first showing (the earliest
+    # trial, should there be two)
     c_len = max(len(table.criteria), 1)
     key = (table.evaluator.astype(np.int64) * max(n_m, 1) + table.matchup) * c_len
     key = key + table.criterion
-    sel = np.flatnonzero(mask)
+    sel = np.flatnonzero(selected & ~table.is_repeat)
+    sel = sel[np.argsort(table.trial[sel], kind="stable")]
     _, first = np.unique(key[sel], return_index=True)
     sel = sel[first]
     out = []
@@ -144,7 +172,7 @@ def agreement(
         uc = np.zeros((max(n_m, 0), 3))
         if rows.size:
             np.add.at(uc, (table.matchup[rows], _ORDERED[table.outcome[rows]]), 1)
-        alpha, d_o, d_e, n_units, n_pairable = alpha_from_unit_counts(uc, level=level)
+        alpha, d_o, d_e, n_units, n_pairable = mirrored_alpha(uc, level=level)
         pairable_units = np.flatnonzero(uc.sum(axis=1) >= 2)
         coders = np.unique(table.evaluator[rows[np.isin(table.matchup[rows], pairable_units)]])
         same = rep_same[rep_crit == ci]
@@ -165,9 +193,22 @@ def agreement(
     return tuple(out)
 
 
-def evaluator_quality(table: VoteTable) -> tuple[EvaluatorQuality, ...]:
-    """Per evaluator, over ALL their votes (repeats and flagged trials included): trials,
-    flagged share, test-retest consistency, side and tie habits. Sorted by evaluator."""
+def evaluator_quality(
+    table: VoteTable,
+    *,
+    exclude_flagged: bool = False,
+    exclude_evaluators: Collection[Any] = (),
+) -> tuple[EvaluatorQuality, ...]:
+    """Per evaluator with selected votes, over all of them (repeats included, flagged trials too
+    unless excluded): trials, flagged share, test-retest consistency, side and tie habits.
+    Sorted by evaluator."""
+    table = table.where(
+        table.mask(
+            include_repeats=True,
+            exclude_flagged=exclude_flagged,
+            exclude_evaluators=exclude_evaluators,
+        )
+    )
     e = len(table.evaluators)
     ev = table.evaluator
     n_votes = np.bincount(ev, minlength=e)
@@ -180,7 +221,7 @@ def evaluator_quality(table: VoteTable) -> tuple[EvaluatorQuality, ...]:
     used = trial_eval >= 0
     n_trials = np.bincount(trial_eval[used], minlength=e)
     n_flagged = np.bincount(trial_eval[used & trial_flag], minlength=e)
-    rep_eval, _, rep_same = _repeat_pairs(table)
+    rep_eval, _, rep_same = _repeat_pairs(table, np.ones(len(table), dtype=bool))
     n_rep = np.bincount(rep_eval, minlength=e)
     n_same = np.bincount(rep_eval, weights=rep_same.astype(float), minlength=e)
     left = np.bincount(ev, weights=(table.choice == 0).astype(float), minlength=e)
@@ -188,6 +229,8 @@ def evaluator_quality(table: VoteTable) -> tuple[EvaluatorQuality, ...]:
     ties = np.bincount(ev, weights=(table.choice == 2).astype(float), minlength=e)
     out = []
     for i, label in enumerate(table.evaluators):
+        if not n_votes[i]:
+            continue  # every vote filtered out
         dec = left[i] + right[i]
         out.append(
             EvaluatorQuality(

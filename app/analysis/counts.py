@@ -20,7 +20,7 @@ dropped and counted in `n_dropped`.
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from itertools import combinations, repeat
 from operator import attrgetter
 from typing import Any
@@ -300,6 +300,17 @@ class VoteTable:
             if codes:
                 m &= ~np.isin(self.evaluator, codes)
         return m
+
+    def where(self, rows: np.ndarray) -> VoteTable:
+        """The votes of a boolean row mask, labels and codes unchanged: filter once with this
+        and hand the result to every statistic, so none of them can miss the filter."""
+        if rows.all():
+            return self
+        columns = {f.name: getattr(self, f.name) for f in fields(self)}
+        return replace(
+            self,
+            **{name: col[rows] for name, col in columns.items() if isinstance(col, np.ndarray)},
+        )
 
     def counts(
         self,

@@ -270,11 +270,13 @@ class AgreementResult(_Row):
     """Inter-rater agreement on one criterion.
 
     Krippendorff's alpha: units = matchups, coders = evaluators, values = the ARM-relative outcome
-    (first arm wins / tie / second arm wins), so that two evaluators who saw the clips on opposite
-    sides but preferred the same arm agree. Only first showings count (repeats are excluded);
-    only matchups rated by at least two evaluators carry information.
+    (one arm wins / tie / the other arm wins), so that two evaluators who saw the clips on
+    opposite sides but preferred the same arm agree; each matchup is coded both ways round, so
+    the order of arms does not matter (see `agreement.py`). Only first showings count (repeats
+    are excluded); only matchups rated by at least two evaluators carry information.
     `repeat_consistency`: share of (evaluator, matchup) repeats whose arm-relative answer equals
-    the first answer (test-retest agreement), pooled over evaluators.
+    the first answer (test-retest agreement), pooled over evaluators. Everything is computed
+    from the votes the filters keep (a repeat pair needs both of its votes kept).
     """
 
     criterion: str
