@@ -10,17 +10,23 @@ rating flow flags their trials.
 from __future__ import annotations
 
 import random
+import secrets
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy.orm import Session
+from sqlalchemy import select
+from sqlalchemy.orm import Session, aliased
 
 from app.config import Settings
 from app.db import utcnow
 from app.rating import service as rating_service
-from app.rating.models import Evaluator
-from app.studies.models import Study
+from app.rating.models import Evaluator, Matchup, Trial, Vote
+from app.studies import service as studies_service
+from app.studies.models import Arm, Prompt, Study, StudyStatus
+from app.studies.studyfile import parse_study
+from tests.rating_factories import ARMS, PROMPT_TEXTS, mark_clips_done, study_toml
 
 
 @dataclass
@@ -50,9 +56,13 @@ def cast_votes(
     seed: int = 0,
     cast: Cast | None = None,
     max_trials: int | None = None,
+    fast: Callable[[int, int], bool] | None = None,
+    steady: float = 0.0,
 ) -> Cast:
     """`evaluators` new evaluators rate until done (or `max_trials` each); the first `careless`
-    of them answer too fast (flagged when the study sets fast_trial_seconds)."""
+    of them answer too fast (flagged when the study sets fast_trial_seconds), and so does
+    evaluator i on its n-th trial (from 0) when `fast(i, n)`. With probability `steady` a
+    repeat gets the evaluator's first answers again (else fresh ones)."""
     rng = random.Random(seed)
     cast = cast or Cast(favored=favored, outcomes={c: Counter() for c in study.criterion_keys})
     arm_names = {arm.id: arm.name for arm in study.arms}
@@ -65,6 +75,7 @@ def cast_votes(
         session.commit()
         cast.evaluators.append(evaluator.id)
         answered = 0
+        first: dict[int, dict[str, str]] = {}  # matchup id -> criterion -> winner
         while max_trials is None or answered < max_trials:
             clock += timedelta(seconds=7)
             result = rating_service.current_trial(
@@ -74,8 +85,13 @@ def cast_votes(
             if result.status != "trial" or result.trial is None:
                 break
             trial = result.trial
-            delay = 0.3 if i < careless else 4.0
+            hurried = i < careless or (fast is not None and fast(i, answered))
+            delay = 0.3 if hurried else 4.0
             votes = _answer(trial, arm_names, favored=favored, rates=rates, tie=tie_rate, rng=rng)
+            if not trial.is_repeat:
+                first[trial.matchup_id] = {c: winner for c, (_, winner) in votes.items()}
+            elif steady and rng.random() < steady and trial.matchup_id in first:
+                votes = _again(trial, arm_names, first[trial.matchup_id])
             submitted = rating_service.submit_votes(
                 session=session,
                 study=study,
@@ -104,6 +120,16 @@ def _answer(trial, arm_names, *, favored, rates, tie, rng):  # type: ignore[no-u
         winner = favored if rng.random() < rate else other
         answers[criterion] = ("left" if winner == left else "right", winner)
     return answers
+
+
+def _again(trial, arm_names, winners: dict[str, str]):  # type: ignore[no-untyped-def]
+    """criterion -> (side clicked, winner) giving the same winners as before."""
+    matchup = trial.matchup
+    left = arm_names[matchup.arm_a_id if trial.a_on_left else matchup.arm_b_id]
+    return {
+        c: ("tie" if w == "tie" else "left" if w == left else "right", w)
+        for c, w in winners.items()
+    }
 
 
 def _record(cast: Cast, trial, votes, *, flagged: bool) -> None:  # type: ignore[no-untyped-def]
@@ -137,3 +163,98 @@ def flagged_evaluator_ids(session: Session, study: Study) -> list[int]:
     ).all()
     session.rollback()
     return sorted(e for e, answered, flagged in rows if is_flagged(answered, int(flagged or 0)))
+
+
+def listed_study(
+    session: Session,
+    settings: Settings,
+    *,
+    slug: str,
+    arms: Sequence[str],
+    prompts: Sequence[str],
+    criteria: Sequence[str],
+    **rating: object,
+) -> Study:
+    """A committed open study like `rating_study`'s, its arms (names from rating_factories.ARMS),
+    prompts (from PROMPT_TEXTS, each keeping its theme and seed) and criteria listed in the
+    given order; clips done."""
+    head, *blocks = study_toml(
+        slug=slug, arms=len(ARMS), criteria=list(criteria), rating=rating
+    ).split("[[arms]]\n")
+    by_name = {block.split('"')[1]: block for block in blocks}
+    toml = head + "".join("[[arms]]\n" + by_name[name] for name in arms)
+    rows = ((text, PROMPT_TEXTS.index(text)) for text in prompts)
+    csv = "prompt,theme,seed\n" + "".join(f"{t},theme{i % 3},{i + 1}\n" for t, i in rows)
+    draft = parse_study(
+        toml_text=toml,
+        toml_name="study.toml",
+        prompts_bytes=csv.encode(),
+        prompts_name="prompts.csv",
+    )
+    study = studies_service.create(session=session, draft=draft)
+    study.status = StudyStatus.open
+    session.flush()
+    mark_clips_done(session, settings, study)
+    session.commit()
+    return study
+
+
+def _matchup_keys(session: Session, study: Study) -> dict[int, tuple[str, str, str]]:
+    """matchup id -> (prompt text, arm a name, arm b name)."""
+    arm_a, arm_b = aliased(Arm), aliased(Arm)
+    rows = session.execute(
+        select(Matchup.id, Prompt.text, arm_a.name, arm_b.name)
+        .join(Prompt, Prompt.id == Matchup.prompt_id)
+        .join(arm_a, arm_a.id == Matchup.arm_a_id)
+        .join(arm_b, arm_b.id == Matchup.arm_b_id)
+        .where(Matchup.study_id == study.id)
+    )
+    return {m: (text, a, b) for m, text, a, b in rows}
+
+
+def copy_votes(session: Session, source: Study, target: Study) -> dict[int, int]:
+    """Give `target` (the same arms and prompts, listed in any order) the very votes of
+    `source`: same evaluators, trials (same arm on the same side, same flags, times and order)
+    and answers. Returns source evaluator id -> target evaluator id."""
+    rating_service.ensure_matchups(session=session, study=target)
+    source_keys = _matchup_keys(session, source)
+    target_of = {
+        (text, frozenset((a, b))): (m, a)
+        for m, (text, a, b) in _matchup_keys(session, target).items()
+    }
+    evaluators: dict[int, int] = {}
+    skip = {"id", "study_id", "public_id"}
+    for old in session.scalars(
+        select(Evaluator).where(Evaluator.study_id == source.id).order_by(Evaluator.id)
+    ).all():
+        new = Evaluator(
+            study_id=target.id,
+            public_id=secrets.token_urlsafe(16),
+            **{c.key: getattr(old, c.key) for c in Evaluator.__mapper__.column_attrs
+               if c.key not in skip},
+        )  # fmt: skip
+        session.add(new)
+        session.flush()
+        evaluators[old.id] = new.id
+    skip = {"id", "evaluator_id", "matchup_id", "a_on_left"}
+    trials = session.scalars(
+        select(Trial).where(Trial.evaluator_id.in_(evaluators)).order_by(Trial.id)
+    ).all()
+    for old in trials:
+        text, a, b = source_keys[old.matchup_id]
+        matchup_id, target_a = target_of[(text, frozenset((a, b)))]
+        left = a if old.a_on_left else b
+        new = Trial(
+            evaluator_id=evaluators[old.evaluator_id],
+            matchup_id=matchup_id,
+            a_on_left=left == target_a,
+            **{c.key: getattr(old, c.key) for c in Trial.__mapper__.column_attrs
+               if c.key not in skip},
+        )  # fmt: skip
+        session.add(new)
+        session.flush()
+        for vote in session.scalars(select(Vote).where(Vote.trial_id == old.id)).all():
+            values = {c.key: getattr(vote, c.key) for c in Vote.__mapper__.column_attrs}
+            session.add(Vote(**{**values, "id": None, "trial_id": new.id}))
+    session.commit()
+    return evaluators

@@ -376,15 +376,21 @@ def compute_advanced(
     arms = tuple(arm.name for arm in study.arms)
     focus = focus_arm(filters.arm, arms=arms, speed=speed_summary(telemetry, arms=arms))
     table = load_vote_table(session=session, study=study, exclude_ties=filters.exclude_ties)
-    options: dict[str, Any] = {
-        "exclude_flagged": filters.exclude_flagged_trials,
-        "exclude_evaluators": set(flagged_evaluators) if filters.exclude_flagged_evaluators else (),
-    }
+    # filter once, here: every statistic below sees only the votes the filters keep
+    table = table.where(
+        table.mask(
+            include_repeats=True,
+            exclude_flagged=filters.exclude_flagged_trials,
+            exclude_evaluators=set(flagged_evaluators)
+            if filters.exclude_flagged_evaluators
+            else (),
+        )
+    )
     return Advanced(
         bootstrap=bootstrap_summary(
-            table, n_boot=N_BOOT, seed=0, pairs=oriented_pairs(arms, focus), **options
+            table, n_boot=N_BOOT, seed=0, pairs=oriented_pairs(arms, focus)
         ),
-        agreement=agreement(table, **options),
+        agreement=agreement(table),
         evaluators=evaluator_quality(table),
         n_votes=len(table),
         version=version,
@@ -424,10 +430,10 @@ def load_vote_table(*, session: Session, study: Study, exclude_ties: bool = Fals
     for rows in result.partitions():
         for name, values in zip(columns, zip(*rows, strict=True), strict=True):
             parts[name].append(_codes(values, labels.get(name)))
-    themes = dict(
-        session.execute(select(Prompt.id, Prompt.theme).where(Prompt.study_id == study.id)).all()
-    )
-    return _vote_table(parts, labels, themes=themes, study=study)
+    prompts = session.execute(
+        select(Prompt.id, Prompt.theme, Prompt.text).where(Prompt.study_id == study.id)
+    ).all()
+    return _vote_table(parts, labels, prompts=prompts, study=study)
 
 
 def _study_filter(session: Session) -> Any:
@@ -450,9 +456,12 @@ def _vote_table(
     parts: dict[str, list[np.ndarray]],
     labels: dict[str, dict[str, int]],
     *,
-    themes: dict[int, str],
+    prompts: Sequence[tuple[int, str, str]],
     study: Study,
 ) -> VoteTable:
+    """Prompts are coded by the rank of their text (unique in a study), not by id: the
+    bootstrap draws prompts in code order, so its intervals then do not depend on the order in
+    which the study file lists them."""
     cols = {
         name: np.concatenate(arrays) if arrays else np.zeros(0, dtype=np.int64)
         for name, arrays in parts.items()
@@ -465,15 +474,18 @@ def _vote_table(
     on_left = cols["a_on_left"].astype(bool)
     left = np.where(on_left, cols["arm_a"], cols["arm_b"])
     right = np.where(on_left, cols["arm_b"], cols["arm_a"])
-    prompt_ids = sorted(themes)
-    theme_of = np.array([themes[p] for p in prompt_ids] or [""], dtype=object)
-    prompt_code = np.searchsorted(np.array(prompt_ids, dtype=np.int64), cols["prompt"])
+    by_id = sorted(prompts)
+    theme_of = np.array([theme for _, theme, _ in by_id] or [""], dtype=object)
+    text_rank = np.argsort(np.argsort([text for _, _, text in by_id], kind="stable"))
+    prompt_code = np.searchsorted(
+        np.array([p for p, _, _ in by_id], dtype=np.int64), cols["prompt"]
+    )
 
     def strings(name: str) -> np.ndarray:
         return np.array(list(labels[name]) or [""], dtype=object)[cols[name]]
 
     return VoteTable.from_columns(
-        prompt_id=cols["prompt"],
+        prompt_id=text_rank[prompt_code] if len(prompt_code) else cols["prompt"],
         theme=theme_of[prompt_code] if len(prompt_code) else np.zeros(0, dtype=object),
         evaluator=cols["evaluator"],
         criterion=strings("criterion"),
