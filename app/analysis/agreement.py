@@ -129,7 +129,9 @@ def _repeat_pairs(
     key = (table.evaluator.astype(np.int64) * n_m + table.matchup) * c + table.criterion
     orig = selected & ~table.is_repeat
     okey, oout = key[orig], table.outcome[orig]
-    order = np.lexsort((table.trial[orig], okey))  # the earliest trial wins when duplicated
+    order = np.argsort(okey, kind="stable")
+    if okey.size > 1 and (okey[order][1:] == okey[order][:-1]).any():
+        order = np.lexsort((table.trial[orig], okey))  # shown twice: the earliest trial counts
     okey, oout = okey[order], oout[order]
     rep = np.flatnonzero(selected & table.is_repeat)
     if rep.size == 0 or okey.size == 0:
@@ -157,14 +159,15 @@ def agreement(
     )
     n_m = int(table.matchup.max(initial=-1)) + 1
     _, rep_crit, rep_same = _repeat_pairs(table, selected)
-    # keep one value per (evaluator, matchup, criterion): the first showing (the earliest
-    # trial, should there be two)
+    # keep one value per (evaluator, matchup, criterion): the first showing
     c_len = max(len(table.criteria), 1)
     key = (table.evaluator.astype(np.int64) * max(n_m, 1) + table.matchup) * c_len
     key = key + table.criterion
     sel = np.flatnonzero(selected & ~table.is_repeat)
-    sel = sel[np.argsort(table.trial[sel], kind="stable")]
     _, first = np.unique(key[sel], return_index=True)
+    if first.size < sel.size:  # shown twice (never from the database): the earliest trial counts
+        sel = sel[np.argsort(table.trial[sel], kind="stable")]
+        _, first = np.unique(key[sel], return_index=True)
     sel = sel[first]
     out = []
     for ci, crit in enumerate(table.criteria):
