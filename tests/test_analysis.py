@@ -358,6 +358,21 @@ def test_davidson_two_arms_closed_form_and_edge_cases():
     assert theta == pytest.approx([0, 0, 0]) and nu == 0.0
 
 
+def test_equal_strengths_share_a_rank_whatever_the_order_of_arms():
+    def vote(n, left, right):
+        return VoteRecord(n, "t", f"e{n}", "q", left, right, "left", trial_id=n)
+
+    # x and y split evenly, and each beats z 8 to 2
+    games = [("x", "y")] * 5 + [("y", "x")] * 5 + [("x", "z"), ("y", "z")] * 8
+    games += [("z", "x"), ("z", "y")] * 2
+    records = [vote(n, a, b) for n, (a, b) in enumerate(games)]
+    for arms in itertools.permutations(("x", "y", "z")):
+        empty = bradley_terry(VoteCounts.empty(arms=arms, criteria=("q",)))[0]
+        assert [s.rank for s in empty.strengths] == [1, 1, 1]  # nothing known: no leader
+        fit = bradley_terry(table_of(records, arms=arms, criteria=("q",)).counts())[0]
+        assert {s.arm: s.rank for s in fit.strengths} == {"x": 1, "y": 1, "z": 3}
+
+
 def test_bradley_terry_recovers_known_strengths_with_prompt_bootstrap():
     arms = ("a", "b", "c")
     true = {"a": 0.0, "b": 0.6, "c": -0.6}

@@ -44,6 +44,7 @@ from app.analysis.schemas import (
 DEFAULT_RIDGE = 0.01
 _RHO_OFF = -60.0  # log nu when nu is fixed at 0 (no ties): exp(-60) is numerically nothing
 _RHO_INF = 60.0  # log nu when every vote is a tie
+_SAME_STRENGTH = 1e-9  # strengths closer than this are tied (also for p_best)
 
 
 def _design(k: int) -> np.ndarray:
@@ -170,13 +171,13 @@ def _strengths(
     boot: np.ndarray | None,
     confidence: float,
 ) -> tuple[ArmStrength, ...]:
-    order = sorted(range(len(arms)), key=lambda i: (-theta[i], i))
-    rank = {i: r + 1 for r, i in enumerate(order)}
+    # equal strengths share a rank (1 + arms stronger), whatever the order arms are listed in
+    rank = 1 + (theta[None, :] > theta[:, None] + _SAME_STRENGTH).sum(axis=1)
     lo = hi = best = None
     if boot is not None and boot.shape[0]:
         a = (1 - confidence) / 2
         lo, hi = np.quantile(boot, [a, 1 - a], axis=0)
-        top = np.isclose(boot, boot.max(axis=1, keepdims=True), rtol=0, atol=1e-9)
+        top = np.isclose(boot, boot.max(axis=1, keepdims=True), rtol=0, atol=_SAME_STRENGTH)
         best = (top / top.sum(axis=1, keepdims=True)).mean(axis=0)
     return tuple(
         ArmStrength(
@@ -185,7 +186,7 @@ def _strengths(
             ci_low=None if lo is None else float(lo[i]),
             ci_high=None if hi is None else float(hi[i]),
             p_best=None if best is None else float(best[i]),
-            rank=rank[i],
+            rank=int(rank[i]),
         )
         for i, arm in enumerate(arms)
     )

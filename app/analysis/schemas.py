@@ -213,7 +213,7 @@ class ArmStrength(_Row):
     ci_low: float | None  # percentile interval of the prompt-cluster bootstrap
     ci_high: float | None
     p_best: float | None  # share of bootstrap replicates in which this arm ranks first
-    rank: int  # 1 = strongest point estimate
+    rank: int  # 1 + arms with a stronger point estimate (equal strengths share a rank)
 
 
 @dataclass(frozen=True, slots=True)
