@@ -9,6 +9,7 @@ import anyio
 import anyio.to_thread
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.middleware.sessions import SessionMiddleware
@@ -28,9 +29,10 @@ from app.rating import api as rating_api
 from app.rating import router as rating_router
 from app.rating import service as rating_service
 from app.studies import router as studies_router
-from app.web import STATIC_DIR, templates
+from app.web import FAVICON, STATIC_DIR, templates
 
 EVALUATOR_BODY_LIMIT = 64 * 1024
+FAVICON_CACHE = {"Cache-Control": "public, max-age=86400"}
 
 
 @asynccontextmanager
@@ -85,6 +87,20 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(rating_admin.router)
     app.include_router(dashboard_router.router)
     app.include_router(exports_router.router)
+    _add_root_routes(app)
     # Keep last: start-up fails if any /admin route skips require_admin / verify_csrf.
     assert_admin_routes_protected(app)
     return app
+
+
+def _add_root_routes(app: FastAPI) -> None:
+    """`/` leads to the admin (evaluators only ever get /r/ links); browsers that ask for
+    /favicon.ico get the SVG the pages link to instead of a 404 in every log."""
+
+    @app.get("/", include_in_schema=False)
+    def root() -> RedirectResponse:
+        return RedirectResponse("/admin/", status_code=303)
+
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:
+        return FileResponse(FAVICON, media_type="image/svg+xml", headers=FAVICON_CACHE)
