@@ -14,8 +14,9 @@
     status.querySelector(".text").textContent = text;
   }
 
+  // Times read like the server's everywhere: 24-hour UTC, marked (never the viewer's locale).
   function clock() {
-    return new Date().toLocaleTimeString([], { hour: "2-digit", minute: "2-digit", second: "2-digit" });
+    return new Date().toISOString().slice(11, 19) + " UTC";
   }
 
   // Replace the live part, keeping which <details> were open and the scroll position.
