@@ -11,6 +11,39 @@
     if (cell && cell.textContent !== text) cell.textContent = text;
   }
 
+  let wasActive = false;
+
+  // Times read like the server's everywhere: 24-hour UTC, marked.
+  function utcClock(date) {
+    return date.toISOString().slice(11, 19) + " UTC";
+  }
+
+  function failedCount(progress) {
+    return progress.arms.reduce((sum, arm) => sum + (arm.counts.failed || 0), 0);
+  }
+
+  function showStatus(progress) {
+    const when = utcClock(new Date());
+    if (progress.active) {
+      status.textContent = "Rendering… updated " + when + ".";
+    } else if (wasActive && failedCount(progress)) {
+      // The errors and counts above the fold were rendered with the page: offer a fresh one.
+      status.textContent = "Rendering stopped at " + when + " with failed clips. ";
+      const reload = document.createElement("a");
+      reload.href = "#render";
+      reload.textContent = "Reload to see the errors";
+      reload.addEventListener("click", (event) => {
+        event.preventDefault();
+        window.location.hash = "render";
+        window.location.reload();
+      });
+      status.append(reload);
+    } else if (!status.querySelector("a")) {
+      status.textContent = "Nothing is rendering (checked " + when + ").";
+    }
+    wasActive = progress.active;
+  }
+
   function show(progress) {
     for (const arm of progress.arms) {
       const row = panel.querySelector('tr[data-arm="' + CSS.escape(arm.arm) + '"]');
@@ -24,7 +57,7 @@
       set(row, "median", arm.median_seconds == null ? "—" : arm.median_seconds.toFixed(1));
       set(row, "eta", arm.eta_seconds ? Math.round(arm.eta_seconds) + " s" : "—");
     }
-    status.textContent = progress.active ? "Rendering… updates live." : "Nothing is rendering.";
+    showStatus(progress);
   }
 
   async function poll() {

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from sqlalchemy import select, update
 
+from app.clips import service as clips_service
 from app.clips.models import Clip, ClipStatus
 from app.main import create_app
 from tests.factories import small_study
@@ -43,7 +46,7 @@ def test_render_missing_queues_every_clip_and_sends_one_task_each(session, panel
     progress = client.get("/admin/studies/panel/render").json()
     assert progress["active"] is True
     assert {a["arm"]: a["counts"]["queued"] for a in progress["arms"]} == {"slow": 2, "fast": 2}
-    assert "4 clip(s) queued with tiny models" in client.get("/admin/studies/panel").text
+    assert "4 clips queued with tiny models." in client.get("/admin/studies/panel").text
 
 
 def test_cancel_then_retry_failed(session, panel_client):
@@ -75,3 +78,73 @@ def test_unknown_action_and_missing_csrf_are_refused(session, panel_client):
     forged = client.post("/admin/studies/panel/render", data={"action": "missing"})
     assert forged.status_code == 403
     assert statuses(session) == [ClipStatus.pending] * 4
+
+
+TINY_BOX = re.compile(r'<input type="checkbox" name="tiny" value="true"( checked)?>')
+ALL_FAILED = re.compile(r'<div class="[^"]*render-failed[^"]*" role="alert">(.*?)</div>', re.S)
+
+
+def tiny_ticked(client, slug: str) -> bool:  # type: ignore[no-untyped-def]
+    match = TINY_BOX.search(client.get(f"/admin/studies/{slug}").text)
+    assert match, "the render panel has no tiny-models box"
+    return bool(match[1])
+
+
+def fail_clips(session, ids: list[int], error: str) -> None:  # type: ignore[no-untyped-def]
+    session.execute(
+        update(Clip).where(Clip.id.in_(ids)).values(status=ClipStatus.failed, error=error)
+    )
+    session.commit()
+
+
+def test_tiny_box_follows_the_studys_last_render_batch(session, panel_client):
+    client, _ = panel_client
+    study = small_study(session, slug="panel")
+    assert not tiny_ticked(client, "panel")  # never rendered: real models
+    # The demo queues its clips with tiny models outside the panel (`vidarena demo`).
+    clips_service.queue_missing(session=session, study=study, tiny=True)
+    session.commit()
+    assert tiny_ticked(client, "panel")
+
+    token = admin_token(client)
+    ids = [c.id for c in session.scalars(select(Clip).order_by(Clip.id))]
+    fail_clips(session, ids[:1], "boom")
+    client.post(
+        "/admin/studies/panel/render",
+        data={"csrf_token": token, "action": "retry_failed", "tiny": "true"},
+    )
+    assert tiny_ticked(client, "panel")  # retried with tiny models: still ticked
+    fail_clips(session, ids[:2], "boom")
+    client.post("/admin/studies/panel/render", data={"csrf_token": token, "action": "missing"})
+    assert not tiny_ticked(client, "panel")  # the admin's last choice was real models
+    session.expire_all()
+    assert [c.tiny for c in session.scalars(select(Clip))] == [False] * 4  # queued ones too
+
+
+def test_every_clip_failed_shows_the_errors_unfolded(session, panel_client):
+    client, _ = panel_client
+    study = small_study(session, slug="panel")
+    clips_service.queue_missing(session=session, study=study, tiny=False)
+    session.commit()
+    ids = [c.id for c in session.scalars(select(Clip).order_by(Clip.id))]
+    fail_clips(session, ids[:3], "OSError: cannot reach the model hub after 5 retries")
+    assert ALL_FAILED.search(client.get("/admin/studies/panel").text) is None  # one is queued
+
+    fail_clips(session, ids[3:], "RuntimeError: out of memory")
+    page = client.get("/admin/studies/panel").text
+    alert = ALL_FAILED.search(page)
+    assert alert, "every clip failed, yet the errors stay folded away"
+    assert "cannot reach the model hub" in alert[1] and "out of memory" in alert[1]
+    assert alert[1].count("cannot reach the model hub") == 1  # the same error once
+    assert "tick “tiny models”" in alert[1]
+
+    # One clip done: rendering works, the errors go back into the folded list.
+    session.execute(
+        update(Clip)
+        .where(Clip.id == ids[0])
+        .values(status=ClipStatus.done, storage_key="k" * 64, sha256="0" * 64, error=None)
+    )
+    session.commit()
+    page = client.get("/admin/studies/panel").text
+    assert ALL_FAILED.search(page) is None
+    assert re.search(r"<summary>Latest errors \(3\)</summary>", page)

@@ -14,6 +14,7 @@ from app.clips.dispatch import send_renders
 from app.clips.schemas import ArmProgressOut, RenderProgressOut
 from app.deps import ReadSessionDep, SessionDep, SettingsDep, StudyDep
 from app.studies import service as studies_service
+from app.text import plural
 
 router = admin_router(tags=["render"])
 
@@ -50,10 +51,11 @@ def render_queue(
     except clips_service.QueueUnavailableError as exc:
         auth_service.flash(session=request.session, category="error", message=str(exc))
         return RedirectResponse(f"/admin/studies/{slug}#render", status_code=303)
-    what = "failed clip(s) re-queued" if action == "retry_failed" else "clip(s) queued"
+    clips = plural(len(ids), "failed clip" if action == "retry_failed" else "clip")
+    what = "re-queued" if action == "retry_failed" else "queued"
     note = " with tiny models" if tiny else ""
     auth_service.flash(
-        session=request.session, category="success", message=f"{len(ids)} {what}{note}."
+        session=request.session, category="success", message=f"{clips} {what}{note}."
     )
     return RedirectResponse(f"/admin/studies/{slug}#render", status_code=303)
 
@@ -66,7 +68,7 @@ def render_cancel(request: Request, slug: str, session: SessionDep) -> Response:
     auth_service.flash(
         session=request.session,
         category="success",
-        message=f"{cancelled} clip(s) cancelled; rendering ones stop at their next step.",
+        message=f"{plural(cancelled, 'clip')} cancelled; rendering ones stop at their next step.",
     )
     return RedirectResponse(f"/admin/studies/{slug}#render", status_code=303)
 

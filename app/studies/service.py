@@ -94,6 +94,19 @@ def counts(*, session: Session, study: Study) -> dict[str, int]:
     return result
 
 
+def last_render_tiny(*, session: Session, study: Study) -> bool:
+    """Whether the study's latest render batch used tiny models: the render panel's default,
+    so a demo study is not re-queued with real models (downloads) by an unticked box."""
+    tiny = session.scalar(
+        select(Clip.tiny)
+        .join(Prompt, Prompt.id == Clip.prompt_id)
+        .where(Prompt.study_id == study.id, Clip.queued_at.is_not(None))
+        .order_by(Clip.queued_at.desc(), Clip.id.desc())
+        .limit(1)
+    )
+    return bool(tiny)
+
+
 def themes(*, session: Session, study: Study) -> list[str]:
     return list(
         session.scalars(
