@@ -17,6 +17,7 @@ from app.auth import service as auth_service
 from app.auth.deps import PUBLIC_ADMIN_PATHS, assert_admin_routes_protected
 from app.db import session_factory
 from app.studies.models import Arm, Prompt, Study, StudyStatus
+from app.studies.router import UPLOAD_BODY_LIMIT
 from app.studies.studyfile import MAX_FILE_BYTES
 from tests.conftest import ADMIN_PASSWORD, EXAMPLE_STUDY
 from tests.factories import SMALL_PROMPTS_CSV, SMALL_STUDY_TOML, small_study
@@ -278,11 +279,73 @@ def test_oversized_uploads_are_refused_with_a_clear_error(admin, engine):
     response = upload(admin, EXAMPLE_TOML, big_csv)
     assert response.status_code == 413
     assert "prompts.csv: the file is larger than the 5 MB limit" in response.text
-    # Bodies past both files' limit are cut off while streaming, before any parsing.
-    response = upload(admin, b"#" * 2 * MAX_FILE_BYTES, big_csv)
+    # Bodies past the form's limit are cut off while streaming, before any parsing.
+    response = upload(admin, b"#" * UPLOAD_BODY_LIMIT, big_csv)
     assert response.status_code == 413
     assert "at most 5 MB" in response.text
     assert study_rows(engine) == {}
+
+
+def test_upload_without_a_prompts_line_is_accepted(admin, engine):
+    toml = SMALL_STUDY_TOML.format(slug="no-line").replace('prompts = "prompts.csv"\n', "")
+    assert "prompts =" not in toml
+    response = upload(admin, toml.encode(), SMALL_PROMPTS_CSV.encode())
+    assert response.status_code == 303, response.text
+    assert study_rows(engine) == {"no-line": StudyStatus.draft}
+    form = admin.get("/admin/studies/new").text
+    assert "is ignored" not in form and "may be\n      left out here" in form
+
+
+def kept_fields(html: str) -> dict[str, str]:
+    return dict(re.findall(r'<input type="hidden" name="(kept_\w+)" value="([^"]*)">', html))
+
+
+def test_a_refused_upload_keeps_both_files_for_the_next_try(admin, engine):
+    csv = SMALL_PROMPTS_CSV + ",urban,3\n"
+    toml = SMALL_STUDY_TOML.format(slug="kept").encode()
+    response = upload(admin, toml, csv.encode())
+    assert response.status_code == 422
+    kept = kept_fields(response.text)
+    assert set(kept) == {"kept_study_file", "kept_prompts_file"}
+    assert "Kept from your last try: <code>study.toml</code>" in response.text
+    assert 'name="study_file" type="file"' in response.text
+    assert not re.search(r'name="study_file"[^>]*required', response.text)  # nothing to pick
+
+    # Sending the kept files alone gives the same verdict; a fixed CSV beside the kept study
+    # file creates the study, byte for byte what was uploaded first.
+    token = admin_token(admin)
+    again = admin.post("/admin/studies", data={"csrf_token": token, **kept})
+    assert again.status_code == 422 and "prompts.csv:4:1: prompt is empty" in again.text
+    files = {"prompts_file": ("fixed.csv", SMALL_PROMPTS_CSV.encode(), "text/csv")}
+    data = {"csrf_token": token, "kept_study_file": kept["kept_study_file"]}
+    done = admin.post("/admin/studies", data=data, files=files, follow_redirects=False)
+    assert done.status_code == 303, done.text
+    with db(engine) as session:
+        study = session.scalar(select(Study).where(Study.slug == "kept"))
+        assert study is not None and study.study_file == toml.decode()
+        assert len(study.prompts) == 2
+
+
+def test_a_missing_file_keeps_the_other_one(admin, engine):
+    files = {"study_file": ("mine.toml", EXAMPLE_TOML, "application/toml")}
+    response = admin.post("/admin/studies", data={"csrf_token": admin_token(admin)}, files=files)
+    assert response.status_code == 422
+    assert "prompts.csv:1:1: no file chosen" in response.text
+    assert set(kept_fields(response.text)) == {"kept_study_file"}
+    assert "Kept from your last try: <code>mine.toml</code>" in response.text
+    damaged = {"csrf_token": admin_token(admin), "kept_study_file": "mine.toml:not base64!"}
+    response = admin.post("/admin/studies", data=damaged)
+    assert "mine.toml:1:1: the file kept from the last try is damaged" in response.text
+    assert study_rows(engine) == {}
+
+
+def test_counts_are_pluralized(admin, engine):
+    csv = "prompt,theme\na lone lighthouse,sea\n"
+    response = upload(admin, SMALL_STUDY_TOML.format(slug="one").encode(), csv.encode())
+    page = admin.get(response.headers["location"]).text
+    assert "2 arms, 1 prompt, 2 clips pending." in page
+    assert re.search(r"Showing 1\u20131 of 1 prompt\s*</p>", page)
+    assert "1 prompts" not in page
 
 
 def test_missing_file_is_reported(admin, engine):
@@ -319,7 +382,7 @@ def test_illegal_status_move_is_a_conflict_and_changes_nothing(admin, session, e
 def test_study_page_shows_arms_criteria_and_allowed_moves(admin, session):
     slug = small_study(session).slug
     page = admin.get(f"/admin/studies/{slug}").text
-    expected = ["animatediff-lightning", "ByteDance/AnimateDiff-Lightning", "64\u00d764", "euler"]
+    expected = ["animatediff-lightning", "ByteDance/<wbr>AnimateDiff-Lightning", "64\u00d764", "euler"]
     expected += ["Motion naturalness", "Which clip moves more fluidly"]
     for text in expected:
         assert text in page, text
@@ -357,6 +420,20 @@ def test_unknown_study_is_a_404_page(admin):
     assert response.status_code == 404
     assert response.headers["content-type"].startswith("text/html")
     assert "no study with slug" in response.text
+
+
+def test_root_leads_to_the_admin_and_every_page_has_a_favicon(client):
+    response = client.get("/", follow_redirects=False)
+    assert response.status_code == 303 and response.headers["location"] == "/admin/"
+    assert client.get("/").url.path == "/admin/login"  # and on to the sign-in form
+    page = client.get("/admin/login").text
+    icon = re.search(r'<link rel="icon" href="([^"]+)" type="image/svg\+xml">', page)
+    assert icon, "the base layout links no favicon"
+    for path in (icon[1], "/favicon.ico"):  # the latter for browsers that ask regardless
+        response = client.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-type"].startswith("image/svg+xml")
+        assert response.text.lstrip().startswith("<svg")
 
 
 # --- over real HTTP -------------------------------------------------------------------------

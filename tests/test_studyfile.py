@@ -120,3 +120,46 @@ def test_missing_prompts_file(tmp_path):
     study.write_text(TOML)
     with pytest.raises(StudyFileError, match=r"prompts file 'prompts\.csv' not found"):
         load_study_file(study)
+
+
+def test_a_study_file_without_prompts_line_is_valid_beside_its_csv(tmp_path):
+    toml = TOML.replace('prompts = "prompts.csv"\n', "")
+    draft = parse_study(
+        toml_text=toml,
+        toml_name="study.toml",
+        prompts_bytes=SMALL_PROMPTS_CSV.encode(),
+        prompts_name="p.csv",
+    )
+    assert [p.text for p in draft.prompts] == ["a red fox running", "a city at night"]
+    # Read from disk (the CLI) it must still say where its CSV is.
+    study = tmp_path / "study.toml"
+    study.write_text(toml)
+    (tmp_path / "prompts.csv").write_text(SMALL_PROMPTS_CSV)
+    with pytest.raises(StudyFileError, match=r"study\.toml:1:1: missing field 'prompts'"):
+        load_study_file(study)
+
+
+def test_name_errors_say_in_words_what_a_valid_name_is():
+    toml = TOML.replace('name = "fast"', 'name = "Fast_Arm"').replace(
+        'slug = "s"', 'slug = "Small Study"'
+    )
+    toml += '\n[[criteria]]\nkey = "Sharp-ness"\nlabel = "Sharpness"\nquestion = "Sharper?"\n'
+    found = problems(toml=toml)
+    assert not any("^" in p or "{0," in p for p in found), found  # no regular expression
+    arm = next(p for p in found if "arms.1.name" in p)
+    assert "'Fast_Arm' is not valid: use 1 to 63 lowercase letters, digits and hyphens" in arm
+    assert any("slug: 'Small Study' is not valid: use 1 to 63 lowercase" in p for p in found)
+    key = next(p for p in found if "criteria.0" in p)
+    assert "lowercase letters, digits and underscores, starting with a letter" in key
+
+
+def test_problems_are_listed_by_file_line_and_column():
+    # [rating] written after the arms: pydantic reports fields in declaration order (rating
+    # first); the CSV header's missing column (column 1) comes after its unknown one (column 8).
+    toml = TOML.replace('kind = "animatediff"\n', 'kind = "sora"\n')
+    toml += "\n[rating]\nrepeat_trials = -1\n"
+    found = problems(toml=toml, csv="prompt,colour\na cat,red\n")
+    where = [tuple(p.split(":")[:3]) for p in found]
+    files = ["study.toml", "p.csv"]
+    assert where == sorted(where, key=lambda w: (files.index(w[0]), int(w[1]), int(w[2]))), found
+    assert [w[0] for w in where] == ["study.toml"] * 2 + ["p.csv"] * 2, found

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import math
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Annotated, Any
 
@@ -25,14 +27,17 @@ from app.studies.studyfile import (
     decode_utf8,
     parse_study,
 )
+from app.text import plural
 from app.web import templates
 
 router = admin_router(tags=["studies"])
 
 PROMPTS_PER_PAGE = 50
-# Two files of MAX_FILE_BYTES plus multipart overhead: the request-body limit main.py sets
-# for /admin, so an oversized upload is refused while it streams in, before any parsing.
-UPLOAD_BODY_LIMIT = 2 * MAX_FILE_BYTES + 64 * 1024
+# A refused upload keeps both files in hidden fields (base64, a third larger), so a retry
+# carries at most two new files and two kept ones. UPLOAD_BODY_LIMIT is the request-body limit
+# main.py sets for /admin: an oversized upload is refused while it streams in, before parsing.
+KEPT_LIMIT = 4 * (MAX_FILE_BYTES // 3 + 1) + 1024
+UPLOAD_BODY_LIMIT = 2 * (MAX_FILE_BYTES + KEPT_LIMIT) + 64 * 1024
 STATUS_HELP = {
     StudyStatus.draft: "being defined; nothing is rendered or rated",
     StudyStatus.rendering: "clips are being rendered",
@@ -57,68 +62,127 @@ def list_page(request: Request, session: ReadSessionDep) -> Response:
 
 @router.get("/studies/new", response_class=HTMLResponse, name="admin_study_new")
 def new_page(request: Request) -> Response:
-    return _render_new(request)
+    return _render_new(request, status_code=200)
 
 
-@router.post("/studies", response_class=HTMLResponse)
+@router.post("/studies", response_class=HTMLResponse, form_limits={"max_part_size": KEPT_LIMIT})
 def create(
     request: Request,
     session: SessionDep,
     study_file: Annotated[UploadFile | None, File()] = None,
     prompts_file: Annotated[UploadFile | None, File()] = None,
+    kept_study_file: Annotated[str, Form()] = "",
+    kept_prompts_file: Annotated[str, Form()] = "",
 ) -> Response:
-    """Validate both files completely before writing anything; one transaction for the study."""
+    """Validate both files completely before writing anything; one transaction for the study.
+
+    A refused form comes back with what was uploaded kept in hidden fields, so the admin
+    replaces only the file that was wrong.
+    """
+    kept: dict[str, Upload] = {}
+    problems: list[str] = []
+    status_code = 422
+    for field, upload, kept_value, default_name in (
+        ("study", study_file, kept_study_file, "study.toml"),
+        ("prompts", prompts_file, kept_prompts_file, "prompts.csv"),
+    ):
+        try:
+            kept[field] = _chosen(upload, kept_value, default_name=default_name)
+        except UploadTooLargeError as exc:
+            problems.append(str(exc))
+            status_code = 413
+        except StudyFileError as exc:
+            problems.extend(str(p) for p in exc.problems)
+    if problems:
+        return _render_new(request, problems=problems, kept=kept, status_code=status_code)
+    toml, csv = kept["study"], kept["prompts"]
     try:
-        toml_name, toml_bytes = _read_upload(study_file, default_name="study.toml")
-        prompts_name, prompts_bytes = _read_upload(prompts_file, default_name="prompts.csv")
-        # The study file's `prompts = ...` path is ignored: the uploaded CSV is the prompts.
+        # The study file may name its CSV (`prompts = ...`) or not: the uploaded CSV is used.
         draft = parse_study(
-            toml_text=decode_utf8(toml_bytes, toml_name),
-            toml_name=toml_name,
-            prompts_bytes=prompts_bytes,
-            prompts_name=prompts_name,
+            toml_text=decode_utf8(toml.data, toml.name),
+            toml_name=toml.name,
+            prompts_bytes=csv.data,
+            prompts_name=csv.name,
         )
-        study = studies_service.create(session=session, draft=draft)
+        created = studies_service.create(session=session, draft=draft)
         session.commit()
-    except UploadTooLargeError as exc:
-        return _render_new(request, problems=[str(exc)], status_code=413)
     except StudyFileError as exc:
-        return _render_new(request, problems=[str(p) for p in exc.problems], status_code=422)
+        return _render_new(request, problems=[str(p) for p in exc.problems], kept=kept)
     except studies_service.StudyExistsError as exc:
-        return _render_new(request, problems=[str(exc)], status_code=409)
+        return _render_new(request, problems=[str(exc)], kept=kept, status_code=409)
     except IntegrityError:  # the same slug created concurrently, between check and insert
         session.rollback()
         message = f"a study with slug {draft.slug!r} already exists"
-        return _render_new(request, problems=[message], status_code=409)
-    clips = len(draft.prompts) * len(draft.arms)
+        return _render_new(request, problems=[message], kept=kept, status_code=409)
+    counts = [
+        plural(len(draft.arms), "arm"),
+        plural(len(draft.prompts), "prompt"),
+        plural(len(draft.prompts) * len(draft.arms), "clip"),
+    ]
     auth_service.flash(
         session=request.session,
         category="success",
-        message=f"Created study “{study.name}”: {len(draft.arms)} arms, "
-        f"{len(draft.prompts)} prompts, {clips} clips pending.",
+        message=f"Created study “{created.name}”: {', '.join(counts)} pending.",
     )
-    return RedirectResponse(f"/admin/studies/{study.slug}", status_code=303)
+    return RedirectResponse(f"/admin/studies/{created.slug}", status_code=303)
 
 
 def _render_new(
-    request: Request, *, problems: list[str] | None = None, status_code: int = 200
+    request: Request,
+    *,
+    problems: list[str] | None = None,
+    kept: dict[str, Upload] | None = None,
+    status_code: int = 422,
 ) -> Response:
-    context = {"problems": problems or [], "max_mb": MAX_FILE_BYTES // 2**20}
+    context = {"problems": problems or [], "kept": kept or {}, "max_mb": MAX_FILE_BYTES // 2**20}
     return templates.TemplateResponse(
         request, "admin/study_new.html", context, status_code=status_code
     )
 
 
-def _read_upload(upload: UploadFile | None, *, default_name: str) -> tuple[str, bytes]:
-    """The upload's base name and bytes, refusing an empty or oversized file."""
-    name = PurePath((upload.filename if upload else "") or default_name).name or default_name
-    if upload is None or not upload.filename:
-        raise StudyFileError([Problem(name, 1, 1, "no file chosen")])
-    data = upload.file.read(MAX_FILE_BYTES + 1)
+@dataclass(frozen=True)
+class Upload:
+    """One uploaded file: its base name and bytes."""
+
+    name: str
+    data: bytes
+
+    @property
+    def kept(self) -> str:
+        """The hidden-field form that a refused form sends back: `name:base64`."""
+        return f"{self.name}:{base64.b64encode(self.data).decode()}"
+
+    @classmethod
+    def from_kept(cls, value: str, *, default_name: str) -> Upload:
+        name, _, encoded = value.rpartition(":")
+        name = _base_name(name, default_name)
+        try:
+            data = base64.b64decode(encoded, validate=True)
+        except ValueError as exc:
+            message = "the file kept from the last try is damaged: choose it again"
+            raise StudyFileError([Problem(name, 1, 1, message)]) from exc
+        return cls(name, _within_limit(name, data))
+
+
+def _chosen(upload: UploadFile | None, kept: str, *, default_name: str) -> Upload:
+    """The newly chosen file, else the one kept from the last try; refuses none or too big."""
+    if upload is not None and upload.filename:
+        name = _base_name(upload.filename, default_name)
+        return Upload(name, _within_limit(name, upload.file.read(MAX_FILE_BYTES + 1)))
+    if kept:
+        return Upload.from_kept(kept, default_name=default_name)
+    raise StudyFileError([Problem(default_name, 1, 1, "no file chosen")])
+
+
+def _base_name(name: str, default_name: str) -> str:
+    return PurePath(name or default_name).name or default_name
+
+
+def _within_limit(name: str, data: bytes) -> bytes:
     if len(data) > MAX_FILE_BYTES:
         limit_mb = MAX_FILE_BYTES // 2**20
         raise UploadTooLargeError(f"{name}: the file is larger than the {limit_mb} MB limit")
-    return name, data
+    return data
 
 
 # --- one study ------------------------------------------------------------------------------
@@ -176,6 +240,7 @@ def _render_study(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
+    render_progress = clips_service.progress(session=session, study=study)
     context: dict[str, Any] = {
         "study": study,
         "counts": studies_service.counts(session=session, study=study),
@@ -185,11 +250,21 @@ def _render_study(
         "status_help": STATUS_HELP,
         "arms": [(arm, arm.arm_spec) for arm in study.arms],
         "error": error,
-        "render_progress": clips_service.progress(session=session, study=study),
+        "render_progress": render_progress,
         "render_errors": clips_service.recent_errors(session=session, study=study),
+        "render_tiny": studies_service.last_render_tiny(session=session, study=study),
+        "render_all_failed": _all_failed(render_progress),
         **_prompts_page(session=session, study=study, theme=theme, page=page),
     }
     return templates.TemplateResponse(request, "admin/study.html", context, status_code=status_code)
+
+
+def _all_failed(arms: list[clips_service.ArmProgress]) -> bool:
+    """Every clip that was rendered failed and none is still coming: the errors are the news."""
+    total = Counter[str]()
+    for arm in arms:
+        total.update(arm.counts)
+    return total["failed"] > 0 and not (total["done"] or total["queued"] or total["rendering"])
 
 
 def _prompts_page(

@@ -15,8 +15,20 @@ PipelineKind = Literal["animatediff", "animatediff-lightning"]
 PIPELINE_KINDS: tuple[str, ...] = ("animatediff", "animatediff-lightning")
 LIGHTNING_STEPS = (1, 2, 4, 8)
 MAX_PROMPT_CHARS = 1000
-Slug = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,62}$")]
-Key = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+SLUG_PATTERN = r"^[a-z0-9][a-z0-9-]{0,62}$"
+KEY_PATTERN = r"^[a-z][a-z0-9_]{0,62}$"
+PARAM_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+# What each pattern means, for error messages read by people who write study files.
+PATTERN_WORDS: dict[str, str] = {
+    SLUG_PATTERN: "use 1 to 63 lowercase letters, digits and hyphens, starting with a letter or "
+    "digit (e.g. 'lightning-4step')",
+    KEY_PATTERN: "use 1 to 63 lowercase letters, digits and underscores, starting with a letter "
+    "(e.g. 'motion_quality')",
+    PARAM_PATTERN: "use 1 to 64 letters, digits and underscores, not starting with a digit "
+    "(e.g. 'PROLIFIC_PID')",
+}
+Slug = Annotated[str, StringConstraints(pattern=SLUG_PATTERN)]
+Key = Annotated[str, StringConstraints(pattern=KEY_PATTERN)]
 
 
 class Strict(BaseModel):
@@ -154,6 +166,7 @@ __all__ = [
     "DEFAULT_SCHEDULERS",
     "LIGHTNING_STEPS",
     "MAX_PROMPT_CHARS",
+    "PATTERN_WORDS",
     "PIPELINE_KINDS",
     "ArmSpec",
     "Criterion",

@@ -20,6 +20,8 @@ from pydantic import Field, StringConstraints, ValidationError, field_validator
 from app.studies.schemas import (
     DEFAULT_CRITERIA,
     MAX_PROMPT_CHARS,
+    PARAM_PATTERN,
+    PATTERN_WORDS,
     ArmSpec,
     Criterion,
     PipelineKind,
@@ -29,6 +31,7 @@ from app.studies.schemas import (
     Strict,
     slugify,
 )
+from app.text import plural
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_PROMPTS = 10_000
@@ -52,9 +55,12 @@ class StudyFileError(ValueError):
     """A study file or prompts CSV is invalid; `problems` lists every problem found."""
 
     def __init__(self, problems: list[Problem]) -> None:
-        self.problems = problems
-        lines = "\n".join(f"  {p}" for p in problems)
-        super().__init__(f"{len(problems)} problem(s) in the study; nothing was created:\n{lines}")
+        # In reading order: by file (in the order the files were checked), line, column.
+        files = {name: rank for rank, name in enumerate(dict.fromkeys(p.file for p in problems))}
+        self.problems = sorted(problems, key=lambda p: (files[p.file], p.line, p.column))
+        lines = "\n".join(f"  {p}" for p in self.problems)
+        count = plural(len(problems), "problem")
+        super().__init__(f"{count} in the study; nothing was created:\n{lines}")
 
 
 class RatingSpec(Strict):
@@ -62,7 +68,7 @@ class RatingSpec(Strict):
 
     trials_per_evaluator: int | None = Field(default=None, ge=1, le=10_000)
     open_enrollment: bool = False
-    external_id_param: str = Field(default="PROLIFIC_PID", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
+    external_id_param: str = Field(default="PROLIFIC_PID", pattern=PARAM_PATTERN)
     repeat_trials: int = Field(default=0, ge=0, le=50)  # matchups repeated with sides swapped
     min_view_seconds: float = Field(default=0.0, ge=0, le=600)
     fast_trial_seconds: float = Field(default=0.0, ge=0, le=600)  # faster answers get flagged
@@ -91,7 +97,9 @@ class StudyFile(Strict):
     name: Annotated[str, StringConstraints(min_length=1, max_length=200, strip_whitespace=True)]
     slug: Slug | None = None
     description: str = Field(default="", max_length=10_000)
-    prompts: str = Field(min_length=1, description="path of the prompts CSV, relative to this file")
+    # Path of the prompts CSV, relative to this file: needed where the file is read from disk
+    # (the CLI, `load_study_file`); an upload brings its CSV beside it and may leave it out.
+    prompts: str | None = Field(default=None, min_length=1)
     criteria: list[Criterion | Annotated[str, StringConstraints(min_length=1)]] | None = None
     render: RenderSpec = RenderSpec()
     rating: RatingSpec = RatingSpec()
@@ -253,6 +261,15 @@ def _message(err: Any, raw: dict[str, Any], loc: tuple[Any, ...]) -> str:
     if err["type"] == "literal_error" and loc and loc[-1] == "kind":
         allowed = str(err["msg"]).removeprefix("Input should be ")
         return f"unknown pipeline kind {err['input']!r}: use {allowed}"
+    return _plain_message(err)
+
+
+def _plain_message(err: Any) -> str:
+    """Pydantic's message, with a regular expression said in words."""
+    if err["type"] == "string_pattern_mismatch":
+        words = PATTERN_WORDS.get(err.get("ctx", {}).get("pattern", ""))
+        if words:
+            return f"{err['input']!r} is not valid: {words}"
     return str(err["msg"]).removeprefix("Value error, ")
 
 
@@ -270,8 +287,7 @@ def _resolve_arms(spec: StudyFile, text: str, name: str) -> list[ArmSpec]:
                 loc = ("arms", index, *err["loc"])
                 line = _find_key_line(text, loc)
                 where = ".".join(str(p) for p in ("arms", index, *err["loc"]))
-                msg = str(err["msg"]).removeprefix("Value error, ")
-                problems.append(Problem(name, line, 1, f"{where}: {msg}"))
+                problems.append(Problem(name, line, 1, f"{where}: {_plain_message(err)}"))
     if problems:
         raise StudyFileError(problems)
     return arms
