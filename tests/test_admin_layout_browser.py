@@ -219,3 +219,28 @@ def test_times_are_24_hour_utc_whatever_the_viewers_locale(
     status = page.locator('#render [data-field="render-status"]')
     expect(status).to_contain_text("UTC")
     assert re.search(UTC_TIME, status.inner_text()), status.inner_text()
+
+
+def test_render_panel_offers_the_errors_when_rendering_stops_with_failures(
+    admin_page, live_server, session
+):
+    from playwright.sync_api import expect
+
+    study = example_study(session)
+    session.execute(update(Clip).values(status=ClipStatus.queued, tiny=True, queued_at=utcnow()))
+    session.commit()
+    page = admin_page
+    page.goto(f"{live_server}/admin/studies/{study.slug}")
+    status = page.locator('#render [data-field="render-status"]')
+    expect(status).to_contain_text("Rendering… updated")
+    assert page.get_by_label("tiny models (demo, no downloads)").is_checked()  # as queued
+
+    # Every clip fails while the page is open: the panel says so and offers the errors.
+    error = "OSError: We couldn't connect to 'https://huggingface.co' to load this model"
+    session.execute(update(Clip).values(status=ClipStatus.failed, error=error))
+    session.commit()
+    expect(status).to_contain_text("Rendering stopped at")
+    assert re.search(UTC_TIME, status.inner_text())
+    status.get_by_role("link", name="Reload to see the errors").click()
+    expect(page.locator("#render .render-failed")).to_contain_text("couldn't connect")
+    assert page.get_by_label("tiny models (demo, no downloads)").is_checked()
