@@ -31,8 +31,9 @@ from tests.rating_factories import ARMS, PROMPT_TEXTS, mark_clips_done, study_to
 
 @dataclass
 class Cast:
-    """What was cast: per criterion (favored wins, ties, favored losses) over first showings,
-    and every vote's winner ('tie' or the arm name) by (trial id, criterion)."""
+    """What was cast: per criterion (favored wins, ties, favored losses) over first showings of
+    the pairs the favored arm takes part in, and every vote's winner ('tie' or the arm name) by
+    (trial id, criterion)."""
 
     favored: str = ""
     outcomes: dict[str, Counter[str]] = field(default_factory=dict)
@@ -101,23 +102,27 @@ def cast_votes(
                 now=clock + timedelta(seconds=delay),
             )
             session.commit()
-            _record(cast, trial, votes, flagged=submitted.trial.flagged)
+            shown = {arm_names[trial.matchup.arm_a_id], arm_names[trial.matchup.arm_b_id]}
+            _record(cast, trial, votes, flagged=submitted.trial.flagged, count=favored in shown)
             answered += 1
     return cast
 
 
 def _answer(trial, arm_names, *, favored, rates, tie, rng):  # type: ignore[no-untyped-def]
-    """criterion -> (side clicked, winner) for one trial."""
+    """criterion -> (side clicked, winner) for one trial. In a pair without `favored` (three
+    arms or more) either arm wins half the decisive answers."""
     matchup = trial.matchup
     left = arm_names[matchup.arm_a_id if trial.a_on_left else matchup.arm_b_id]
     right = arm_names[matchup.arm_b_id if trial.a_on_left else matchup.arm_a_id]
-    other = right if left == favored else left
+    one, other = left, right
+    if favored in (left, right):
+        one, other = favored, (right if left == favored else left)
     answers = {}
     for criterion, rate in rates.items():
         if rng.random() < tie:
             answers[criterion] = ("tie", "tie")
             continue
-        winner = favored if rng.random() < rate else other
+        winner = one if rng.random() < (rate if one == favored else 0.5) else other
         answers[criterion] = ("left" if winner == left else "right", winner)
     return answers
 
@@ -132,7 +137,7 @@ def _again(trial, arm_names, winners: dict[str, str]):  # type: ignore[no-untype
     }
 
 
-def _record(cast: Cast, trial, votes, *, flagged: bool) -> None:  # type: ignore[no-untyped-def]
+def _record(cast: Cast, trial, votes, *, flagged: bool, count: bool) -> None:  # type: ignore[no-untyped-def]
     cast.votes += len(votes)
     cast.flagged_trials += int(flagged)
     for criterion, (_, winner) in votes.items():
@@ -140,6 +145,8 @@ def _record(cast: Cast, trial, votes, *, flagged: bool) -> None:  # type: ignore
         if trial.is_repeat:
             continue
         cast.first_votes += 1
+        if not count:
+            continue  # a pair without the favored arm
         key = "tie" if winner == "tie" else ("win" if winner == cast.favored else "loss")
         cast.outcomes[criterion][key] += 1
 
