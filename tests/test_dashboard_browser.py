@@ -10,8 +10,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser import PHONE
+from tests.browser import DESKTOP, PHONE
 from tests.conftest import ADMIN_PASSWORD
+from tests.cost_factories import imported_study
 from tests.rating_factories import link, rating_study
 from tests.results_factories import cast_votes
 
@@ -74,3 +75,91 @@ def test_dashboard_changes_after_a_vote_without_a_reload(
     width = page.evaluate("document.documentElement.scrollWidth")
     assert width <= PHONE["width"], "the page must not scroll sideways on a phone"
     page.screenshot(path=str(shots / f"dashboard-phone-{database_url[:6]}.png"), full_page=True)
+
+
+# --- layout: nothing clipped, nothing wider than its box --------------------------------------
+
+# Every visible element inside <main> must lie within its container, horizontally: its parent,
+# or for a chart's SVG shapes and labels the box holding the SVG. Inside a box that scrolls
+# sideways (overflow-x auto or scroll) content may be wider: it scrolls there, not clipped.
+OVERFLOW_JS = """
+() => {
+  const out = [];
+  const root = document.documentElement;
+  if (root.scrollWidth > root.clientWidth) out.push(`page is ${root.scrollWidth}px wide`);
+  const scrolls = (el) => ["auto", "scroll"].includes(getComputedStyle(el).overflowX);
+  const scrolled = (el) => {
+    for (let a = el.parentElement; a && a.tagName !== "MAIN"; a = a.parentElement) {
+      if (scrolls(a)) return true;
+    }
+    return false;
+  };
+  const name = (el) => el.tagName.toLowerCase() + (el.id ? "#" + el.id : "") +
+    (el.classList.length ? "." + [...el.classList].join(".") : "");
+  for (const el of document.querySelectorAll("main *")) {
+    const box = el.getBoundingClientRect();
+    if (box.width <= 1 || box.height <= 1 || scrolled(el)) continue;  // hidden, or scrolls
+    const svg = el.ownerSVGElement ? el.closest("figure > svg, div > svg") : null;
+    const container = svg ? svg.parentElement : el.parentElement;
+    const limit = container.getBoundingClientRect();
+    const over = Math.max(box.right - limit.right, limit.left - box.left);
+    if (over > 1) out.push(`${name(el)} sticks out of ${name(container)} by ${over.toFixed(0)}px` +
+      ` ("${(el.textContent || "").trim().slice(0, 40)}")`);
+  }
+  return out;
+}
+"""
+
+
+SCROLLING_TABLES_JS = """
+() => [...document.querySelectorAll(".table-scroll")]
+  .filter((box) => box.scrollWidth > box.clientWidth + 1)
+  .map((box) => `${box.closest("[id]").id}: ${box.scrollWidth} > ${box.clientWidth}px`)
+"""
+
+
+def overflow(page, viewport) -> list[str]:  # type: ignore[no-untyped-def]
+    """What sticks out; at a laptop's width also any table that has to scroll to be read."""
+    found = page.evaluate(OVERFLOW_JS)
+    if viewport == DESKTOP:
+        found += page.evaluate(SCROLLING_TABLES_JS)
+    return found
+
+
+def test_nothing_is_clipped_in_the_dashboard_or_the_report(
+    live_server, chromium_page, session, settings, tmp_path, database_url
+):
+    """Three arms with votes and render costs: at a laptop and a phone width, every table,
+    chart and label of the dashboard (robustness panel included) and of report.html stays in
+    its box; at a laptop's width every table fits, on a phone wide ones scroll in their box."""
+    from playwright.sync_api import expect
+
+    study = imported_study(
+        session, settings, tmp_path, slug="layout",
+        seconds={"zebra-arm": 21.0, "quokka-arm": 2.4, "narwhal-arm": 9.5},
+    )  # fmt: skip
+    page = chromium_page
+    page.goto(f"{live_server}/admin/login?next=/admin/studies/{study.slug}/dashboard")
+    page.fill("input[name=password]", ADMIN_PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(f"**/admin/studies/{study.slug}/dashboard")
+    page.click("#advanced-body [data-load-advanced]")
+    expect(page.locator("#advanced-body table").first).to_be_visible()
+    report = page.request.get(f"{live_server}/admin/studies/{study.slug}/export/report.html")
+    assert report.ok
+    shots = Path(os.environ.get("VIDARENA_TEST_SCREENSHOTS") or tmp_path)
+    shots.mkdir(parents=True, exist_ok=True)
+    for label, viewport in (("laptop", DESKTOP), ("phone", PHONE)):
+        page.set_viewport_size(viewport)
+        page.screenshot(
+            path=str(shots / f"dashboard3-{label}-{database_url[:6]}.png"), full_page=True
+        )
+        assert overflow(page, viewport) == [], f"dashboard at {viewport}"
+    report_page = page.context.new_page()
+    report_page.set_content(report.text())
+    for label, viewport in (("laptop", DESKTOP), ("phone", PHONE)):
+        report_page.set_viewport_size(viewport)
+        report_page.screenshot(
+            path=str(shots / f"report3-{label}-{database_url[:6]}.png"), full_page=True
+        )
+        assert overflow(report_page, viewport) == [], f"report.html at {viewport}"

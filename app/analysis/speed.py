@@ -66,3 +66,16 @@ def speed_vs_preference(
         p = prefs.get(arm) or ArmPreference(criterion, arm, 0, 0, 0, 0, None, None, None)
         out.append(SpeedPreference(arm=arm, criterion=criterion, speed=s, preference=p))
     return tuple(out)
+
+
+def unpriced_arms(speed: Iterable[ArmSpeed]) -> tuple[str, ...]:
+    """Arms with no render seconds recorded (imported without cost columns, or not rendered)."""
+    return tuple(s.arm for s in speed if s.median_total_seconds is None)
+
+
+def fastest_arm(speed: Sequence[ArmSpeed]) -> str | None:
+    """The arm with the lowest median render seconds, named only when every arm has a render
+    cost: an arm without one could be the fastest, so None rather than a guess."""
+    if not speed or unpriced_arms(speed):
+        return None
+    return min(speed, key=lambda s: (s.median_total_seconds, s.arm)).arm

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from app.analysis import PairwiseResult, PowerResult, SpeedPreference
+from app.analysis.speed import fastest_arm, unpriced_arms
 from app.dashboard.schemas import Dashboard, Timeline
 from app.dashboard.tally import FLAGGED_EVALUATOR_SHARE as FLAGGED_EVALUATOR_SHARE  # templates
 
@@ -114,6 +115,14 @@ def theme_grid(
 
 # --- speed beside preference --------------------------------------------------------------------
 
+SPEED_HEIGHT = 280  # px: the speed chart's SVG height (its width follows the page)
+N_ARM_COLOURS = 8  # .arm-c0 .. .arm-c7 in static/dashboard.css (Okabe and Ito's palette)
+LABEL_OFFSET = 12  # px between a point's centre (its whisker) and its label
+LABEL_HEIGHT = 16  # px a label takes vertically
+LABEL_SHIFTS = tuple(sorted(range(-208, 209, 8), key=abs))  # px up (<0) or down, nearest first
+REF_WIDTH = 300  # px: about the narrowest speed chart (a phone)
+CHAR_WIDTH = 9.0  # px per character of a 13 px bold label (8.3 to 8.8 measured in Chromium)
+
 
 @dataclass(frozen=True, slots=True)
 class SpeedPoint:
@@ -123,6 +132,9 @@ class SpeedPoint:
     low: float
     high: float
     row: SpeedPreference
+    colour: str = "arm-c0"  # CSS class
+    label_anchor: str = "start"  # the label's text-anchor: "start" right of the whisker
+    label_dy: float = 0.0  # px from the point's centre to the label's middle
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,8 +146,17 @@ class SpeedLayout:
     missing: tuple[str, ...]  # arms without render times or decisive votes
 
 
-def speed_layout(rows: Sequence[SpeedPreference]) -> SpeedLayout:
-    """Median render seconds (x; log scale when they span over 5x) against pooled win rate (y)."""
+def arm_colour(arm: str, arms: Sequence[str]) -> str:
+    """CSS class of an arm's own colour, from its place in the study (the same in every view)."""
+    return f"arm-c{list(arms).index(arm) % N_ARM_COLOURS}" if arm in arms else "arm-c0"
+
+
+def speed_layout(
+    rows: Sequence[SpeedPreference], *, arms: Sequence[str] | None = None
+) -> SpeedLayout:
+    """Median render seconds (x; log scale when they span over 5x) against pooled win rate (y),
+    each arm in its own colour (by its place in `arms`, default the rows' order)."""
+    arms = list(arms) if arms is not None else [r.arm for r in rows]
     placed = [r for r in rows if r.speed.median_total_seconds and r.preference.win_rate is not None]
     missing = tuple(r.arm for r in rows if r not in placed)
     if not placed:
@@ -144,7 +165,7 @@ def speed_layout(rows: Sequence[SpeedPreference]) -> SpeedLayout:
     log = max(times) / min(times) > 5
     x_of, x_ticks = _x_scale(min(times), max(times), log=log)
     domain = win_domain_of(placed)
-    points = tuple(
+    points = [
         SpeedPoint(
             arm=r.arm,
             x=x_of(r.speed.median_total_seconds or 0.0),
@@ -152,20 +173,127 @@ def speed_layout(rows: Sequence[SpeedPreference]) -> SpeedLayout:
             low=position(r.preference.ci_low, domain),
             high=position(r.preference.ci_high, domain),
             row=r,
+            colour=arm_colour(r.arm, arms),
         )
         for r in placed
+    ]
+    return SpeedLayout(tuple(_place_labels(points)), x_ticks, tuple(ticks(domain)), log, missing)
+
+
+def _place_labels(points: list[SpeedPoint]) -> list[SpeedPoint]:
+    """Each label beside its point (so never on its whisker), on the side and at the height
+    where it covers no whisker, dot or label placed before it, as near its point as it can.
+
+    Placed in pixels at REF_WIDTH: on a wider chart points move apart while labels keep their
+    size, so what clears at the narrowest width clears at every width."""
+    placed: dict[str, SpeedPoint] = {}
+    boxes: list[Box] = []
+    for point in sorted(points, key=lambda p: p.x):
+        taken = [box for p in points if p is not point for box in _marks(p)] + boxes
+        # Nearest first, the right before the left: the first clear spot is the best one.
+        options = [(anchor, dy) for dy in LABEL_SHIFTS for anchor in ("start", "end")]
+        clear = (o for o in options if _label_cost(point, *o, taken) < 1000)
+        # Nowhere clear: the least bad spot.
+        best = next(clear, None) or min(options, key=lambda o: _label_cost(point, *o, taken))
+        placed[point.arm] = _with_label(point, anchor=best[0], dy=best[1])
+        boxes.append(_label_box(point, *best))
+    return [placed[p.arm] for p in points]
+
+
+Box = tuple[float, float, float, float]  # left, top, right, bottom in px at REF_WIDTH
+
+
+def _marks(point: SpeedPoint) -> list[Box]:
+    """The whisker and the dot of a point."""
+    x, y = REF_WIDTH * point.x / 100, _px(point.y)
+    return [(x - 2, _px(point.high), x + 2, _px(point.low)), (x - 8, y - 8, x + 8, y + 8)]
+
+
+def _label_box(point: SpeedPoint, anchor: str, dy: float) -> Box:
+    """The label with the gap between it and its point (what lies in the gap at this width
+    may lie under the label on a wider chart)."""
+    x, y = REF_WIDTH * point.x / 100, _px(point.y) + dy
+    width = LABEL_OFFSET + CHAR_WIDTH * len(point.arm)
+    left = x if anchor == "start" else x - width
+    return (left, y - LABEL_HEIGHT / 2, left + width, y + LABEL_HEIGHT / 2)
+
+
+def _label_cost(point: SpeedPoint, anchor: str, dy: float, taken: list[Box]) -> float:
+    """Leaving the plot costs most, then each overlap; then distance from the point; then
+    the left side."""
+    left, top, right, bottom = box = _label_box(point, anchor, dy)
+    overlaps = sum(_overlap(box, other) for other in taken)
+    outside = (
+        left < REF_WIDTH * PLOT_LEFT / 100
+        or right > REF_WIDTH
+        or top < 0
+        or bottom > SPEED_HEIGHT * PLOT_BOTTOM / 100
     )
-    return SpeedLayout(points, x_ticks, tuple(ticks(domain)), log, missing)
+    return 10_000 * outside + 1000 * overlaps + abs(dy) + 4 * (anchor == "end")
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
+
+
+def _with_label(point: SpeedPoint, *, anchor: str, dy: float) -> SpeedPoint:
+    return SpeedPoint(
+        point.arm, point.x, point.y, point.low, point.high, point.row, point.colour, anchor, dy
+    )
+
+
+def _px(y: float) -> float:
+    """A 0..100 (bottom..top) position as pixels from the top of the speed chart."""
+    return SPEED_HEIGHT * plot_y(y) / 100
+
+
+def label_dx(point: SpeedPoint) -> int:
+    return LABEL_OFFSET if point.label_anchor == "start" else -LABEL_OFFSET
+
+
+def unpriced(d: Dashboard) -> tuple[str, ...]:
+    """Arms of the dashboard with no render cost recorded."""
+    return unpriced_arms(r.speed for r in d.speed)
+
+
+def fastest(d: Dashboard) -> str | None:
+    """The fastest arm, or None unless every arm has a render cost."""
+    return fastest_arm([r.speed for r in d.speed])
+
+
+def cost_notes(d: Dashboard) -> list[str]:
+    """One line per arm without a render cost, saying why, instead of guessing."""
+    clips = {r.arm: r.speed.n_clips for r in d.speed}
+    return [
+        f"No render cost recorded for arm {arm}: "
+        + (
+            f"its {clips[arm]} done clip(s) carry no total_s (add the cost columns to the "
+            "import manifest)."
+            if clips.get(arm)
+            else "none of its clips is done yet."
+        )
+        for arm in unpriced(d)
+    ]
+
+
+def focus_note(d: Dashboard) -> str:
+    """Which arm the results are read for, and why: chosen, the fastest arm, or (when an arm has
+    no render cost, so none is named the fastest) the first arm of the study."""
+    if d.filters.arm == d.focus:
+        return f"Focus arm: {d.focus} (chosen)."
+    if fastest(d) == d.focus:
+        return f"Focus arm: {d.focus}, the fastest (lowest median render seconds per clip)."
+    missing = unpriced(d)
+    return (
+        f"Focus arm: {d.focus}, the first of the study: no render cost recorded for "
+        f"arm{'s' if len(missing) > 1 else ''} {', '.join(missing)}, so no arm is named "
+        "the fastest."
+    )
 
 
 def plot_y(position_: float) -> float:
     """A 0..100 (bottom..top) position as percent from the top of the speed chart's box."""
     return PLOT_BOTTOM - (PLOT_BOTTOM - PLOT_TOP) * position_ / 100
-
-
-def anchor(x: float) -> str:
-    """Text anchor keeping a label near the left or right edge inside the box."""
-    return "start" if x < 25 else "end" if x > 75 else "middle"
 
 
 def win_domain_of(rows: Iterable[SpeedPreference]) -> float:

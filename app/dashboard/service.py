@@ -40,6 +40,7 @@ from app.analysis import (
     speed_summary,
     speed_vs_preference,
 )
+from app.analysis.speed import fastest_arm
 from app.clips.models import Clip, ClipStatus
 from app.dashboard.schemas import (
     Advanced,
@@ -231,12 +232,12 @@ def _main(criteria: Sequence[str]) -> str:
     return "overall_quality" if "overall_quality" in criteria else criteria[-1]
 
 
-def focus_arm(requested: str | None, *, arms: Sequence[str], speed: Iterable[ArmSpeed]) -> str:
-    """The requested arm, else the fastest (lowest median render seconds), else the first."""
+def focus_arm(requested: str | None, *, arms: Sequence[str], speed: Sequence[ArmSpeed]) -> str:
+    """The requested arm, else the fastest when every arm has a render cost, else the first
+    (the dashboard then says which arms have no cost rather than guessing)."""
     if requested in arms:
         return str(requested)
-    timed = [(s.median_total_seconds, s.arm) for s in speed if s.median_total_seconds is not None]
-    return min(timed)[1] if timed else arms[0]
+    return fastest_arm(speed) or arms[0]
 
 
 def oriented_pairs(arms: Sequence[str], focus: str) -> list[tuple[str, str]]:

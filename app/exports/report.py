@@ -45,6 +45,10 @@ def terminal_tables(d: Dashboard) -> list[Table]:
                 cells.append(f"{verdict} (p {charts.p_value(r.non_inferiority.p_value)})")
             table.add_row(*cells)
         tables.append(table)
+    if tables:
+        # Which arm the tables read, and any arm without a render cost, instead of a guess.
+        tables[0].caption = "\n".join([charts.focus_note(d), *charts.cost_notes(d)])
+        tables[0].caption_justify = "left"
     return tables
 
 

@@ -19,6 +19,7 @@ from typing import Any, Literal
 from sqlalchemy import Integer, String, select, type_coerce
 from sqlalchemy.orm import Session
 
+from app.analysis.speed import fastest_arm, unpriced_arms
 from app.clips.models import Clip
 from app.dashboard import service as dashboard_service
 from app.dashboard.schemas import Advanced, Dashboard, Filters
@@ -333,6 +334,9 @@ def summary_json(d: Dashboard, a: Advanced) -> dict[str, Any]:
         "generated_at": d.generated_at.isoformat(),
         "filters": d.filters.model_dump(),
         "focus_arm": d.focus,
+        # Named only when every arm has a render cost; otherwise the arms without one.
+        "fastest_arm": fastest_arm([r.speed for r in d.speed]),
+        "arms_without_render_cost": list(unpriced_arms(r.speed for r in d.speed)),
         "arms": list(d.arms),
         "criteria": [{"key": c.key, "label": c.label} for c in d.criteria],
         "themes": list(d.summary.themes),
