@@ -35,6 +35,8 @@ USER vidarena
 EXPOSE 8000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/healthz', timeout=4)"]
+# Behind a reverse proxy, set VIDARENA_FORWARDED_ALLOW_IPS to its address: no X-Forwarded-For is
+# believed otherwise (every client is the peer address).
 # Migrations are applied by the compose `migrate` service (`vidarena db upgrade`) before this
 # starts; `serve` refuses to start on a PostgreSQL schema that is behind.
 CMD ["vidarena", "serve", "--host", "0.0.0.0", "--port", "8000", "--workers", "4", "--no-render-worker"]

@@ -13,6 +13,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Refused as SECRET_KEY outside development: it is in the docs, so anyone could forge sessions.
 PLACEHOLDER_SECRET = "change-me"  # noqa: S105 - the value we refuse, not a credential
+# Shortest secrets production accepts: a guessable key forges every session and link.
+MIN_SECRET_KEY = 32
+MIN_ADMIN_PASSWORD = 12
 
 
 class Settings(BaseSettings):
@@ -31,9 +34,17 @@ class Settings(BaseSettings):
     s3_secret_access_key: SecretStr | None = None
     admin_password: SecretStr | None = None
     secret_key: SecretStr | None = None
+    # The key before the last rotation: still accepted to verify, never used to sign.
+    secret_key_previous: SecretStr | None = None
     session_max_age: int = Field(default=8 * 3600, ge=60)
     https_only: bool = False
     log_level: str = "INFO"
+    # Reverse proxies whose X-Forwarded-For / -Proto `vidarena serve` believes (addresses or
+    # networks, comma-separated; `*`: any peer). Empty: none, the peer's address is the client's.
+    forwarded_allow_ips: str = ""
+    # /docs, /redoc and /openapi.json; unset: on, except in production (Swagger UI and ReDoc
+    # load their scripts from a CDN).
+    api_docs: bool | None = None
     render_lease_seconds: int = Field(default=300, ge=1)
     render_max_retries: int = Field(default=3, ge=0, le=20)
     # Operations (app/ops): logs, metrics, rate limits.
@@ -76,7 +87,26 @@ class Settings(BaseSettings):
         """The configured key, or one generated once and kept in ./var/secret_key."""
         if self.secret_key is not None:
             return self.secret_key.get_secret_value()
+        if self.env == "production":
+            self._refuse_short_secrets()
         return self._generated("secret_key", nbytes=48)
+
+    def _refuse_short_secrets(self) -> None:
+        for name, value, minimum in (
+            ("VIDARENA_SECRET_KEY", self.secret_key, MIN_SECRET_KEY),
+            ("VIDARENA_SECRET_KEY_PREVIOUS", self.secret_key_previous, MIN_SECRET_KEY),
+            ("VIDARENA_ADMIN_PASSWORD", self.admin_password, MIN_ADMIN_PASSWORD),
+        ):
+            length = len(value.get_secret_value()) if value is not None else 0
+            if 0 < length < minimum:  # unset or empty: generated, or refused elsewhere
+                raise ValueError(
+                    f"{name} is {length} characters long; production needs at least {minimum}: "
+                    "python -c 'import secrets; print(secrets.token_urlsafe(48))'"
+                )
+
+    @property
+    def api_docs_enabled(self) -> bool:
+        return self.api_docs if self.api_docs is not None else self.env != "production"
 
     def resolved_admin_password(self) -> str:
         """The configured password; in development one generated once into ./var/admin_password."""
@@ -88,6 +118,11 @@ class Settings(BaseSettings):
 
     def _generated(self, name: str, *, nbytes: int) -> str:
         path = self.var_dir / name
+    def previous_secret_keys(self) -> tuple[str, ...]:
+        """Keys accepted for verification only, during a rotation (newest first)."""
+        previous = self.secret_key_previous
+        return (previous.get_secret_value(),) if previous and previous.get_secret_value() else ()
+
         if path.exists():
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)

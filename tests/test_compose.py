@@ -42,6 +42,7 @@ def filled_env() -> dict[str, str]:
     values = env_example()
     for name in REQUIRED_SECRETS:
         values[name] = f"{name.lower().replace('_', '-')}-for-tests"
+    values["SECRET_KEY"] += "-32-characters-or-more"  # production refuses a shorter one
     return values
 
 

@@ -50,3 +50,27 @@ def test_production_needs_an_admin_password(tmp_path):
     dev = Settings(_env_file=None, env="development", var_dir=tmp_path, admin_password=None)
     assert dev.resolved_admin_password() == dev.resolved_admin_password()
     assert (tmp_path / "admin_password").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("admin_password", "x"),
+        ("admin_password", "11 letters!"),
+        ("secret_key", "k" * 31),
+        ("secret_key_previous", "p" * 31),
+    ],
+)
+def test_production_refuses_short_passwords_and_keys(tmp_path, name, value):
+    enough = {"admin_password": "a" * 12, "secret_key": "s" * 32, "secret_key_previous": "p" * 32}
+    Settings(_env_file=None, env="production", var_dir=tmp_path, **enough)
+    with pytest.raises(ValidationError, match=f"VIDARENA_{name.upper()} is {len(value)} char"):
+        Settings(_env_file=None, env="production", var_dir=tmp_path, **enough | {name: value})
+    Settings(_env_file=None, env="development", var_dir=tmp_path, **enough | {name: value})
+
+
+def test_api_docs_are_off_in_production_unless_asked_for():
+    assert Settings(_env_file=None, env="development").api_docs_enabled
+    production = {"env": "production", "admin_password": "a" * 12, "secret_key": "s" * 32}
+    assert not Settings(_env_file=None, **production).api_docs_enabled
+    assert Settings(_env_file=None, **production, api_docs=True).api_docs_enabled
