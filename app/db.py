@@ -218,6 +218,7 @@ def session_scope(engine: Engine | None = None, *, read_only: bool = False) -> I
 
 def import_all_models() -> MetaData:
     """Register every domain's tables on Base.metadata (for Alembic and create_all in tests)."""
+    from app.auth import models as _auth  # noqa: F401
     from app.clips import models as _clips  # noqa: F401
     from app.rating import models as _rating  # noqa: F401
     from app.studies import models as _studies  # noqa: F401

@@ -12,7 +12,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.middleware.sessions import SessionMiddleware
 
 from app import __version__, errors, ops
 from app.auth import router as auth_router
@@ -67,7 +66,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(
         auth_web.BodyLimitMiddleware, max_bytes=EVALUATOR_BODY_LIMIT, path_prefix="/r/"
     )
-    app.add_middleware(SessionMiddleware, **auth_service.session_cookie_options(settings))
+    app.add_middleware(
+        auth_web.AdminSessionMiddleware, **auth_service.session_cookie_options(settings)
+    )
     # Request ids, metrics, security headers, rate limits (outside the session), /healthz,
     # /readyz, /metrics and the JSON render-queue route.
     ops.install(app, settings)

@@ -12,9 +12,11 @@ stops the app from starting instead of shipping unprotected.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from functools import partial
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import iter_route_contexts
@@ -35,13 +37,37 @@ def wants_json(request: Request) -> bool:
     return "application/json" in accept and "text/html" not in accept
 
 
+async def signed_in(request: Request) -> bool:
+    """Whether the session cookie names a live admin session: one database read (on a worker
+    thread, its connection returned there) unless the cookie claims none. Kept on the request,
+    where templates read it (`is_admin()`)."""
+    known = getattr(request.state, "admin", None)
+    if isinstance(known, bool):
+        return known
+    settings = request.app.state.settings
+    session_id = service.claimed_session(session=request.session, max_age=settings.session_max_age)
+    live = session_id is not None and await anyio.to_thread.run_sync(
+        partial(_session_is_live, request.app, session_id)
+    )
+    request.state.admin = live
+    return live
+
+
+def _session_is_live(app: FastAPI, session_id: str) -> bool:
+    macs = getattr(app.state, "admin_password_macs", None)
+    if macs is None:  # settings never change under a running app
+        macs = app.state.admin_password_macs = service.password_macs(app.state.settings)
+    with app.state.read_session_factory() as db:
+        return service.session_is_live(db=db, session_id=session_id, password_macs=macs)
+
+
 async def require_admin(request: Request) -> None:
     """Anonymous browser GET: 303 to the login form. Anything else anonymous: 401."""
-    max_age = request.app.state.settings.session_max_age
-    if service.is_admin(session=request.session, max_age=max_age):
+    if await signed_in(request):
         return
     if request.session.get("admin"):
-        service.log_out(session=request.session)  # expired: drop it, do not keep extending it
+        # Expired, logged out or from before a password change: drop it, do not extend it.
+        service.log_out(session=request.session)
     if request.method in ("GET", "HEAD") and not wants_json(request):
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         location = "/admin/login?" + urlencode({"next": service.safe_next(target)})

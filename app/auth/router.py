@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from functools import partial
 from typing import Annotated
 
+import anyio.to_thread
 from fastapi import APIRouter, Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from app.auth import service
-from app.auth.deps import admin_router, verify_csrf
+from app.auth.deps import admin_router, signed_in, verify_csrf
 from app.config import Settings
-from app.deps import SettingsDep
+from app.deps import SessionDep, SettingsDep
 from app.web import templates
 
 # Slows each wrong guess down without holding a worker thread (this endpoint is async).
@@ -45,9 +47,9 @@ def _render_login(
 
 
 @login_router.get("/login", response_class=HTMLResponse)
-def login_form(request: Request, settings: SettingsDep, next: str | None = None) -> Response:
+async def login_form(request: Request, settings: SettingsDep, next: str | None = None) -> Response:
     next_url = service.safe_next(next)
-    if service.is_admin(session=request.session, max_age=settings.session_max_age):
+    if await signed_in(request):
         return RedirectResponse(next_url, status_code=303)
     return _render_login(request, settings=settings, next_url=next_url)
 
@@ -81,12 +83,20 @@ async def login(
             request, settings=settings, next_url=next_url, error=error, status_code=401
         )
     throttle.succeeded(client)
-    service.log_in(session=request.session)
+    await anyio.to_thread.run_sync(partial(_log_in, request, settings))
     return RedirectResponse(next_url, status_code=303)
 
 
+def _log_in(request: Request, settings: Settings) -> None:
+    with request.app.state.session_factory() as db:
+        service.log_in(session=request.session, db=db, settings=settings)
+        db.commit()
+
+
 @router.post("/logout")
-def logout(request: Request) -> Response:
-    service.log_out(session=request.session)
+def logout(request: Request, db: SessionDep) -> Response:
+    """Ends the session on the server too: a copy of the cookie is refused from now on."""
+    service.log_out(session=request.session, db=db)
+    db.commit()
     service.flash(session=request.session, message="Signed out.")
     return RedirectResponse("/admin/login", status_code=303)

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from typing import Any
 
+import itsdangerous
 from fastapi import Request, Response
 from fastapi.exception_handlers import http_exception_handler
 from jinja2 import Environment, pass_context
 from markupsafe import Markup
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.middleware.sessions import SessionMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.auth import service
@@ -60,9 +62,8 @@ def flashes(context: Any) -> list[tuple[str, str]]:
 
 @pass_context
 def is_admin(context: Any) -> bool:
-    request = _request(context)
-    max_age = request.app.state.settings.session_max_age
-    return service.is_admin(session=request.session, max_age=max_age)
+    """Whether this request passed `require_admin` (or the login form's check)."""
+    return getattr(_request(context).state, "admin", False) is True
 
 
 def install_template_globals(env: Environment) -> None:
@@ -93,6 +94,15 @@ async def http_error_page(request: Request, exc: Exception) -> Response:
     return templates.TemplateResponse(
         request, "error.html", context, status_code=exc.status_code, headers=exc.headers
     )
+
+
+class AdminSessionMiddleware(SessionMiddleware):
+    """Starlette's session cookie, signed with the last of `keys` and verified with any of them
+    (oldest first): sessions signed before a key rotation hold while the previous key is set."""
+
+    def __init__(self, app: ASGIApp, *, keys: list[str], **options: Any) -> None:
+        super().__init__(app, secret_key=keys[-1], **options)
+        self.signer = itsdangerous.TimestampSigner(keys)
 
 
 class BodyLimitMiddleware:

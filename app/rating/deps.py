@@ -31,8 +31,11 @@ PRIVATE_HEADERS = {
 
 async def get_secret(request: Request, settings: SettingsDep) -> str:  # async: see app/deps.py
     secret = getattr(request.app.state, "rating_secret", None)
+    """The current secret, carrying the previous one (accepted during a key rotation)."""
     if secret is None:
-        secret = request.app.state.rating_secret = settings.resolved_secret_key()
+        secret = request.app.state.rating_secret = tokens.SigningSecret(
+            settings.resolved_secret_key(), settings.previous_secret_keys()
+        )
     return secret
 
 
