@@ -253,25 +253,25 @@ def serve(
     child = (
         _start_worker_process() if (embedded if render_worker is None else render_worker) else None
     )
+    # X-Forwarded-For and -Proto only from VIDARENA_FORWARDED_ALLOW_IPS (uvicorn's own default
+    # believes 127.0.0.1, and its FORWARDED_ALLOW_IPS variable, which this replaces): any local
+    # client could otherwise name itself a new address per request, past the rate limits.
+    trusted = settings.forwarded_allow_ips.strip()
     try:
         uvicorn.run(
             "app.main:create_app",
             factory=True,
             host=host,
-    # X-Forwarded-For and -Proto only from VIDARENA_FORWARDED_ALLOW_IPS (uvicorn's own default
-    # believes 127.0.0.1, and its FORWARDED_ALLOW_IPS variable, which this replaces): any local
-    # client could otherwise name itself a new address per request, past the rate limits.
-    trusted = settings.forwarded_allow_ips.strip()
             port=port,
             workers=workers,
             log_level="info",
+            proxy_headers=bool(trusted),
+            forwarded_allow_ips=trusted or None,
         )
     finally:
         _stop_process(child)
 
 
-            proxy_headers=bool(trusted),
-            forwarded_allow_ips=trusted or None,
 def _start_worker_process(log: Path | None = None):  # type: ignore[no-untyped-def]
     """A `vidarena worker` child process; its log goes to LOG when given (keeps a progress bar
     readable), else to this terminal."""

@@ -77,19 +77,9 @@ class Settings(BaseSettings):
                 f"VIDARENA_SECRET_KEY is the documented placeholder {PLACEHOLDER_SECRET!r}; set a "
                 "long random value: python -c 'import secrets; print(secrets.token_urlsafe(48))'"
             )
-        return self
-
-    @property
-    def is_sqlite(self) -> bool:
-        return self.database_url.startswith("sqlite")
-
-    def resolved_secret_key(self) -> str:
-        """The configured key, or one generated once and kept in ./var/secret_key."""
-        if self.secret_key is not None:
-            return self.secret_key.get_secret_value()
         if self.env == "production":
             self._refuse_short_secrets()
-        return self._generated("secret_key", nbytes=48)
+        return self
 
     def _refuse_short_secrets(self) -> None:
         for name, value, minimum in (
@@ -108,6 +98,21 @@ class Settings(BaseSettings):
     def api_docs_enabled(self) -> bool:
         return self.api_docs if self.api_docs is not None else self.env != "production"
 
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def resolved_secret_key(self) -> str:
+        """The configured key, or one generated once and kept in ./var/secret_key."""
+        if self.secret_key is not None:
+            return self.secret_key.get_secret_value()
+        return self._generated("secret_key", nbytes=48)
+
+    def previous_secret_keys(self) -> tuple[str, ...]:
+        """Keys accepted for verification only, during a rotation (newest first)."""
+        previous = self.secret_key_previous
+        return (previous.get_secret_value(),) if previous and previous.get_secret_value() else ()
+
     def resolved_admin_password(self) -> str:
         """The configured password; in development one generated once into ./var/admin_password."""
         if self.admin_password is not None and self.admin_password.get_secret_value():
@@ -118,11 +123,6 @@ class Settings(BaseSettings):
 
     def _generated(self, name: str, *, nbytes: int) -> str:
         path = self.var_dir / name
-    def previous_secret_keys(self) -> tuple[str, ...]:
-        """Keys accepted for verification only, during a rotation (newest first)."""
-        previous = self.secret_key_previous
-        return (previous.get_secret_value(),) if previous and previous.get_secret_value() else ()
-
         if path.exists():
             return path.read_text().strip()
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -30,8 +30,8 @@ PRIVATE_HEADERS = {
 
 
 async def get_secret(request: Request, settings: SettingsDep) -> str:  # async: see app/deps.py
-    secret = getattr(request.app.state, "rating_secret", None)
     """The current secret, carrying the previous one (accepted during a key rotation)."""
+    secret = getattr(request.app.state, "rating_secret", None)
     if secret is None:
         secret = request.app.state.rating_secret = tokens.SigningSecret(
             settings.resolved_secret_key(), settings.previous_secret_keys()
