@@ -99,6 +99,130 @@ def test_invitation_only_and_forged_links_are_refused_politely(client, session, 
     assert count(session, Evaluator) == 0
 
 
+def test_an_invite_joined_with_three_made_up_participant_ids_is_one_evaluator(
+    client, session, settings, study
+):
+    """A personal invite binds one evaluator: the first participant id is recorded on it,
+    others are refused, by the API, the form and the welcome link alike."""
+    base, invite = link(settings, study), invite_token(settings, study)
+    first = join(client, base, invite=invite, external_id="made-up-1")
+    client.cookies.clear()
+    second = client.post(f"{base}/api/join", json={"invite": invite, "external_id": "made-up-2"})
+    assert second.status_code == 409 and second.json()["detail"]["code"] == "invite_used"
+    assert second.headers["cache-control"] == "no-store"
+    assert client.get(f"{base}?invite={invite}&PROLIFIC_PID=made-up-3").status_code == 200
+    third = client.post(f"{base}/join", data={"invite": invite, "external_id": "made-up-3"})
+    assert third.status_code == 409 and "already used" in third.text
+    assert tokens.EVALUATOR_COOKIE not in third.cookies
+    # The invite itself still resumes its evaluator, with or without its own participant id.
+    assert join(client, base, invite=invite)["resumed"]
+    assert join(client, base, invite=invite, external_id="made-up-1")["resumed"]
+    assert count(session, Evaluator) == 1
+    evaluator = session.scalar(select(Evaluator))
+    assert evaluator.external_id == "made-up-1" and evaluator.invite is not None
+    assert first["evaluator_token"]
+
+
+def test_a_participant_id_is_recorded_on_an_invite_once_and_never_twice(
+    client, session, settings, study
+):
+    base = link(settings, study)
+    mine, theirs = invite_token(settings, study), invite_token(settings, study)
+    join(client, base, invite=mine)  # opened without an id first: the id comes later
+    client.cookies.clear()
+    assert join(client, base, invite=mine, external_id="P-1")["resumed"]
+    client.cookies.clear()
+    taken = client.post(f"{base}/api/join", json={"invite": theirs, "external_id": "P-1"})
+    assert taken.status_code == 409 and taken.json()["detail"]["code"] == "external_id_used"
+    assert count(session, Evaluator) == 1
+    assert session.scalar(select(Evaluator.external_id)) == "P-1"
+
+
+def test_joining_from_another_site_is_refused(client, session, settings):
+    """Another site's page could make a visitor's browser join as someone the site chose."""
+    study = rating_study(session, settings, prompts=2, open_enrollment=True)
+    base = link(settings, study)
+    cross_site = [
+        {"Sec-Fetch-Site": "cross-site", "Origin": "null"},  # a modern browser, no referrer
+        {"Sec-Fetch-Site": "same-site", "Origin": "https://evil.testserver"},
+        {"Origin": "https://evil.example"},  # an older browser: Origin only
+    ]
+    for headers in cross_site:
+        form = client.post(
+            f"{base}/join", data={"external_id": "victim"}, headers=headers, follow_redirects=False
+        )
+        assert form.status_code == 403 and "another website" in form.text, headers
+        assert tokens.EVALUATOR_COOKIE not in form.cookies
+        api = client.post(f"{base}/api/join", json={}, headers=headers)
+        assert api.status_code == 403 and api.json()["detail"]["code"] == "cross_site"
+    assert count(session, Evaluator) == 0
+    # The study's own pages (Chromium posts them with Origin: null under no-referrer), and API
+    # clients, which send neither header, are accepted.
+    own = {"Sec-Fetch-Site": "same-origin", "Origin": "null"}
+    joined = client.post(f"{base}/join", data={}, headers=own, follow_redirects=False)
+    assert joined.status_code == 303
+    client.cookies.clear()
+    same_host = {"Origin": "http://testserver"}
+    assert client.post(
+        f"{base}/join", data={}, headers=same_host, follow_redirects=False
+    ).is_redirect
+    client.cookies.clear()
+    assert join(client, base)["evaluator_token"]
+    assert count(session, Evaluator) == 3
+
+
+def spellings(token: str) -> list[str]:
+    """The token with its last character's spare base64 bits set every other way."""
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    last = alphabet.index(token[-1])
+    return [token[:-1] + alphabet[(last & ~3) | bits] for bits in range(4) if bits != last & 3]
+
+
+def test_an_evaluator_token_is_accepted_in_one_spelling_only(client, session, settings):
+    study = rating_study(session, settings, prompts=2, open_enrollment=True)
+    base = link(settings, study)
+    token = join(client, base)["evaluator_token"]
+    client.cookies.clear()
+    assert client.get(f"{base}/api/next", headers=bearer(token)).status_code == 200
+    others = spellings(token)
+    assert len(others) == 3 and token not in others
+    for other in others:
+        response = client.get(f"{base}/api/next", headers=bearer(other))
+        assert response.status_code == 401, other
+    # Invites too: one invite, one spelling.
+    invite = invite_token(settings, rating_study(session, settings, slug="inv", prompts=1))
+    assert all(
+        tokens.parse_invite(settings.resolved_secret_key(), v, 2) is None for v in spellings(invite)
+    )
+
+
+def test_evaluator_422s_are_private_and_name_refused_keys_briefly(client, session, settings, study):
+    base = link(settings, study)
+    token = join(client, base, invite=invite_token(settings, study))["evaluator_token"]
+    trial = client.get(f"{base}/api/next", headers=bearer(token)).json()["trial"]
+    url = f"{base}/api/trials/{trial['id']}/votes"
+    long_key = "k" * 20_000
+    votes = all_left(study)
+    for body in (
+        {"votes": {**votes, long_key: "left"}},  # an unknown criterion (the service refuses)
+        {"votes": {**votes, long_key: "sideways"}},  # an unknown answer (validation refuses)
+        {"votes": votes, long_key: 1},  # an unknown field
+        {"votes": {f"{i}{'k' * 1_000}": "left" for i in range(50)}},  # many (within 64 KB)
+    ):
+        response = client.post(url, json=body, headers=bearer(token))
+        assert response.status_code == 422, response.text[:200]
+        assert response.headers["cache-control"] == "no-store"
+        assert len(response.text) < 2_000 and "k" * 100 not in response.text
+    form = client.post(f"{base}/join", data={"invite": "x" * 400})  # the form's own 422
+    assert form.status_code == 422 and form.headers["cache-control"] == "no-store"
+
+
+def test_missing_media_is_not_cached(client, session, settings, study):
+    base = link(settings, study)
+    missing = client.get(f"{base}/media/{'A' * 55}")
+    assert missing.status_code == 404 and missing.headers["cache-control"] == "no-store"
+
+
 @pytest.mark.parametrize(
     ("status", "code", "text"),
     [

@@ -415,15 +415,21 @@ def test_invites_and_external_ids_map_to_one_evaluator(session, settings):
     assert again.resumed and again.evaluator.id == first.evaluator.id
     with pytest.raises(service.EnrollmentError, match="invitation only"):
         service.join(session=session, secret=secret(settings), study=study, external_id="PID1")
+    # A participant id with the invite is recorded on the invite's one evaluator.
     with_pid = service.join(
         session=session, secret=secret(settings), study=study, invite=token, external_id="PID1"
     )
     session.commit()
-    assert not with_pid.resumed and with_pid.evaluator.external_id == "PID1"
+    assert with_pid.resumed and with_pid.evaluator.id == first.evaluator.id
+    assert with_pid.evaluator.external_id == "PID1"
     back = service.join(
         session=session, secret=secret(settings), study=study, invite=token, external_id=" PID1 "
     )
     assert back.resumed and back.evaluator.id == with_pid.evaluator.id
+    with pytest.raises(service.InviteUsedError, match="another participant id"):
+        service.join(
+            session=session, secret=secret(settings), study=study, invite=token, external_id="P2"
+        )
     with pytest.raises(service.EnrollmentError, match="not valid"):
         service.join(
             session=session, secret=secret(settings), study=study, invite=token[:-2] + "xx"
@@ -431,7 +437,7 @@ def test_invites_and_external_ids_map_to_one_evaluator(session, settings):
     other = rating_study(session, settings, slug="other", prompts=1)
     with pytest.raises(service.EnrollmentError, match="not valid"):
         service.join(session=session, secret=secret(settings), study=other, invite=token)
-    assert session.scalar(select(func.count(Evaluator.id))) == 2
+    assert session.scalar(select(func.count(Evaluator.id))) == 1
 
 
 def test_only_open_studies_take_evaluators(session, settings):

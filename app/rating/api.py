@@ -26,6 +26,7 @@ from app.rating.deps import (
     PRIVATE_HEADERS,
     SecretDep,
     UnknownLinkError,
+    check_same_origin,
     find_evaluator,
     find_study,
     in_rating_lane,
@@ -154,11 +155,15 @@ def join(
     secret: SecretDep,
     settings: SettingsDep,
 ) -> schemas.JoinOut:
-    """Enroll with an invite token, a participant id (open enrollment or with an invite), or
+    """Enroll with a personal invite token, a participant id (open enrollment), or
     anonymously under open enrollment. The same invite or participant id resumes the same
-    evaluator; so does a request carrying the evaluator token."""
+    evaluator; so does a request carrying the evaluator token. An invite is one evaluator: a
+    participant id sent with it is recorded on that evaluator, and a different one later is
+    refused (409 `invite_used`). Browsers may call this from the study's own pages only (403
+    `cross_site` otherwise)."""
     response.headers.update(PRIVATE_HEADERS)
     with api_errors():
+        check_same_origin(request)
         study = find_study(session, secret, key)
         result = service.join(
             session=session,

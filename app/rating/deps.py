@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from functools import partial
 from typing import Annotated, Any, TypeVar
+from urllib.parse import urlsplit
 
 import anyio.to_thread
 from fastapi import Depends, Request, Response
@@ -79,6 +80,38 @@ def find_study(session: Session, secret: str, key: str) -> Study:
     return study
 
 
+class CrossSiteError(service.RatingError):
+    status_code = 403
+    code = "cross_site"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "This request came from another website, so it was not accepted. Please open your "
+            "study link yourself and press Start there."
+        )
+
+
+# Sec-Fetch-Site values of a request this site's own pages (or the user, by hand) made.
+OWN_SITE = frozenset({"same-origin", "none"})
+
+
+def check_same_origin(request: Request) -> None:
+    """Refuse a join that another website's page sent (it would set this browser's evaluator
+    cookie: the visitor would then rate as whoever the other site chose, e.g. for their pay).
+
+    Browsers say where a request comes from in Sec-Fetch-Site, whatever the referrer policy;
+    older ones only send Origin, which is `null` from our own pages (they send no referrer),
+    so only a different origin is refused there. API clients send neither and pass."""
+    site = request.headers.get("sec-fetch-site")
+    if site is not None:
+        if site.lower() not in OWN_SITE:
+            raise CrossSiteError()
+        return
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        raise CrossSiteError()
+
+
 def request_token(request: Request) -> str | None:
     """The evaluator token of a request: `Authorization: Bearer`, else the cookie."""
     authorization = request.headers.get("authorization", "")
@@ -115,11 +148,13 @@ def set_evaluator_cookie(
 
 __all__ = [
     "PRIVATE_HEADERS",
+    "CrossSiteError",
     "ReadSessionDep",
     "SecretDep",
     "SessionDep",
     "StorageDep",
     "UnknownLinkError",
+    "check_same_origin",
     "find_evaluator",
     "find_study",
     "in_rating_lane",

@@ -20,6 +20,7 @@ from app.rating.deps import (
     PRIVATE_HEADERS,
     SecretDep,
     StorageDep,
+    check_same_origin,
     find_evaluator,
     find_study,
     set_evaluator_cookie,
@@ -50,6 +51,9 @@ def message_page(request: Request, exc: service.RatingError, *, title: str = "")
         "invite_required": "Invitation needed",
         "invalid_invite": "Invitation not valid",
         "invalid_external_id": "Participant id not valid",
+        "invite_used": "Invitation already used",
+        "external_id_used": "Already joined",
+        "cross_site": "Please start from your link",
         "not_joined": "Please start from your link",
     }
     context = {"title": title or titles.get(exc.code, "Sorry"), "message": exc.message}
@@ -101,6 +105,7 @@ def join(
     external_id: Annotated[str, Form(max_length=300)] = "",
 ) -> Response:
     try:
+        check_same_origin(request)
         study = find_study(session, secret, key)
         result = service.join(
             session=session,
@@ -182,7 +187,11 @@ async def media(
     `async`, and on the event loop while the process cache has the answer (every view of a clip
     after its first): the busiest route, two requests per trial, does no thread hop then."""
     headers = {**PRIVATE_HEADERS, "Cache-Control": MEDIA_CACHE_CONTROL}
-    not_found = Response("no such media", status_code=404, media_type="text/plain", headers=headers)
+    # Not cached: a clip missing now (storage restored late, a token tried early) may be found
+    # on the next try.
+    not_found = Response(
+        "no such media", status_code=404, media_type="text/plain", headers=PRIVATE_HEADERS
+    )
     study_id = tokens.parse_study_key(secret, key)
     ref = tokens.parse_media_token(secret, token)
     if study_id is None or ref is None or ref.study_id != study_id:

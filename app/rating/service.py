@@ -97,6 +97,13 @@ class EnrollmentError(RatingError):
     code = "invite_required"
 
 
+class InviteUsedError(RatingError):
+    """A personal invite, or a participant id, already bound to someone else."""
+
+    status_code = 409
+    code = "invite_used"
+
+
 class NotAnEvaluatorError(RatingError):
     status_code = 401
     code = "not_joined"
@@ -390,8 +397,13 @@ def join(
 ) -> JoinResult:
     """Enroll or resume an evaluator.
 
-    - an external id (e.g. a Prolific PID) is one evaluator: needs open enrollment or an invite;
-    - otherwise an invite's nonce is one evaluator;
+    - a personal invite (its nonce) binds exactly one evaluator, for good: opening it again, on
+      any device, resumes that evaluator. A participant id sent with it is recorded on that
+      evaluator (the first one), never a new evaluator; a different id later is refused
+      (InviteUsedError), so an invite cannot be shared. The only shared link is the
+      open-enrollment study link;
+    - without an invite, a participant id (e.g. a Prolific PID) is one evaluator: open
+      enrollment only;
     - otherwise the evaluator of the cookie resumes;
     - otherwise, with open enrollment, a new anonymous evaluator.
     """
@@ -400,22 +412,15 @@ def join(
     nonce = check_invite(secret=secret, study=study, invite=invite)
     external_id = clean_external_id(external_id)
     _lock_study(session, study.id)
+    if nonce is not None:
+        return _join_invited(session, study=study, nonce=nonce, external_id=external_id)
     existing: Evaluator | None = None
     if external_id is not None:
-        if nonce is None and not spec.open_enrollment:
+        if not spec.open_enrollment:
             raise EnrollmentError(
                 "This study is by invitation only: please use the invite link you were given."
             )
-        existing = session.scalar(
-            select(Evaluator).where(
-                Evaluator.study_id == study.id, Evaluator.external_id == external_id
-            )
-        )
-        nonce = None  # the participant id is the identity; one invite may serve many of them
-    elif nonce is not None:
-        existing = session.scalar(
-            select(Evaluator).where(Evaluator.study_id == study.id, Evaluator.invite == nonce)
-        )
+        existing = _evaluator_with(session, study, Evaluator.external_id == external_id)
     elif current is not None and current.study_id == study.id:
         existing = current
     elif not spec.open_enrollment:
@@ -424,6 +429,42 @@ def join(
         )
     if existing is not None:
         return JoinResult(evaluator=existing, resumed=True)
+    return _new_evaluator(session, study=study, external_id=external_id, nonce=None)
+
+
+def _join_invited(
+    session: Session, *, study: Study, nonce: str, external_id: str | None
+) -> JoinResult:
+    """The one evaluator of an invite: resumed, or made; a participant id recorded on it."""
+    bound = _evaluator_with(session, study, Evaluator.invite == nonce)
+    if external_id is not None and (bound is None or bound.external_id != external_id):
+        if bound is not None and bound.external_id is not None:
+            raise InviteUsedError(
+                "This invite link was already used with another participant id. Each invite "
+                "link is for one person: please use your own link, or ask the study's "
+                "organizers for one."
+            )
+        if _evaluator_with(session, study, Evaluator.external_id == external_id) is not None:
+            raise InviteUsedError(
+                "This participant id has already joined this study with another link. Please "
+                "use the link you joined with first.",
+                code="external_id_used",
+            )
+    if bound is None:
+        return _new_evaluator(session, study=study, external_id=external_id, nonce=nonce)
+    if external_id is not None and bound.external_id is None:
+        bound.external_id = external_id
+        session.flush()
+    return JoinResult(evaluator=bound, resumed=True)
+
+
+def _evaluator_with(session: Session, study: Study, condition) -> Evaluator | None:  # type: ignore[no-untyped-def]
+    return session.scalar(select(Evaluator).where(Evaluator.study_id == study.id, condition))
+
+
+def _new_evaluator(
+    session: Session, *, study: Study, external_id: str | None, nonce: str | None
+) -> JoinResult:
     evaluator = Evaluator(
         study_id=study.id,
         public_id=secrets.token_urlsafe(16),
@@ -1089,7 +1130,10 @@ def _check_votes(study: Study, votes: dict[str, str]) -> dict[str, Choice]:
     missing = [k for k in keys if k not in votes]
     problems = []
     if unknown:
-        problems.append(f"unknown criteria {unknown}")
+        # Said back short: the request's own keys could be a 64 KB body.
+        named = [k if len(k) <= 40 else k[:39] + "…" for k in unknown[:5]]
+        more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
+        problems.append(f"unknown criteria {named}{more}")
     if missing:
         problems.append(f"missing answers for {missing}")
     checked: dict[str, Choice] = {}
