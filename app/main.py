@@ -47,7 +47,17 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
-    app = FastAPI(title="vidarena", version=__version__, lifespan=_lifespan)
+    # API docs: Swagger UI and ReDoc load their scripts from a CDN, so they (and the schema
+    # they read) are off in production unless VIDARENA_API_DOCS turns them on.
+    docs = settings.api_docs_enabled
+    app = FastAPI(
+        title="vidarena",
+        version=__version__,
+        lifespan=_lifespan,
+        docs_url="/docs" if docs else None,
+        redoc_url="/redoc" if docs else None,
+        openapi_url="/openapi.json" if docs else None,
+    )
     app.state.settings = settings
     engine = get_engine(settings)
     app.state.engine = engine

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from fastapi.routing import iter_route_contexts
 from fastapi.testclient import TestClient
 
 from app.main import create_app
@@ -67,6 +68,46 @@ def test_the_api_docs_get_a_policy_of_their_own(client):
     assert "cdn.jsdelivr.net" in docs.headers["content-security-policy"]
     assert "frame-ancestors 'none'" in docs.headers["content-security-policy"]
     assert "cdn.jsdelivr.net" not in client.get("/admin/login").headers["content-security-policy"]
+
+
+EXTERNAL_RESOURCE = re.compile(
+    r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)=[\"']?(?:[a-z][a-z0-9+.-]*:)?//", re.I
+)
+# A stream that never ends; the media route answers bytes.
+NOT_PAGES = ("/dashboard/events", "/media/{token}")
+
+
+def test_production_serves_no_third_party_script(session, settings):
+    """In production no page of the app (the API docs included: off) loads anything from
+    another origin, and no policy names a CDN."""
+    study = rating_study(session, settings, prompts=2, open_enrollment=True)
+    production = configured(settings, env="production")
+    app = create_app(production)
+    values = {"{slug}": study.slug, "{key}": link(settings, study).removeprefix("/r/")}
+    paths = []
+    for route in iter_route_contexts(app.routes):
+        path = route.path or ""
+        if "GET" in (getattr(route, "methods", None) or ()) and not path.endswith(NOT_PAGES):
+            for name, value in values.items():
+                path = path.replace(name, value)
+            paths.append(path)
+    assert "/admin/studies/{slug}/dashboard".replace("{slug}", study.slug) in paths
+    with TestClient(app) as client:
+        for path in ("/docs", "/redoc", "/openapi.json", "/docs/oauth2-redirect"):
+            assert client.get(path).status_code == 404, path
+        assert client.post(f"{link(settings, study)}/api/join", json={}).status_code == 200
+        assert log_in(client).status_code == 303
+        for path in [*paths, "/docs", "/no/such/page"]:
+            response = client.get(path)
+            assert response.status_code < 500, (path, response.status_code)
+            policy = response.headers["content-security-policy"]
+            assert "http" not in policy and "cdn" not in policy, (path, policy)
+            assert not EXTERNAL_RESOURCE.search(response.text), (path, response.text[:300])
+    # Not vacuous: the docs page, where it is served, loads its scripts from a CDN.
+    with TestClient(create_app(configured(production, api_docs=True))) as client:
+        docs = client.get("/docs")
+        assert EXTERNAL_RESOURCE.search(docs.text)
+        assert "cdn." in docs.headers["content-security-policy"]
 
 
 def test_https_only_marks_cookies_secure_and_sends_hsts(session, settings):

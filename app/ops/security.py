@@ -6,7 +6,8 @@ Headers (added unless the route already set the same header):
   (plus the S3 endpoint when storage is S3), `frame-ancestors 'none'`, `object-src 'none'`,
   `base-uri 'none'`, `form-action 'self'`.
   FastAPI's `/docs` and `/redoc` pages load Swagger UI / ReDoc from a CDN with an inline
-  script, so those three paths get a looser policy of their own.
+  script: where they are served (VIDARENA_API_DOCS; by default not in production) those three
+  paths get a looser policy of their own. Otherwise no policy names a CDN.
 - `X-Frame-Options: DENY`, `X-Content-Type-Options: nosniff`, `Referrer-Policy: same-origin`,
   `Permissions-Policy` (no camera, microphone, geolocation…), `Cross-Origin-Opener-Policy`.
 - `Strict-Transport-Security` when `VIDARENA_HTTPS_ONLY` is set (with Secure cookies).
@@ -102,6 +103,7 @@ class SecurityHeadersMiddleware:
     def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
         self.app = app
         self.headers = list(security_headers(settings).items())
+        self.docs_paths = DOCS_PATHS if settings.api_docs_enabled else frozenset()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,7 +111,7 @@ class SecurityHeadersMiddleware:
             return
         path: str = scope.get("path", "")
         admin = path == "/admin" or path.startswith("/admin/")
-        docs = path in DOCS_PATHS
+        docs = path in self.docs_paths
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
