@@ -10,6 +10,7 @@ import json
 import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from diffusers import DDIMScheduler, EulerDiscreteScheduler
@@ -237,6 +238,48 @@ def test_tiny_cache_survives_concurrent_builders(tmp_path: Path) -> None:
         builder.join()
     assert results == [tmp_path / f"v{TINY_VERSION}"] * 2
     assert sorted(p.name for p in tmp_path.iterdir()) == [f"v{TINY_VERSION}"]  # no leftovers
+
+
+def mean_colour(renderer, *, prompt: str, seed: int) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Mean R, G, B over every pixel of every frame, in levels 0-255."""
+    frames = renderer.render(prompt=prompt, seed=seed).frames
+    return np.stack([np.asarray(frame, dtype=float) for frame in frames]).mean(axis=(0, 1, 2))
+
+
+def test_tiny_arms_share_the_base_and_cannot_be_told_apart_by_colour(tiny_root: Path) -> None:
+    animatediff = tiny_renderer(ANIMATEDIFF, tiny_root, num_frames=4)
+    lightning = tiny_renderer(LIGHTNING, tiny_root, num_frames=4)
+    # Guidance 7.5 against 1.0 on random weights used to tint the AnimateDiff clips magenta
+    # (green 15-25 levels lower, blue 14-22 higher than Lightning's).
+    for prompt, seed in (("a skateboarder doing a kickflip", 2019024262), ("a fox", 5)):
+        difference = mean_colour(animatediff, prompt=prompt, seed=seed) - mean_colour(
+            lightning, prompt=prompt, seed=seed
+        )
+        assert np.abs(difference).max() < 5, (prompt, difference)
+    # One base: the same VAE, text encoder and (motion modules aside) UNet weights.
+    for name in ("vae", "text_encoder"):
+        a = getattr(animatediff.pipe, name).state_dict()
+        b = getattr(lightning.pipe, name).state_dict()
+        assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a), name
+    a, b = animatediff.pipe.unet.state_dict(), lightning.pipe.unet.state_dict()
+    motion = [k for k in a if "motion_modules" in k]
+    assert motion and a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a if k not in motion)
+    # The Lightning checkpoint is its own, but close to the adapter it stands for.
+    assert any(not torch.equal(a[k], b[k]) for k in motion)
+    for key in motion:
+        assert torch.linalg.norm(a[key] - b[key]) <= 0.1 * torch.linalg.norm(a[key]) + 1e-6, key
+
+
+def test_tiny_renders_use_one_cpu_thread_and_restore_the_setting(tiny_root: Path) -> None:
+    # Spinning OpenMP threads made tiny renders ~10x slower on a busy 2-core machine.
+    before = torch.get_num_threads()
+    seen: list[int] = []
+    tiny_renderer(LIGHTNING, tiny_root, num_frames=2).render(
+        prompt="a", seed=1, on_step=lambda step, total: seen.append(torch.get_num_threads())
+    )
+    assert seen == [1] * LIGHTNING.steps
+    assert torch.get_num_threads() == before
 
 
 def test_an_exception_from_on_step_aborts_the_clip_cleanly(tiny_root: Path) -> None:
