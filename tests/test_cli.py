@@ -66,6 +66,21 @@ def test_broken_prompts_csv_names_the_line_and_creates_nothing(database_url, eng
     assert count(engine, "prompt") == 0
 
 
+def test_render_queues_every_clip_and_moves_a_draft_to_rendering(database_url, engine, tmp_path):
+    run("study", "create", str(EXAMPLE_STUDY), database_url=database_url, cwd=tmp_path)
+    result = run(
+        "render", "lightning-vs-animatediff", "--tiny", database_url=database_url, cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert "queued 200 clip(s) of 'lightning-vs-animatediff' with tiny models" in result.stdout
+    with engine.connect() as conn:
+        status = conn.execute(sa.text("SELECT status FROM study")).scalar_one()
+        queued = conn.execute(sa.text("SELECT count(*) FROM clip WHERE status = 'queued'"))
+        assert (status, queued.scalar_one()) == ("rendering", 200)
+    # One task per clip on the embedded broker under ./var, in the order queued.
+    assert len(list((tmp_path / "var" / "broker" / "queue").iterdir())) == 200
+
+
 def test_every_command_has_help(tmp_path):
     for args in (
         ["--help"],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 
 from celery import Celery
@@ -26,6 +27,7 @@ def send_renders(*, settings: Settings, clips: Iterable[tuple[int, bool]]) -> in
     from workers.celery_app import RENDER_QUEUE, RENDER_TASK
 
     celery = _celery_for(settings)
+    keep_order = settings.broker_url.startswith("filesystem://")
     sent = 0
     try:
         for clip_id, tiny in clips:
@@ -38,6 +40,8 @@ def send_renders(*, settings: Settings, clips: Iterable[tuple[int, bool]]) -> in
                 retry_policy={"max_retries": 1, "interval_start": 0.2, "interval_step": 0.5},
             )
             sent += 1
+            if keep_order:
+                _next_millisecond()
     except Exception as exc:  # kombu raises transport-specific errors; all mean "broker down"
         raise QueueUnavailableError(
             f"the render queue at {_safe(settings.broker_url)} is unavailable ({exc}); "
@@ -45,6 +49,18 @@ def send_renders(*, settings: Settings, clips: Iterable[tuple[int, bool]]) -> in
             "once the broker is back (the embedded broker also resends them when a worker starts)."
         ) from exc
     return sent
+
+
+def _next_millisecond() -> None:
+    """Wait for the monotonic clock's next millisecond.
+
+    kombu's filesystem transport names a message by that millisecond and a random uuid and
+    hands messages out sorted by name: sends within one millisecond came out shuffled, so a
+    later prompt's clip could render before the first pair was complete. At most 1 ms a task.
+    """
+    now = round(time.monotonic() * 1000)
+    while round(time.monotonic() * 1000) <= now:
+        time.sleep(0.0002)
 
 
 def _safe(url: str) -> str:

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
-from app.studies.models import Arm, Prompt, Study
+from app.studies.models import Arm, Prompt, Study, StudyStatus
 
 ACTIVE = (ClipStatus.queued, ClipStatus.rendering)
 # What "render the missing clips" picks up: never rendered, failed or cancelled before, and
@@ -42,7 +42,8 @@ def queue_missing(
     """Mark every missing clip queued; returns their ids in prompt order, arms interleaved.
 
     Interleaving (prompt 1 arm A, prompt 1 arm B, prompt 2 ...) makes the first pairs ratable
-    early. The caller sends the tasks only after committing (see `dispatch`).
+    early. A draft study with clips to render moves to `rendering`; an open or closed one keeps
+    its status. The caller sends the tasks only after committing (see `dispatch`).
     """
     ids = list(
         session.scalars(
@@ -69,7 +70,18 @@ def queue_missing(
                 lease_expires_at=None,
             )
         )
+        _draft_to_rendering(session=session, study=study)
     return ids
+
+
+def _draft_to_rendering(*, session: Session, study: Study) -> None:
+    # A conditional UPDATE: an open or closed study, even one opened by a concurrent request,
+    # never goes back.
+    session.execute(
+        update(Study)
+        .where(Study.id == study.id, Study.status == StudyStatus.draft)
+        .values(status=StudyStatus.rendering)
+    )
 
 
 def retry_failed(*, session: Session, study: Study, tiny: bool) -> list[int]:
