@@ -12,6 +12,8 @@ from app.config import Settings, get_settings
 EXAMPLE_STUDY = (
     Path(__file__).resolve().parent.parent / "examples/lightning-vs-animatediff/study.toml"
 )
+# The example study made small for `vidarena demo`: 20 of its prompts, 8 frames.
+DEMO_STUDY = Path(__file__).resolve().parent.parent / "examples/demo/study.toml"
 
 app = typer.Typer(
     help="vidarena: blind human evaluation of text-to-video diffusion pipelines.",
@@ -332,7 +334,8 @@ def render(
         bool, typer.Option(help="Run a render worker in a child process while waiting.")
     ] = False,
 ) -> None:
-    """Queue every missing clip of a study (one render task per prompt x arm)."""
+    """Queue every missing clip of a study (one render task per prompt x arm, prompt by
+    prompt); a draft study moves to rendering."""
     from app.clips import service as clips_service
     from app.clips.dispatch import send_renders
     from app.db import session_scope
@@ -403,9 +406,11 @@ def demo(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
 ) -> None:
-    """Migrate, create the example study, render it with tiny models in the background, open
-    it for rating and serve it (what `make run` calls)."""
+    """Migrate, create the demo study (examples/demo: the example study made small), render it
+    with tiny models in the background, open it for rating and serve it (what `make run`
+    calls)."""
     from app.clips import service as clips_service
+    from app.clips.dispatch import send_renders
     from app.db import session_scope
     from app.studies import service as studies_service
     from app.studies.models import StudyStatus
@@ -413,26 +418,31 @@ def demo(
 
     settings = get_settings()
     ensure_schema(settings)
-    draft = load_study_file(EXAMPLE_STUDY)
-    with session_scope() as session:
-        try:
-            study = studies_service.create(session=session, draft=draft)
-            typer.echo(f"created the example study {draft.slug!r}")
-        except studies_service.StudyExistsError:
-            study = studies_service.get_by_slug(session=session, slug=draft.slug)
-            typer.echo(f"the example study {draft.slug!r} is already there")
-        ids = clips_service.queue_missing(session=session, study=study, tiny=True)
-        # Open at once: pairs become ratable as soon as both clips of a prompt exist.
-        if study.status != StudyStatus.open:
-            for status in (StudyStatus.rendering, StudyStatus.open):
-                if status in studies_service.TRANSITIONS[study.status]:
-                    studies_service.set_status(session=session, study=study, status=status)
-    from app.clips.dispatch import send_renders
-
-    send_renders(settings=settings, clips=[(i, True) for i in ids])
-    typer.echo(f"rendering {len(ids)} clip(s) with tiny models in the background")
-    _print_demo_invites(settings, slug=draft.slug, base_url=f"http://{host}:{port}")
-    serve(host=host, port=port, workers=1, render_worker=True)
+    # The worker first: importing torch takes it a while, which overlaps the rest of the setup
+    # and the web server's start.
+    child = _start_worker_process()
+    try:
+        draft = load_study_file(DEMO_STUDY)
+        with session_scope() as session:
+            try:
+                study = studies_service.create(session=session, draft=draft)
+                typer.echo(f"created the demo study {draft.slug!r}")
+            except studies_service.StudyExistsError:
+                study = studies_service.get_by_slug(session=session, slug=draft.slug)
+                typer.echo(f"the demo study {draft.slug!r} is already there")
+            # Prompt by prompt, arms interleaved: the first pair is ratable after two clips.
+            ids = clips_service.queue_missing(session=session, study=study, tiny=True)
+            # Open at once: pairs become ratable as soon as both clips of a prompt exist.
+            if study.status != StudyStatus.open:
+                for status in (StudyStatus.rendering, StudyStatus.open):
+                    if status in studies_service.TRANSITIONS[study.status]:
+                        studies_service.set_status(session=session, study=study, status=status)
+        send_renders(settings=settings, clips=[(i, True) for i in ids])
+        typer.echo(f"rendering {len(ids)} clip(s) with tiny models in the background")
+        _print_demo_invites(settings, slug=draft.slug, base_url=f"http://{host}:{port}")
+        serve(host=host, port=port, workers=1, render_worker=False)
+    finally:
+        _stop_process(child)
 
 
 def _print_demo_invites(settings: Settings, *, slug: str, base_url: str) -> None:
