@@ -156,7 +156,11 @@ def study_list() -> None:
 def clips_import(
     slug: Annotated[str, typer.Argument(help="The study the clips belong to.")],
     manifest: Annotated[
-        Path, typer.Argument(help="CSV with columns prompt, arm, path (paths relative to it).")
+        Path,
+        typer.Argument(
+            help="CSV with columns prompt, arm, path (paths relative to it); optional cost "
+            "columns total_s, denoise_s, denoiser_passes, device, peak_memory_bytes."
+        ),
     ],
     replace: Annotated[
         bool,

@@ -59,6 +59,16 @@ class Settings(BaseSettings):
     rating_threads: int = Field(default=1, ge=1, le=256)
     # Clip bytes each web process keeps in memory for the media route (0: read storage each time).
     media_cache_mb: int = Field(default=64, ge=0, le=65536)
+    # Requests of each class of work one web process takes at once; one more gets 503 with
+    # Retry-After instead of queueing on threads, connections or locks (app/ops/bulkhead.py).
+    concurrency_evaluator_session: int = Field(default=128, ge=1, le=10_000)
+    concurrency_evaluator_public: int = Field(default=64, ge=1, le=10_000)
+    concurrency_media: int = Field(default=256, ge=1, le=10_000)
+    concurrency_admin: int = Field(default=32, ge=1, le=10_000)
+    concurrency_events: int = Field(default=32, ge=1, le=10_000)
+    concurrency_analysis: int = Field(default=4, ge=1, le=10_000)
+    # Threads of the analysis lane: exports, the report, summaries and the robustness panel.
+    analysis_threads: int = Field(default=2, ge=1, le=64)
 
     @model_validator(mode="after")
     def _defaults_under_var(self) -> Settings:

@@ -3,8 +3,9 @@
 SQLite (the embedded default) runs in WAL mode with a busy timeout, and write transactions start
 with `BEGIN IMMEDIATE`: a deferred transaction that reads then writes cannot upgrade its read lock
 while another writer waits, which under concurrent evaluators gives "database is locked" errors
-(measured: docs/measurements.md). Writers queue for `BEGIN IMMEDIATE` on a WriteLock (below) rather than
-in SQLite's busy handler; read-only sessions begin DEFERRED and never wait for writers (WAL).
+(measured: docs/measurements.md). Writers queue for `BEGIN IMMEDIATE` on a WriteLock (below)
+rather than in SQLite's busy handler; read-only sessions begin DEFERRED and never wait for
+writers (WAL).
 """
 
 from __future__ import annotations

@@ -35,15 +35,24 @@ async def get_read_session(request: Request) -> AsyncIterator[Session]:
 
 
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
-SessionDep = Annotated[Session, Depends(get_session)]
-ReadSessionDep = Annotated[Session, Depends(get_read_session)]
+# scope="function": a session closes (its connection back in the pool) as soon as the endpoint
+# returns, not after the response has been sent to a client that may read it slowly; responses
+# that stream from the database open sessions of their own.
+SessionDep = Annotated[Session, Depends(get_session, scope="function")]
+ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 
 
 def get_study(slug: str, session: ReadSessionDep) -> Study:
     try:
-        return studies_service.get_by_slug(session=session, slug=slug)
+        study = studies_service.get_by_slug(session=session, slug=slug)
     except studies_service.StudyNotFoundError as exc:
         raise HTTPException(status_code=404, detail=str(exc)) from exc
+    finally:
+        # Give the connection back before the request waits for a thread to run its handler
+        # (this dependency runs in one, the handler in another): a burst of queued requests
+        # must not hold the pool. The study stays loaded; the handler's reads begin anew.
+        session.commit()
+    return study
 
 
 StudyDep = Annotated[Study, Depends(get_study)]

@@ -42,6 +42,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     # (they queue on the event loop instead) and keep critical sections short.
     anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.settings.web_threads
     app.state.rating_lane = anyio.CapacityLimiter(app.state.settings.rating_threads)
+    app.state.analysis_lane = anyio.CapacityLimiter(app.state.settings.analysis_threads)
     yield
 
 

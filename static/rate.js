@@ -50,8 +50,13 @@
     this.message = (detail && detail.message) || (typeof detail === "string" ? detail : "HTTP " + status);
   }
 
-  function api(url, options) {
+  /* A busy server (503) says when to come back (Retry-After): wait that long and ask again, a
+   * few times. Safe for submits too: the same answer twice is stored once. */
+  var BUSY_RETRIES = 5;
+
+  function api(url, options, attempt) {
     options = options || {};
+    attempt = attempt || 0;
     var headers = { Accept: "application/json" };
     if (options.body) headers["Content-Type"] = "application/json";
     return fetch(url, {
@@ -60,6 +65,12 @@
       headers: headers,
       body: options.body
     }).then(function (response) {
+      if (response.status === 503 && attempt < BUSY_RETRIES) {
+        var seconds = parseFloat(response.headers.get("Retry-After")) || 1;
+        return new Promise(function (resolve) {
+          setTimeout(resolve, seconds * 1000 * (1 + Math.random()));
+        }).then(function () { return api(url, options, attempt + 1); });
+      }
       return response.json().catch(function () { return null; }).then(function (body) {
         if (!response.ok) throw new ApiError(response.status, body);
         return body;
@@ -67,8 +78,15 @@
     });
   }
 
-  function fetchBlob(url) {
+  function fetchBlob(url, attempt) {
+    attempt = attempt || 0;
     return fetch(url, { credentials: "same-origin" }).then(function (response) {
+      if (response.status === 503 && attempt < BUSY_RETRIES) {
+        var seconds = parseFloat(response.headers.get("Retry-After")) || 1;
+        return new Promise(function (resolve) {
+          setTimeout(resolve, seconds * 1000 * (1 + Math.random()));
+        }).then(function () { return fetchBlob(url, attempt + 1); });
+      }
       if (!response.ok) throw new ApiError(response.status, null);
       return response.blob();
     });

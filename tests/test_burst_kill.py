@@ -52,17 +52,19 @@ def server_env(settings: Settings) -> dict[str, str]:
 
 
 @contextmanager
-def uvicorn_server(settings: Settings, log: Path) -> Iterator[tuple[subprocess.Popen, str]]:
+def uvicorn_server(
+    settings: Settings, log: Path, *, workers: int = 2, env: dict[str, str] | None = None
+) -> Iterator[tuple[subprocess.Popen, str]]:
     port = free_port()
     command = [
         sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", "2",
+        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
         "--log-level", "warning", "--no-access-log",
     ]  # fmt: skip
     with log.open("ab") as out:
         process = subprocess.Popen(
             command,
-            env=server_env(settings),
+            env=server_env(settings) | (env or {}),
             cwd=ROOT,
             stdout=out,
             stderr=subprocess.STDOUT,

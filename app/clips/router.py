@@ -23,11 +23,15 @@ router = admin_router(tags=["render"])
 def render_progress(study: StudyDep, session: ReadSessionDep) -> RenderProgressOut:
     """Per arm: clips by status, what is rendering now (step of steps), median seconds, ETA."""
     arms = clips_service.progress(session=session, study=study)
-    return RenderProgressOut(
+    out = RenderProgressOut(
         study=study.slug,
         active=any(a.counts.get("queued", 0) + a.counts.get("rendering", 0) for a in arms),
         arms=[ArmProgressOut.model_validate(a, from_attributes=True) for a in arms],
     )
+    # FastAPI validates a sync route's answer on a second thread hop: the connection must not
+    # wait for a thread meanwhile.
+    session.close()
+    return out
 
 
 @router.post("/studies/{slug}/render", name="render_queue")

@@ -25,6 +25,7 @@ from app.auth.deps import admin_router
 from app.dashboard import charts, service
 from app.dashboard.schemas import Dashboard, Filters
 from app.deps import ReadSessionDep, StudyDep
+from app.ops import bulkhead
 from app.studies import service as studies_service
 from app.studies.models import Study
 from app.web import templates
@@ -71,22 +72,27 @@ def dashboard_live(
 
 
 @router.get("/studies/{slug}/dashboard/advanced", response_class=HTMLResponse)
-def dashboard_advanced(
-    request: Request,
-    study: StudyDep,
-    session: ReadSessionDep,
-    filters: FiltersDep,
-    fresh: bool = False,
+async def dashboard_advanced(
+    request: Request, slug: str, filters: FiltersDep, fresh: bool = False
 ) -> Response:
-    """Bootstrap, agreement and evaluator quality (seconds at a million votes; cached)."""
-    cache = get_cache(request)
-    a = service.advanced(session=session, study=study, filters=filters, cache=cache, fresh=fresh)
-    d = service.live(session=session, study=study, filters=filters, cache=cache)
+    """Bootstrap, agreement and evaluator quality (seconds at a million votes; cached), on the
+    analysis lane (app/ops/bulkhead.py), not the threads evaluators and admin pages share."""
     query = filters.query()
     refresh = f"{request.url.path}?{query + '&' if query else ''}fresh=1"
-    html = templates.get_template("dashboard/_advanced.html").render(
-        a=a, d=d, charts=charts, refresh_url=refresh
-    )
+    factory, cache = request.app.state.read_session_factory, get_cache(request)
+
+    def render(session: Session, study: Study) -> str:
+        a = service.advanced(
+            session=session, study=study, filters=filters, cache=cache, fresh=fresh
+        )
+        d = service.live(session=session, study=study, filters=filters, cache=cache)
+        return templates.get_template("dashboard/_advanced.html").render(
+            a=a, d=d, charts=charts, refresh_url=refresh
+        )
+
+    if not await bulkhead.in_analysis_lane(request, _exists, factory, slug):
+        raise HTTPException(status_code=404, detail=f"no study with slug {slug!r}")
+    html = await bulkhead.in_analysis_lane(request, _with_study, factory, slug, render)
     return HTMLResponse(html, headers=NO_STORE)
 
 

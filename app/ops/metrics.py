@@ -100,6 +100,12 @@ RATE_LIMITED = Counter(
     ["rule"],
     registry=REGISTRY,
 )
+OVERLOADED = Counter(
+    "vidarena_overloaded",
+    "Requests answered 503 because their class of work was at its concurrency limit.",
+    ["work"],
+    registry=REGISTRY,
+)
 QUEUE_UNAVAILABLE = Counter(
     "vidarena_queue_unavailable",
     "Render queueing attempts refused because the broker was unreachable.",
@@ -134,6 +140,10 @@ def record_render(status: str, arm_kind: str, seconds: float | None = None) -> N
 
 def record_rate_limited(rule: str) -> None:
     RATE_LIMITED.labels(rule=rule).inc()
+
+
+def record_overloaded(work: str) -> None:
+    OVERLOADED.labels(work=work).inc()
 
 
 def record_queue_unavailable() -> None:

@@ -21,7 +21,7 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from app.deps import ReadSessionDep, SessionDep, SettingsDep
-from app.rating import schemas, service
+from app.rating import schemas, service, tokens
 from app.rating.deps import (
     PRIVATE_HEADERS,
     SecretDep,
@@ -120,6 +120,21 @@ def next_out(
     )
 
 
+def _gate(request: Request, secret: str, key: str) -> None:
+    """Refuse on the event loop what needs no database to refuse (an unknown link, no valid
+    evaluator token for this study), so a flood of such requests never waits in the rating lane
+    beside the evaluators'. The token's evaluator is still looked up in `_context`."""
+    study_id = tokens.parse_study_key(secret, key)
+    if study_id is None:
+        raise UnknownLinkError()
+    token = request_token(request)
+    if token is None or tokens.parse_evaluator_token(secret, token, study_id) is None:
+        raise service.NotAnEvaluatorError(_NOT_JOINED)
+
+
+_NOT_JOINED = "Join the study first (POST /r/<key>/api/join), then send the evaluator token."
+
+
 def _context(request: Request, session: Session, secret: str, key: str) -> tuple[Study, Evaluator]:
     study, evaluator = service.study_and_evaluator(
         session=session, secret=secret, key=key, token=request_token(request)
@@ -128,21 +143,23 @@ def _context(request: Request, session: Session, secret: str, key: str) -> tuple
         raise UnknownLinkError()
     service.check_open(study)
     if evaluator is None:
-        raise service.NotAnEvaluatorError(
-            "Join the study first (POST /r/<key>/api/join), then send the evaluator token."
-        )
+        raise service.NotAnEvaluatorError(_NOT_JOINED)
     return study, evaluator
 
 
 @router.get("/study", response_model=schemas.StudyOut, summary="Criteria and rules of a study")
 def get_study(
-    key: str, response: Response, session: SessionDep, secret: SecretDep
+    key: str, response: Response, session: ReadSessionDep, secret: SecretDep
 ) -> schemas.StudyOut:
     response.headers.update(PRIVATE_HEADERS)
     with api_errors():
         study = find_study(session, secret, key)
         service.check_open(study)
-        return study_out(study)
+        out = study_out(study)
+    # FastAPI validates a sync route's answer on a second thread hop: the connection must not
+    # wait for a thread meanwhile (under a burst, every pooled connection did).
+    session.close()
+    return out
 
 
 @router.post("/join", response_model=schemas.JoinOut, summary="Join (or resume) a study")
@@ -208,6 +225,8 @@ async def next_trial(
     number of tabs), and in `after` the trial that follows it, assigned ahead, so its clips can
     load meanwhile. With `after`: the trial after that one (for a client that had no `after`)."""
     response.headers.update(PRIVATE_HEADERS)
+    with api_errors():
+        _gate(request, secret, key)
     return await in_rating_lane(request, _next_trial, key, request, read, session, secret, after)
 
 
@@ -269,6 +288,8 @@ async def submit_votes(
     the next trial (now current), so the page can show it at once, and the one after it
     (`next.after`, assigned ahead), so its clips can load meanwhile."""
     response.headers.update(PRIVATE_HEADERS)
+    with api_errors():
+        _gate(request, secret, key)
     return await in_rating_lane(
         request, _submit_votes, key, trial_id, body, request, read, session, secret
     )
