@@ -50,7 +50,9 @@ def test_dashboard_changes_after_a_vote_without_a_reload(
     cast_votes(
         session, settings, study, favored="quokka-arm", rates=RATES, evaluators=1, max_trials=1
     )
-    session.rollback()
+    # End the test's transaction without expiring `study`: reloading it would begin a write
+    # transaction (SQLite: the write lock) that the app's sign-in (a session row) waits behind.
+    session.commit()
     page = chromium_page
     page.goto(f"{live_server}/admin/login?next=/admin/studies/{study.slug}/dashboard")
     page.fill("input[name=password]", ADMIN_PASSWORD)
