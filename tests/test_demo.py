@@ -59,6 +59,20 @@ def up(url: str) -> bool:
         return False
 
 
+def stop_group(process: subprocess.Popen[str]) -> None:
+    """SIGTERM the demo and its render worker (one process group); wait until both are gone."""
+    os.killpg(process.pid, signal.SIGTERM)
+    process.wait(timeout=60)
+    deadline = time.monotonic() + 60
+    try:
+        while time.monotonic() < deadline:
+            os.killpg(process.pid, 0)  # raises once no process of the group is left
+            time.sleep(0.1)
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
 @pytest.mark.slow
 def test_demo_opens_its_study_and_renders_the_first_pair_first(tmp_path: Path):
     port = free_port()
@@ -96,8 +110,7 @@ def test_demo_opens_its_study_and_renders_the_first_pair_first(tmp_path: Path):
                 "WHERE clip.status = 'done' ORDER BY clip.finished_at LIMIT 2"
             ).fetchall()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=60)
+        stop_group(process)
     assert study == [("lightning-vs-animatediff-demo", "open")]
     assert clips == 40
     assert first_done == [(1,), (1,)]  # both clips of the first prompt came first
