@@ -8,6 +8,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 from app.config import Settings
@@ -93,3 +94,20 @@ def private_redis(tmp_dir: str) -> Iterator[PrivateRedis]:
 
 def env_without_vidarena() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if not k.startswith("VIDARENA_")}
+
+
+def wait_until_healthy(process: subprocess.Popen, base_url: str, log: Path, what: str) -> None:
+    """Wait (60 s at most) until a server process started by a test answers /healthz; fail with
+    the end of its log if it exits or never does."""
+    import httpx
+    import pytest
+
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{what} did not start:\n{log.read_text(errors='replace')[-3000:]}")
+        try:
+            if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            time.sleep(0.1)

@@ -22,13 +22,12 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 from sqlalchemy import func, select
 
 from app.config import Settings
 from app.rating.models import Matchup, Trial, Vote
 from tests.conftest import ROOT, free_port
-from tests.ops_helpers import env_without_vidarena
+from tests.ops_helpers import env_without_vidarena, wait_until_healthy
 from tests.rating_factories import link, rating_study
 
 EVALUATORS = 16
@@ -72,15 +71,7 @@ def uvicorn_server(
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"uvicorn did not start:\n{log.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_healthy(process, base_url, log, "uvicorn")
         yield process, base_url
     finally:
         if process.poll() is None:

@@ -9,16 +9,14 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.conftest import ROOT, free_port
-from tests.ops_helpers import env_without_vidarena
+from tests.ops_helpers import env_without_vidarena, wait_until_healthy
 from tests.test_admin_web import csrf_of
 
 PASSWORD = "a long enough admin password"
@@ -49,15 +47,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[str]:
         )
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if process.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"serve did not start:\n{log.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(f"{base_url}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.1)
+        wait_until_healthy(process, base_url, log, "serve")
         yield base_url
     finally:
         os.killpg(process.pid, signal.SIGTERM)

@@ -66,7 +66,8 @@ def test_past_its_limit_a_class_answers_503_at_once_and_frees_its_places(setting
     async def scenario() -> None:
         path = "/admin/studies/s/export/votes.csv"
         first = [asyncio.create_task(call(path)) for _ in range(2)]
-        await asyncio.sleep(0.01)
+        while len(entered) < 2:  # both admitted and inside the app
+            await asyncio.sleep(0.001)
         status, headers = await asyncio.wait_for(call(path), timeout=1)  # answered at once
         assert status == 503 and headers["retry-after"] == "1"
         assert headers["cache-control"] == "no-store"

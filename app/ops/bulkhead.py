@@ -25,11 +25,12 @@ from typing import Any, TypeVar
 import anyio
 import anyio.to_thread
 from fastapi import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from app.config import Settings
 from app.ops import metrics
+from app.ops.security import refusal
 
 T = TypeVar("T")
 RETRY_AFTER_SECONDS = 1
@@ -108,20 +109,16 @@ class BulkheadMiddleware:
 
 
 def _busy(path: str) -> Response:
-    headers = {"Retry-After": str(RETRY_AFTER_SECONDS), "Cache-Control": "no-store"}
-    message = f"The server is busy: please try again in {RETRY_AFTER_SECONDS} s."
-    if "/api/" in path or "/export/" in path:
-        body = {"detail": {"code": "busy", "message": message}}
-        return JSONResponse(body, status_code=503, headers=headers)
-    html = (
-        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<meta http-equiv="refresh" content="2">'
-        "<title>Busy</title></head>"
-        f"<body><main><h1>One moment</h1><p>{message} This page retries by itself.</p>"
-        "</main></body></html>"
+    return refusal(
+        status_code=503,
+        code="busy",
+        title="One moment",
+        message=f"The server is busy: please try again in {RETRY_AFTER_SECONDS} s.",
+        advice="This page retries by itself.",
+        retry_after=RETRY_AFTER_SECONDS,
+        json="/api/" in path or "/export/" in path,
+        refresh=True,
     )
-    return HTMLResponse(html, status_code=503, headers=headers)
 
 
 # --- the analysis lane ------------------------------------------------------------------------

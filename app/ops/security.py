@@ -242,21 +242,45 @@ class RateLimitMiddleware:
 
     @staticmethod
     def _refuse(rule: Rule, path: str, wait: float) -> Response:
-        retry_after = str(max(1, math.ceil(wait)))
-        headers = {"Retry-After": retry_after, "Cache-Control": "no-store"}
+        retry_after = max(1, math.ceil(wait))
         what = "joins from this address" if rule.name == "join" else "answers from this evaluator"
-        message = f"Too many {what}: please wait {retry_after} s and try again."
-        if "/api/" in path:
-            body = {"detail": {"code": "rate_limited", "message": message}}
-            return JSONResponse(body, status_code=429, headers=headers)
-        html = (
-            '<!doctype html><html lang="en"><head><meta charset="utf-8">'
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            '<title>Please wait</title><link rel="stylesheet" href="/static/rate.css"></head>'
-            f'<body class="rate-page"><main id="main"><h1>Please wait</h1><p>{message}</p>'
-            "<p>Then go back and try again.</p></main></body></html>"
+        return refusal(
+            status_code=429,
+            code="rate_limited",
+            title="Please wait",
+            message=f"Too many {what}: please wait {retry_after} s and try again.",
+            advice="Then go back and try again.",
+            retry_after=retry_after,
+            json="/api/" in path,
         )
-        return HTMLResponse(html, status_code=429, headers=headers)
+
+
+def refusal(
+    *,
+    status_code: int,
+    code: str,
+    title: str,
+    message: str,
+    advice: str,
+    retry_after: int,
+    json: bool,
+    refresh: bool = False,
+) -> Response:
+    """A request turned away before any route ran (rate limit, busy): JSON for API clients, a
+    small page for browsers, with Retry-After; never stored by a cache."""
+    headers = {"Retry-After": str(retry_after), "Cache-Control": "no-store"}
+    if json:
+        body = {"detail": {"code": code, "message": message}}
+        return JSONResponse(body, status_code=status_code, headers=headers)
+    meta = f'<meta http-equiv="refresh" content="{retry_after + 1}">' if refresh else ""
+    html = (
+        '<!doctype html><html lang="en"><head><meta charset="utf-8">'
+        f'<meta name="viewport" content="width=device-width, initial-scale=1">{meta}'
+        f'<title>{title}</title><link rel="stylesheet" href="/static/rate.css"></head>'
+        f'<body class="rate-page"><main id="main"><h1>{title}</h1><p>{message}</p>'
+        f"<p>{advice}</p></main></body></html>"
+    )
+    return HTMLResponse(html, status_code=status_code, headers=headers)
 
 
 def _cookie(header: str, name: str) -> str:
