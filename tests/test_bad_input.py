@@ -90,7 +90,7 @@ UPLOADS = {
     "a NUL byte in a prompt": (
         TOML,
         b"prompt,theme,seed\na fox\x00 running,wildlife,1\n",
-        "prompts.csv:2:1: prompt contains control characters",
+        "prompts.csv:2:6: U+0000 NULL is not allowed here; remove it",
     ),
     "a header and no prompts": (TOML, b"prompt,theme,seed\n", "prompts.csv:2:1: no prompts"),
     "an empty prompts file": (TOML, b"", "prompts.csv:1:1: empty file"),
@@ -153,6 +153,42 @@ def test_a_json_body_where_a_form_is_expected_is_refused(admin, engine):
         headers={"X-CSRF-Token": admin_token(admin)},
     )
     assert 400 <= response.status_code < 500
+    assert stored(engine) == NOTHING
+
+
+# Control and direction characters, each where it is written (escaped in TOML, raw in the CSV).
+HOSTILE = {
+    "\x00": "U+0000 NULL",
+    "\x1b": "U+001B ESCAPE",
+    "\x7f": "U+007F DELETE",
+    "\x9b": "U+009B (a C1 control character)",
+    "\u202e": "U+202E RIGHT-TO-LEFT OVERRIDE",
+    "\u2067": "U+2067 RIGHT-TO-LEFT ISOLATE",
+    "\u200f": "U+200F RIGHT-TO-LEFT MARK",
+}
+
+
+@pytest.mark.parametrize("char", list(HOSTILE), ids=[n.split()[0] for n in HOSTILE.values()])
+def test_control_and_direction_characters_are_refused_where_they_are(char, admin, engine):
+    escape = f"\\u{ord(char):04X}"
+    toml = SMALL_STUDY_TOML.format(slug="hostile").replace(
+        'name = "Small study"',
+        f'name = "Small {escape}study"\n'
+        f'criteria = [{{ key = "k", label = "L{escape}", question = "Which?" }}]',
+    )
+    csv = f"prompt,theme,seed\na red fox running,wildlife,1\na city {char}at night,urb{char}an,2\n"
+    response = upload(admin, toml.encode(), csv.encode())
+    assert response.status_code == 422, response.text[-2000:]
+    name = HOSTILE[char]
+    listed = re.findall(r"<li><code>(.*?)</code></li>", response.text)
+    assert [item.split(" is not allowed")[0] for item in listed] == [
+        f"study.toml:2:15: name: {name}",
+        f"study.toml:3:36: criteria.0.label: {name}",
+        f"prompts.csv:3:8: {name}",
+    ], listed
+    assert all("remove it (" in item for item in listed), listed
+    assert "nothing was created" in response.text
+    assert char not in response.text  # named, never echoed
     assert stored(engine) == NOTHING
 
 
@@ -249,6 +285,67 @@ def test_oversized_api_bodies_are_refused_unread(client, joined):
     )
     assert response.status_code == 413
     assert len(response.content) < 10_000
+
+
+def test_a_nul_anywhere_is_a_4xx_on_both_databases(client, joined, engine):
+    """PostgreSQL refuses NUL in a query parameter: none may reach it as one (was a 500)."""
+    study, base, bearer, trial = joined
+    before = stored(engine)
+    json_type = {"Content-Type": "application/json"}
+    votes_url = f"{base}/api/trials/{trial['id']}/votes"
+    evaluator = {
+        "API join, participant id": client.post(f"{base}/api/join", json={"external_id": "a\x00"}),
+        "API join, invite": client.post(f"{base}/api/join", json={"invite": "x\x00y"}),
+        "API join, lone surrogate": client.post(
+            f"{base}/api/join", content=b'{"external_id": "a\\ud800"}', headers=json_type
+        ),
+        "vote key": client.post(votes_url, json={"votes": {"\x00": "left"}}, headers=bearer),
+        "vote key, lone surrogate": client.post(
+            votes_url, content=b'{"votes": {"\\udfff": "left"}}', headers={**bearer, **json_type}
+        ),
+        "link, participant id": client.get(f"{base}?PROLIFIC_PID=a%00b"),
+        "link, invite": client.get(f"{base}?invite=a%00b"),
+        "join form": client.post(f"{base}/join", data={"external_id": "a\x00", "invite": "\x00"}),
+        "study key": client.get("/r/a%00b/api/study"),
+        "next, after": client.get(f"{base}/api/next?after=1%00", headers=bearer),
+    }
+    admin = TestClient(client.app)
+    assert log_in(admin).status_code == 303
+    token = admin_token(admin)
+    slug = study.slug
+    pages = {
+        "study page": "/admin/studies/a%00b",
+        "evaluator links page": "/admin/studies/a%00b/invites",
+        "dashboard": "/admin/studies/a%00b/dashboard",
+        "theme filter": f"/admin/studies/{slug}?theme=a%00b",
+        "dashboard filters": f"/admin/studies/{slug}/dashboard?arm=a%00b&criterion=%00",
+        "export filters": f"/admin/studies/{slug}/export/summary.csv?arm=a%00b",
+        "login, next": "/admin/login?next=/admin/%00",
+    }
+    forms = {
+        "status form": (f"/admin/studies/{slug}/status", {"status": "open\x00"}),
+        "status form, slug": ("/admin/studies/a%00/status", {"status": "open"}),
+        "invites form": (f"/admin/studies/{slug}/invites", {"count": "1\x00"}),
+        "render form": (f"/admin/studies/{slug}/render", {"action": "missing\x00"}),
+        "upload, kept files": (
+            "/admin/studies",
+            {"kept_study_file": "a\x00.toml:AAAA", "kept_prompts_file": "b\x00:AAAA"},
+        ),
+    }
+    answers = {
+        **evaluator,
+        **{what: admin.get(path) for what, path in pages.items()},
+        **{
+            what: admin.post(path, data={**data, "csrf_token": token}, follow_redirects=False)
+            for what, (path, data) in forms.items()
+        },
+        "login form": TestClient(client.app).post(
+            "/admin/login", data={"password": "\x00", "next": "/admin/\x00"}
+        ),
+    }
+    statuses = {what: response.status_code for what, response in answers.items()}
+    assert all(status < 500 for status in statuses.values()), statuses
+    assert stored(engine) == before
 
 
 # --- markup in a study's texts ---------------------------------------------------------------

@@ -163,3 +163,158 @@ def test_problems_are_listed_by_file_line_and_column():
     files = ["study.toml", "p.csv"]
     assert where == sorted(where, key=lambda w: (files.index(w[0]), int(w[1]), int(w[2]))), found
     assert [w[0] for w in where] == ["study.toml"] * 2 + ["p.csv"] * 2, found
+
+
+# --- characters that are not text ------------------------------------------------------------
+
+# Each refused character, with the name an error gives it.
+HOSTILE = {
+    "\x00": "U+0000 NULL",
+    "\x07": "U+0007 ALERT",
+    "\x1b": "U+001B ESCAPE",
+    "\x7f": "U+007F DELETE",
+    "\x85": "U+0085 (a C1 control character)",
+    "\x9b": "U+009B (a C1 control character)",
+    "\u061c": "U+061C ARABIC LETTER MARK",
+    "\u200e": "U+200E LEFT-TO-RIGHT MARK",
+    "\u200f": "U+200F RIGHT-TO-LEFT MARK",
+    "\u202a": "U+202A LEFT-TO-RIGHT EMBEDDING",
+    "\u202b": "U+202B RIGHT-TO-LEFT EMBEDDING",
+    "\u202c": "U+202C POP DIRECTIONAL FORMATTING",
+    "\u202d": "U+202D LEFT-TO-RIGHT OVERRIDE",
+    "\u202e": "U+202E RIGHT-TO-LEFT OVERRIDE",
+    "\u2066": "U+2066 LEFT-TO-RIGHT ISOLATE",
+    "\u2067": "U+2067 RIGHT-TO-LEFT ISOLATE",
+    "\u2068": "U+2068 FIRST STRONG ISOLATE",
+    "\u2069": "U+2069 POP DIRECTIONAL ISOLATE",
+    "\u2028": "U+2028 LINE SEPARATOR",
+}
+# Every text a study file holds that is shown or stored: (TOML key = value line, its location).
+TOML_TEXTS = {
+    "name": ('name = "Small study"', "name = \"Small {c}study\"", "name"),
+    "description": (
+        'name = "Small study"', 'name = "Small study"\ndescription = "x{c}y"', "description"
+    ),
+    "criterion label": (
+        'name = "Small study"',
+        'name = "Small study"\ncriteria = [{{ key = "k", label = "La{c}bel", question = "Q?" }}]',
+        "criteria.0.label",
+    ),
+    "criterion question": (
+        'name = "Small study"',
+        'name = "Small study"\ncriteria = [{{ key = "k", label = "L", question = "Whi{c}ch?" }}]',
+        "criteria.0.question",
+    ),
+    "arm name": ('name = "fast"', 'name = "fa{c}st"', "arms.1.name"),
+    "negative prompt": (
+        "guidance_scale = 7.5",
+        'guidance_scale = 7.5\nnegative_prompt = "blu{c}rry"',
+        "arms.0.negative_prompt",
+    ),
+    "completion code": (
+        "guidance_scale = 1.0",
+        'guidance_scale = 1.0\n[rating]\ncompletion_code = "AB{c}C"',
+        "rating.completion_code",
+    ),
+}  # fmt: skip
+
+
+def where_is(toml: str, marker: str = "\u2603") -> tuple[int, int]:
+    """1-based line and column of `marker` in `toml`."""
+    before = toml[: toml.index(marker)]
+    return before.count("\n") + 1, len(before) - (before.rfind("\n") + 1) + 1
+
+
+@pytest.mark.parametrize("field", list(TOML_TEXTS))
+@pytest.mark.parametrize("char", list(HOSTILE), ids=[n.split()[0] for n in HOSTILE.values()])
+def test_refused_characters_in_the_study_file_are_named_at_their_line_and_column(char, field):
+    old, new, loc = TOML_TEXTS[field]
+    # Written as a TOML escape (any character can be, NUL included) ...
+    escaped = TOML.replace(old, new.format(c=f"\\u{ord(char):04X}"))
+    line, column = where_is(TOML.replace(old, new.format(c="\u2603")))
+    expected = f"study.toml:{line}:{column}: {loc}: {HOSTILE[char]} is not allowed here; remove it"
+    found = problems(toml=escaped)
+    assert len(found) == 1 and found[0].startswith(expected), found
+    # ... or written as itself, which TOML forbids for control characters (tomllib says where).
+    raw = TOML.replace(old, new.format(c=char))
+    found = problems(toml=raw)
+    name = HOSTILE[char]
+    assert len(found) == 1 and found[0].startswith(f"study.toml:{line}:{column}: "), found
+    assert f"{name} is not allowed here; remove it (" in found[0], found
+
+
+def test_direction_controls_say_why_and_what_to_do():
+    toml = TOML.replace('name = "Small study"', 'name = "Small \\u202Estudy"')
+    assert problems(toml=toml) == [
+        "study.toml:2:15: name: U+202E RIGHT-TO-LEFT OVERRIDE is not allowed here; remove it "
+        "(direction controls can make text read backwards; right-to-left text needs none)"
+    ]
+
+
+def test_tabs_and_line_breaks_only_in_the_description():
+    toml = TOML.replace(
+        'name = "Small study"',
+        'name = "Small study"\ndescription = """First line\n\tindented\\nthird"""',
+    )
+    draft = parse_study(
+        toml_text=toml,
+        toml_name="study.toml",
+        prompts_bytes=SMALL_PROMPTS_CSV.encode(),
+        prompts_name="p.csv",
+    )
+    assert draft.description == "First line\n\tindented\nthird"
+    for text in ('"Small\\tstudy"', '"Small\\nstudy"', '"Small\tstudy"'):
+        found = problems(toml=TOML.replace('"Small study"', text))
+        assert len(found) == 1 and found[0].startswith("study.toml:2:14: name: U+000"), found
+        assert "this text is one line; tabs and line breaks only in a description" in found[0]
+
+
+def test_right_to_left_text_and_escaped_backslashes_are_fine():
+    toml = TOML.replace('"Small study"', '"دراسة صغيرة \\\\u202E"')  # a backslash, then text
+    csv = "prompt,theme\nقطة تجري في الحديقة,حيوانات\n"
+    draft = parse_study(
+        toml_text=toml, toml_name="study.toml", prompts_bytes=csv.encode(), prompts_name="p.csv"
+    )
+    assert draft.name == "دراسة صغيرة \\u202E"
+    assert [(p.text, p.theme) for p in draft.prompts] == [("قطة تجري في الحديقة", "حيوانات")]
+
+
+def test_a_refused_key_is_named_with_an_escape():
+    found = problems(toml=TOML + '\n"evil\\u001b[2J" = 1\n')
+    line = TOML.count("\n") + 2
+    assert found == [
+        f"study.toml:{line}:6: arms.1.evil\\x1b[2J: U+001B ESCAPE is not allowed here; remove it "
+        "(control characters are not text)"
+    ], found
+    assert not any("\x1b" in p for p in found)  # quoted back as an escape, never raw
+
+
+@pytest.mark.parametrize("column_name", ["prompt", "theme", "seed"])
+@pytest.mark.parametrize("char", list(HOSTILE), ids=[n.split()[0] for n in HOSTILE.values()])
+def test_refused_characters_in_the_prompts_csv_are_named_at_their_line_and_column(
+    char, column_name
+):
+    cells = {"prompt": "a red fox", "theme": "wildlife", "seed": "12"}
+    cells[column_name] = cells[column_name][:1] + char + cells[column_name][1:]
+    row = ",".join(cells.values())
+    csv = f"prompt,theme,seed\na city at night,urban,2\n{row}\n"
+    column = row.index(char) + 1
+    found = problems(csv=csv)
+    expected = f"p.csv:3:{column}: {HOSTILE[char]} is not allowed here; remove it ("
+    assert len(found) == 1 and found[0].startswith(expected), found
+
+
+def test_a_prompt_may_span_lines_and_hold_tabs():
+    csv = 'prompt,theme\n"a fox\trunning\r\nin snow",wild\r\n'
+    draft = parse_study(
+        toml_text=TOML, toml_name="study.toml", prompts_bytes=csv.encode(), prompts_name="p.csv"
+    )
+    assert [p.text for p in draft.prompts] == ["a fox running in snow"]
+
+
+def test_a_binary_file_as_prompts_lists_twenty_lines_and_counts_the_rest():
+    csv = "prompt,theme\n" + "".join(f"p{i}\x1b[0m,t\n" for i in range(30))
+    found = problems(csv=csv)
+    assert len(found) == 21
+    assert found[0].startswith("p.csv:2:3: U+001B ESCAPE is not allowed here")
+    assert found[20] == "p.csv:22:1: and 10 more lines like these"

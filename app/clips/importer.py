@@ -33,6 +33,7 @@ from app.rating.models import Matchup, Trial
 from app.storage import Storage
 from app.studies.models import Arm, Prompt, Study
 from app.studies.studyfile import Problem, StudyFileError, _field_offsets
+from app.text import first_refused, refusal
 
 MANIFEST_COLUMNS = ("prompt", "arm", "path")
 COST_COLUMNS = ("total_s", "denoise_s", "denoiser_passes", "device", "peak_memory_bytes")
@@ -106,9 +107,13 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
     for record in reader:
         line = reader.line_num
         offsets = _field_offsets(lines[line - 1] if line <= len(lines) else "")
-        record = {k.strip().lower(): (v or "").strip() for k, v in record.items() if k}
+        raw = {k.strip().lower(): v or "" for k, v in record.items() if k}
+        record = {k: v.strip() for k, v in raw.items()}
         cost, bad_costs = _costs(record)
         problems += [Problem(name, line, _at(offsets, columns[c]), m) for c, m in bad_costs]
+        if refused := _refused_cells(raw, columns, offsets, name=name, line=line):
+            problems += refused  # and nothing of the row is used: no path with a NUL is opened
+            continue
         prompt = prompts.get(" ".join(record["prompt"].split()))
         arm: Arm | None = arms.get(record["arm"])
         path = (manifest.parent / record["path"]).resolve()
@@ -175,6 +180,20 @@ def _check_header(header: list[str], *, name: str, line: str) -> dict[str, int]:
     if problems:
         raise StudyFileError(problems)
     return {column: index for index, column in enumerate(names)}
+
+
+def _refused_cells(
+    raw: dict[str, str], columns: dict[str, int], offsets: list[int], *, name: str, line: int
+) -> list[Problem]:
+    """A problem at each refused character in the prompt, arm and path cells (the device cell
+    is checked with the other cost cells); whitespace is collapsed or stripped, so it is fine."""
+    problems = []
+    for column in MANIFEST_COLUMNS:
+        index = first_refused(raw[column], allow="\t\n\r")
+        if index is not None:
+            at = _at(offsets, columns[column]) + index
+            problems.append(Problem(name, line, at, f"{column}: {refusal(raw[column][index])}"))
+    return problems
 
 
 def _at(offsets: list[int], index: int) -> int:
@@ -262,7 +281,9 @@ def _memory(raw: str) -> int:
 
 
 def _device(raw: str) -> str:
-    if len(raw) > MAX_DEVICE_CHARS or any(ord(ch) < 32 for ch in raw):
+    if (index := first_refused(raw)) is not None:
+        raise ValueError(refusal(raw[index]))
+    if len(raw) > MAX_DEVICE_CHARS:
         raise ValueError(f"expected a device name of at most {MAX_DEVICE_CHARS} characters")
     return raw
 

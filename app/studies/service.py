@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
+
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
 from app.clips.models import Clip, ClipStatus
 from app.studies.models import Arm, Prompt, Study, StudyStatus
+from app.studies.schemas import SLUG_PATTERN
 from app.studies.studyfile import StudyDraft
 
 # Allowed status moves. Re-opening a closed study and going back to draft from rendering are
@@ -62,7 +65,12 @@ def create(*, session: Session, draft: StudyDraft) -> Study:
 
 
 def get_by_slug(*, session: Session, slug: str) -> Study:
-    study = session.scalar(select(Study).where(Study.slug == slug))
+    # A slug no study can have never reaches the database (PostgreSQL refuses a NUL in a query).
+    study = (
+        session.scalar(select(Study).where(Study.slug == slug))
+        if re.fullmatch(SLUG_PATTERN, slug)
+        else None
+    )
     if study is None:
         raise StudyNotFoundError(f"no study with slug {slug!r}: `vidarena study list` shows them")
     return study

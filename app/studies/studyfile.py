@@ -31,11 +31,12 @@ from app.studies.schemas import (
     Strict,
     slugify,
 )
-from app.text import plural
+from app.text import MULTILINE, first_refused, is_refused, plural, refusal, visible
 
 MAX_FILE_BYTES = 5 * 1024 * 1024
 MAX_PROMPTS = 10_000
 MAX_THEME_CHARS = 100
+MAX_REFUSED_LINES = 20  # lines with refused characters listed per file; the rest are counted
 PROMPT_COLUMNS = ("prompt", "theme", "seed")
 REQUIRED_COLUMNS = ("prompt", "theme")
 
@@ -48,7 +49,8 @@ class Problem:
     message: str
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}:{self.column}: {self.message}"
+        # Inert wherever it is shown: a refused character quoted back comes out as an escape.
+        return visible(f"{self.file}:{self.line}:{self.column}: {self.message}")
 
 
 class StudyFileError(ValueError):
@@ -235,22 +237,93 @@ def _parse_toml(text: str, name: str) -> dict[str, Any]:
         match = re.search(r"\(at line (\d+), column (\d+)\)", str(exc))
         line, column = (int(match[1]), int(match[2])) if match else (1, 1)
         message = re.sub(r"\s*\(at line \d+, column \d+\)", "", str(exc))
+        char = _char_at(text, line, column) if match else ""
+        if char and is_refused(char):  # a raw control character, which TOML itself forbids
+            message = refusal(char, multiline=True)
         raise StudyFileError([Problem(name, line, column, f"invalid TOML: {message}")]) from exc
+
+
+def _char_at(text: str, line: int, column: int) -> str:
+    lines = text.split("\n")
+    row = lines[line - 1] if 0 < line <= len(lines) else ""
+    return row[column - 1] if 0 < column <= len(row) else ""
 
 
 def _validate_study(
     raw: dict[str, Any], text: str, name: str, problems: list[Problem]
 ) -> StudyFile | None:
+    refused = _refused_in_toml(raw, text, name)
+    problems.extend(refused.values())
     try:
-        return StudyFile.model_validate(raw)
+        spec = StudyFile.model_validate(raw)
     except ValidationError as exc:
         for err in exc.errors():
             loc = tuple(err["loc"])
+            if loc in refused:
+                continue  # said once, as the refused character
             where = ".".join(str(p) for p in loc) or "study file"
             problems.append(
                 Problem(name, _find_key_line(text, loc), 1, f"{where}: {_message(err, raw, loc)}")
             )
         return None
+    return None if refused else spec
+
+
+def _refused_in_toml(raw: dict[str, Any], text: str, name: str) -> dict[tuple[Any, ...], Problem]:
+    """{location: problem} for each string (value or key) holding a refused character, placed at
+    the character itself: written raw, or as a TOML escape such as `\\u202E`."""
+    problems: dict[tuple[Any, ...], Problem] = {}
+    taken: set[int] = set()
+    for loc, value in _strings(raw):
+        allow = MULTILINE if loc == ("description",) else ""
+        index = first_refused(value, allow=allow)
+        if index is None:
+            continue
+        char = value[index]
+        line, column = _locate(text, _find_key_line(text, loc), char, taken)
+        where = ".".join(str(p) for p in loc) or "study file"
+        message = f"{where}: {refusal(char, multiline=bool(allow))}"
+        problems[loc] = Problem(name, line, column, message)
+    return problems
+
+
+def _strings(value: Any, loc: tuple[Any, ...] = ()) -> Any:
+    """(location, string) for every string in parsed TOML, keys included."""
+    if isinstance(value, str):
+        yield loc, value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield (*loc, key), key
+            yield from _strings(item, (*loc, key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _strings(item, (*loc, index))
+
+
+def _locate(text: str, line: int, char: str, taken: set[int]) -> tuple[int, int]:
+    """Line and column of the first `char`, raw or escaped, after the `=` on `line` (else from
+    its start) that no earlier problem claimed; (line, 1) when it cannot be found."""
+    spellings = [re.escape(char), rf"\\u{_hex(char, 4)}", rf"\\U{_hex(char, 8)}"]
+    short = {"\b": "b", "\t": "t", "\n": "n", "\f": "f", "\r": "r"}.get(char)
+    if short:
+        spellings.append(rf"\\{short}")
+    # An escaped backslash is consumed first, so `\\u0000` (a backslash, then text) never matches.
+    pattern = re.compile(rf"\\\\|{'|'.join(spellings)}")
+    start = sum(len(row) + 1 for row in text.split("\n")[: line - 1])
+    end_of_line = text.find("\n", start)
+    equals = text.find("=", start, len(text) if end_of_line < 0 else end_of_line)
+    for match in pattern.finditer(text, start if equals < 0 else equals + 1):
+        offset = match.start()
+        if match[0] == "\\\\" or offset in taken:
+            continue
+        taken.add(offset)
+        return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
+    return line, 1
+
+
+def _hex(char: str, digits: int) -> str:
+    """A pattern for the code point in `digits` hex digits of either case."""
+    return "".join(f"[{d}{d.upper()}]" if d.isalpha() else d for d in f"{ord(char):0{digits}x}")
 
 
 def _message(err: Any, raw: dict[str, Any], loc: tuple[Any, ...]) -> str:
@@ -354,6 +427,7 @@ def _parse_prompts(data: bytes, name: str, problems: list[Problem]) -> list[Prom
     except StudyFileError as exc:
         problems.extend(exc.problems)
         return []
+    problems.extend(_refused_in_csv(text, name))
     try:
         records = list(_csv_records(text, name))
     except StudyFileError as exc:
@@ -371,6 +445,8 @@ def _parse_prompts(data: bytes, name: str, problems: list[Problem]) -> list[Prom
     for line, fields in records[1:]:
         if not any(f.strip() for f in fields):
             continue  # blank line
+        if any(first_refused(f, allow="\t\n\r") is not None for f in fields):
+            continue  # reported by _refused_in_csv, where the character is
         row = _parse_row(line, fields, columns, text, name, problems)
         if row is None:
             continue
@@ -387,6 +463,27 @@ def _parse_prompts(data: bytes, name: str, problems: list[Problem]) -> list[Prom
     if len(rows) > MAX_PROMPTS:
         problems.append(Problem(name, 1, 1, f"{len(rows)} prompts; the limit is {MAX_PROMPTS}"))
     return rows
+
+
+def _refused_in_csv(text: str, name: str) -> list[Problem]:
+    """A problem at the first refused character of each line of a CSV (tab and line breaks are
+    fine: cells are single lines once their whitespace is collapsed); after MAX_REFUSED_LINES
+    lines, a count of the rest."""
+    problems: list[Problem] = []
+    if first_refused(text, allow="\t\n\r") is None:
+        return problems
+    for number, row in enumerate(text.split("\n"), start=1):
+        index = first_refused(row, allow="\t\r")
+        if index is None:
+            continue
+        if len(problems) == MAX_REFUSED_LINES:
+            rest = sum(
+                first_refused(r, allow="\t\r") is not None for r in text.split("\n")[number - 1 :]
+            )
+            problems.append(Problem(name, number, 1, f"and {plural(rest, 'more line')} like these"))
+            break
+        problems.append(Problem(name, number, index + 1, refusal(row[index], multiline=True)))
+    return problems
 
 
 def _csv_records(text: str, name: str) -> Any:
@@ -451,8 +548,6 @@ def _parse_row(
     elif len(prompt) > MAX_PROMPT_CHARS:
         message = f"prompt is {len(prompt)} characters; the limit is {MAX_PROMPT_CHARS}"
         problems.append(Problem(name, line, col("prompt"), message))
-    elif any(ord(ch) < 32 for ch in prompt):
-        problems.append(Problem(name, line, col("prompt"), "prompt contains control characters"))
     if not theme:
         problems.append(Problem(name, line, col("theme"), "theme is empty"))
     elif len(theme) > MAX_THEME_CHARS:
