@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from app.config import Settings, get_settings
+from app.text import visible
 
 EXAMPLE_STUDY = (
     Path(__file__).resolve().parent.parent / "examples/lightning-vs-animatediff/study.toml"
@@ -34,8 +35,21 @@ app.add_typer(export_app, name="export")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(message, err=True, fg=typer.colors.RED)
+    typer.secho(visible(message, keep="\n"), err=True, fg=typer.colors.RED)
     return typer.Exit(code)
+
+
+def inert_console(**options: Any) -> Any:
+    """A rich Console for text from the database: names like `[bold]` print as written (no
+    markup, emoji codes or highlighting), and control and direction characters as escapes."""
+    from rich.console import Console
+    from rich.text import Text
+
+    class InertConsole(Console):
+        def render_str(self, text: str, **kwargs: Any) -> Text:
+            return super().render_str(visible(text, keep="\n"), **kwargs)
+
+    return InertConsole(markup=False, emoji=False, highlight=False, **options)
 
 
 def ensure_schema(settings: Settings) -> None:
@@ -147,8 +161,8 @@ def study_list() -> None:
         for study in studies:
             n = studies_service.counts(session=session, study=study)
             typer.echo(
-                f"{study.slug:<32} {study.status.value:<10} {n['arms']:>4} {n['prompts']:>7}  "
-                f"{study.name}"
+                f"{visible(study.slug):<32} {study.status.value:<10} {n['arms']:>4} "
+                f"{n['prompts']:>7}  {visible(study.name)}"
             )
 
 
@@ -572,8 +586,6 @@ def report(
     tables, bootstrap, agreement) as one file to attach to a paper."""
     import sys
 
-    from rich.console import Console
-
     from app.dashboard import service as dashboard_service
     from app.db import session_scope
     from app.exports import report as report_service
@@ -589,7 +601,7 @@ def report(
     with session_scope(read_only=True) as session:
         study = _study_or_exit(session, slug)
         d, a = dashboard_service.full(session=session, study=study, filters=filters)
-    console = Console(width=None if sys.stdout.isatty() else 120)
+    console = inert_console(width=None if sys.stdout.isatty() else 120)
     for table in report_service.terminal_tables(d):
         console.print(table)
     console.print(report_service.NOTE, style="dim")

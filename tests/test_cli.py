@@ -92,3 +92,58 @@ def test_every_command_has_help(tmp_path):
         result = subprocess.run([*VIDARENA, *args], capture_output=True, text=True, timeout=60)
         assert result.returncode == 0, result.stderr
         assert "Usage" in result.stdout
+
+
+def test_study_create_names_a_control_character_where_it_is_and_creates_nothing(
+    database_url, engine, tmp_path
+):
+    folder = tmp_path / "study"
+    shutil.copytree(EXAMPLE_STUDY.parent, folder)
+    toml = folder / "study.toml"
+    text = toml.read_text()
+    name_line = next(line for line in text.splitlines() if line.startswith("name = "))
+    toml.write_text(text.replace(name_line, 'name = "Lightning \\u202Evs AnimateDiff"'))
+    lines = (folder / "prompts.csv").read_text().splitlines()
+    lines[6] = "a fox \x1b[2Jin the snow,wildlife,7"  # line 7: a terminal escape in a prompt
+    (folder / "prompts.csv").write_text("\n".join(lines) + "\n")
+    result = run("study", "create", str(toml), database_url=database_url, cwd=tmp_path)
+    assert result.returncode == 2
+    line = text.splitlines().index(name_line) + 1
+    assert (
+        f"study.toml:{line}:19: name: U+202E RIGHT-TO-LEFT OVERRIDE is not allowed here; "
+        "remove it (direction controls can make text read backwards" in result.stderr
+    )
+    assert "prompts.csv:7:7: U+001B ESCAPE is not allowed here; remove it" in result.stderr
+    assert "\x1b" not in result.stderr.replace("\x1b[31m", "").replace("\x1b[0m", "")
+    assert count(engine, "study") == 0
+    assert count(engine, "prompt") == 0
+
+
+def test_list_and_report_print_stored_control_characters_and_markup_as_escapes(
+    database_url, engine, tmp_path
+):
+    from sqlalchemy.orm.attributes import flag_modified
+
+    from app.db import session_factory
+    from app.studies.models import Study
+
+    assert run("study", "create", str(EXAMPLE_STUDY), database_url=database_url, cwd=tmp_path)
+    # Written before such characters were refused: straight into the database.
+    with session_factory(engine)() as session:
+        study = session.query(Study).one()
+        study.name = "\x1b[2J\x1b]0;owned\x07[bold red]Evil[/] \u202eydutS"
+        study.criteria = [
+            {**c, "label": "Motion \x1b[5m[blink]" + c["label"]} for c in study.criteria
+        ]
+        flag_modified(study, "criteria")
+        session.commit()
+    listed = run("study", "list", database_url=database_url, cwd=tmp_path)
+    report = run("report", "lightning-vs-animatediff", database_url=database_url, cwd=tmp_path)
+    for result in (listed, report):
+        assert result.returncode == 0, result.stderr
+        assert "\x1b" not in result.stdout and "\x07" not in result.stdout
+        assert "\u202e" not in result.stdout
+    name = "\\x1b[2J\\x1b]0;owned\\x07[bold red]Evil[/] \\u202eydutS"
+    assert name in listed.stdout
+    assert name in report.stdout.replace("\n", "")  # the table title may wrap
+    assert "Motion \\x1b[5m[blink]Overall quality" in report.stdout  # markup printed as written
