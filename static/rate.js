@@ -150,6 +150,11 @@
     say("");
   }
 
+  /* A label in running text, isolated (U+2068 ... U+2069) so its direction cannot spill over. */
+  function isolate(text) {
+    return "\u2068" + text + "\u2069";
+  }
+
   function radioToFocus(fieldset) {
     return fieldset.querySelector("input:checked") || fieldset.querySelector("input");
   }
@@ -278,7 +283,7 @@
     var collected = answers();
     if (collected.missing.length) {
       var names = collected.missing.map(function (fs) {
-        return fs.querySelector(".criterion-label").textContent;
+        return isolate(fs.querySelector(".criterion-label").textContent);
       });
       say("Please answer every question. Still open: " + names.join(", ") + ".", true);
       focusFieldset(collected.missing[0]);
@@ -333,7 +338,7 @@
       say("");
       return;
     }
-    var names = open.map(function (fs) { return fs.querySelector(".criterion-label").textContent; });
+    var names = open.map(function (fs) { return isolate(fs.querySelector(".criterion-label").textContent); });
     messageEl.textContent = "Please answer every question. Still open: " + names.join(", ") + ".";
   }
 
