@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import io
+import threading
 from datetime import timedelta
 
 import pytest
@@ -258,3 +259,31 @@ def test_timing_over_http_is_validated_and_exported_beside_the_servers(client, s
         r["client_load_ms"] == "125" and r["client_view_ms"] == "1250" for r in rows
     )
     assert all(int(r["response_ms"]) >= 5000 for r in rows)  # the server's time, kept beside
+
+
+def test_a_waiting_evaluator_asks_again_without_the_write_lock(client, session, settings, engine):
+    """Waiting pages poll: their GET next is answered from a read transaction, so it neither
+    waits for nor takes the write lock (SQLite) or the evaluator's row lock (PostgreSQL)."""
+    study = rendering_study(session, settings, trials_per_evaluator=5, open_enrollment=True)
+    base = link(settings, study)
+    join(client, base)
+    result = client.get(f"{base}/api/next").json()
+    while result["status"] == "trial":
+        url = f"{base}/api/trials/{result['trial']['id']}/votes"
+        result = client.post(url, json={"votes": all_left(study)}).json()["next"]
+    assert result["status"] == "waiting"
+    answers: list[dict] = []
+    with engine.connect() as blocker:
+        # Another writer holds the lock the write path would need: this engine begins SQLite
+        # transactions IMMEDIATE (the write lock); on PostgreSQL it locks the evaluator's row.
+        blocker.execute(select(Evaluator.id).with_for_update())
+        poll = threading.Thread(
+            target=lambda: answers.append(client.get(f"{base}/api/next").json()), daemon=True
+        )
+        poll.start()
+        poll.join(timeout=10)
+        answered_while_locked = list(answers)
+        blocker.rollback()
+    poll.join(timeout=60)
+    assert answered_while_locked, "the poll waited for the lock"
+    assert answered_while_locked[0]["status"] == "waiting"

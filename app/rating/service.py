@@ -24,7 +24,8 @@ so two tabs get the same trial; writes to a study's counters then take the study
 and the release sweep skips trials being answered (SKIP LOCKED). On SQLite write transactions
 begin IMMEDIATE, which serializes them (app.db.WriteLock hands the lock over without polling).
 Reads that change nothing (the current trial already shown, the prefetched trial already
-assigned) run in read sessions: `peek_current`, `peek_after`. Unique constraints are the
+assigned, an evaluator waiting for pairs still rendering) run in read sessions: `peek_current`,
+`peek_after`. Unique constraints are the
 backstop: (evaluator, position) and (evaluator, matchup, is_repeat) for trials, (trial,
 criterion) for votes, (study, invite) and (study, external id) for evaluators.
 """
@@ -747,6 +748,15 @@ _CANDIDATE = (
 )
 
 
+def _candidate_params(study: Study, state: _State) -> dict[str, object]:
+    return {
+        "study_id": study.id,
+        "judged": [t.matchup_id for t in state.trials],
+        "last_prompt": state.last_prompt_id or -1,
+        "seen": list(set(state.prompt_of.values())),
+    }
+
+
 def _assign_fresh(
     session: Session,
     *,
@@ -759,13 +769,7 @@ def _assign_fresh(
 ) -> Trial | None:
     """One indexed pass over the study's matchups, ordered by the counters (see module doc)."""
     _release_expired(session, study_id=study.id, now=now)
-    params = {
-        "study_id": study.id,
-        "judged": [t.matchup_id for t in state.trials],
-        "last_prompt": state.last_prompt_id or -1,
-        "seen": list(set(state.prompt_of.values())),
-    }
-    row = _run(session, _CANDIDATE, params).first()
+    row = _run(session, _CANDIDATE, _candidate_params(study, state)).first()
     if row is None:
         return None
     # Counterbalance: A goes to the side it has been on less often in the matchup's live trials.
@@ -838,6 +842,15 @@ def _assign_repeat(
     )
 
 
+def _repeat_due(state: _State, plan: tuple[int, int]) -> bool:
+    """Repeats are spread through the session: repeat k is due after k/(R+1) of the fresh trials."""
+    fresh_total, repeat_total = plan
+    return state.repeats < repeat_total and (
+        state.fresh >= fresh_total
+        or state.fresh >= math.ceil(fresh_total * (state.repeats + 1) / (repeat_total + 1))
+    )
+
+
 def _assign(
     session: Session,
     *,
@@ -855,12 +868,7 @@ def _assign(
     if state.total >= fresh_total + repeat_total:
         return None, "quota"
     _lock_study(session, study.id)
-    # Repeats are spread through the session: repeat k is due after k/(R+1) of the fresh trials.
-    due = state.repeats < repeat_total and (
-        state.fresh >= fresh_total
-        or state.fresh >= math.ceil(fresh_total * (state.repeats + 1) / (repeat_total + 1))
-    )
-    if due:
+    if _repeat_due(state, plan):
         trial = _assign_repeat(session, evaluator=evaluator, state=state, now=now, shown=shown)
         if trial is not None:
             return trial, None
@@ -971,14 +979,37 @@ def peek_current(
     *, session: Session, study: Study, evaluator: Evaluator, state: _State | None = None
 ) -> NextResult | None:
     """`current_trial` when it needs no write (read session): the current trial when it is
-    already shown, or done; None when a trial must be marked shown or assigned."""
+    already shown, done, or waiting for pairs still rendering; None when a trial must be marked
+    shown or assigned, or the evaluator finished."""
     check_open(study)
     state = state or _state(session, evaluator)
     if evaluator.completed_at is not None:
         return _done(session, study=study, evaluator=evaluator, state=state)
-    if state.open and state.open[0].shown_at is not None:
-        return _trial_result(session, study=study, state=state, trial=state.open[0])
-    return None
+    if state.open:
+        if state.open[0].shown_at is not None:
+            return _trial_result(session, study=study, state=state, trial=state.open[0])
+        return None
+    return _peek_waiting(session, study=study, state=state)
+
+
+_READY_MATCHUPS = _ready(select(func.count(Matchup.id))).where(
+    Matchup.study_id == bindparam("study_id")
+)
+
+
+def _peek_waiting(session: Session, *, study: Study, state: _State) -> NextResult | None:
+    """`waiting` from a read session when a write could assign nothing now, so an evaluator
+    whose next pair is still rendering asks again without taking the write lock. None when a
+    write might assign (a ready candidate, a repeat due, matchups to make) or finish them."""
+    plan = _plan(session, study)
+    if state.total >= sum(plan) or state.fresh >= plan[0] or _repeat_due(state, plan):
+        return None
+    if _run(session, _CANDIDATE, _candidate_params(study, state)).first() is not None:
+        return None
+    made = _run(session, _READY_MATCHUPS, {"study_id": study.id}).scalar_one()
+    if count_ready_pairs(session=session, study=study) > made:
+        return None  # clips done whose matchups are not made yet
+    return _waiting(state, plan)
 
 
 def current_trial(
