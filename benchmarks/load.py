@@ -61,6 +61,7 @@ from collections import defaultdict
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -487,6 +488,7 @@ def server_env(url: str, workdir: Path, *, floor_url: str | None = None) -> dict
 class Stats:
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    busy: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # 503s waited out
     error_samples: list[str] = field(default_factory=list)
     trials_done: list[float] = field(default_factory=list)  # monotonic time of each ok submit
     votes_sent: int = 0
@@ -506,6 +508,7 @@ class RequestFailedError(Exception):
 class Reply:
     status_code: int
     content: bytes
+    retry_after: str | None = None
 
     @property
     def text(self) -> str:
@@ -537,7 +540,9 @@ class Client:
 
     async def request(self, method: str, url: str, **kwargs: Any) -> Reply:
         async with self.session.request(method, url, **kwargs) as response:
-            return Reply(response.status, await response.read())
+            return Reply(
+                response.status, await response.read(), response.headers.get("Retry-After")
+            )
 
     def get(self, url: str, **kwargs: Any) -> Any:
         return self.request("GET", url, **kwargs)
@@ -555,13 +560,23 @@ class Client:
         await self.aclose()
 
 
+BUSY_RETRIES = 5  # as static/rate.js: a 503 (a full class of work) is waited out, then retried
+
+
 async def timed(stats: Stats, what: str, call) -> Any:  # type: ignore[no-untyped-def]
+    """`call()` (a coroutine function) timed from the first try to the answer, retried like the
+    rating page after a 503 with Retry-After (each one counted in `stats.busy`)."""
     started = time.perf_counter()
-    try:
-        response = await call
-    except Exception as exc:
-        stats.error(what, f"{type(exc).__name__}: {exc}")
-        raise RequestFailedError(what) from exc
+    for attempt in range(BUSY_RETRIES + 1):
+        try:
+            response = await call()
+        except Exception as exc:
+            stats.error(what, f"{type(exc).__name__}: {exc}")
+            raise RequestFailedError(what) from exc
+        if response.status_code != 503 or attempt == BUSY_RETRIES:
+            break
+        stats.busy[what] += 1
+        await asyncio.sleep(float(response.retry_after or 1) * (1 + random.random()))
     elapsed = time.perf_counter() - started
     if response.status_code != 200:
         stats.error(what, f"{response.status_code} {response.text}")
@@ -588,15 +603,17 @@ class Flow:
 
         invite, _ = tokens.new_invite(SECRET_KEY, self.seeded.study_id)
         response = await timed(
-            self.stats, "join", client.post(f"{self.base}/api/join", json={"invite": invite})
+            self.stats,
+            "join",
+            lambda: client.post(f"{self.base}/api/join", json={"invite": invite}),
         )
         self.stats.joins += 1
         return {"Authorization": f"Bearer {response.json()['evaluator_token']}"}
 
     async def media(self, client: Any, trial: dict[str, Any]) -> None:
         left, right = await asyncio.gather(
-            timed(self.stats, "media", client.get(trial["left"]["url"])),
-            timed(self.stats, "media", client.get(trial["right"]["url"])),
+            timed(self.stats, "media", lambda: client.get(trial["left"]["url"])),
+            timed(self.stats, "media", lambda: client.get(trial["right"]["url"])),
         )
         if not (left.content[:6] == right.content[:6] == b"GIF89a"):
             self.stats.error("media", "not a GIF")
@@ -620,7 +637,7 @@ class Flow:
     async def one_evaluator(self, client: Any) -> None:
         headers = await self.join(client)
         api = f"{self.base}/api"
-        first = await timed(self.stats, "next", client.get(f"{api}/next", headers=headers))
+        first = await timed(self.stats, "next", lambda: client.get(f"{api}/next", headers=headers))
         current = first.json()
         if current["status"] != "trial":
             self.stats.error("next", f"no first pair: {current}")
@@ -637,7 +654,9 @@ class Flow:
                 ahead = await timed(
                     self.stats,
                     "next",
-                    client.get(f"{api}/next", params={"after": trial["id"]}, headers=headers),
+                    partial(
+                        client.get, f"{api}/next", params={"after": trial["id"]}, headers=headers
+                    ),
                 )
                 upcoming = ahead.json()
             if upcoming["status"] == "trial":
@@ -649,8 +668,11 @@ class Flow:
             answer = await timed(
                 self.stats,
                 "submit",
-                client.post(
-                    f"{api}/trials/{trial['id']}/votes", json={"votes": votes}, headers=headers
+                partial(
+                    client.post,
+                    f"{api}/trials/{trial['id']}/votes",
+                    json={"votes": votes},
+                    headers=headers,
                 ),
             )
             self.stats.votes_sent += len(votes)
@@ -670,7 +692,7 @@ async def floor_client(client: Any, stats: Stats, deadline: float, rng: random.R
     while time.monotonic() < deadline:
         item = rng.randint(1, FLOOR_ITEMS)
         with suppress(RequestFailedError):
-            await timed(stats, "floor", client.post(f"/floor/{item}"))
+            await timed(stats, "floor", partial(client.post, f"/floor/{item}"))
             stats.trials_done.append(time.monotonic())
 
 
@@ -1132,7 +1154,8 @@ def main(argv: list[str] | None = None) -> int:
                     k: {f"p{q}": percentile(v, q) for q in (50, 95, 99)} | {"n": len(v)}
                     for k, v in r.stats.latencies.items()
                 },
-                "errors": dict(r.stats.errors), "votes_sent": r.stats.votes_sent,
+                "errors": dict(r.stats.errors), "busy": dict(r.stats.busy),
+                "votes_sent": r.stats.votes_sent,
                 "votes_stored": r.votes_stored, "votes_exported": r.votes_exported,
                 "partial_trials": r.broken_trials, "server_cpu": r.server_cpu,
                 "client_cpu": r.client_cpu, "worker_cpu": r.worker_cpu,

@@ -236,9 +236,8 @@ def test_docker_compose_config_validates(tmp_path: Path):
     )
     assert ok.returncode == 0, ok.stderr
     resolved = yaml.safe_load(ok.stdout)
-    assert (
-        resolved["services"]["web"]["environment"]["VIDARENA_SECRET_KEY"] == "secret-key-for-tests"
-    )
+    web = resolved["services"]["web"]["environment"]
+    assert web["VIDARENA_SECRET_KEY"] == filled_env()["SECRET_KEY"]
     (tmp_path / "empty.env").write_text("")
     missing = subprocess.run(
         [*base, "--env-file", str(tmp_path / "empty.env"), "config", "-q"],

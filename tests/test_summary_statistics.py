@@ -187,7 +187,7 @@ def test_every_statistic_comes_from_the_votes_the_filters_keep(
         params={"arm": FAVORED, "exclude_flagged_trials": "1"},
     ).text
     section = html[html.index("Inter-rater agreement") :]
-    row = section[section.index("Overall quality</th>") :].split("</tr>")[0]
+    row = section[section.index("Overall quality</bdi></th>") :].split("</tr>")[0]
     assert f"{expected['alpha']:.3f}</td>" in row
     assert f"n={expected['n_repeat_pairs']}</span>" in row
     result = run(
