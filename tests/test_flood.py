@@ -84,7 +84,9 @@ def flood_spec(server: str, base: str, slug: str, cookie: str) -> dict:  # type:
         ("rate_page", "GET", f"{path}/rate", None),
         ("done_page", "GET", f"{path}/done", None),
         ("media", "GET", f"{path}/media/not-a-token", None),
+        ("form_join", "POST", f"{path}/join", None),
         ("login_page", "GET", "/admin/login", None),
+        ("login_post", "POST", "/admin/login", None),
         ("health", "GET", "/healthz", None),
     ]
     targets = [
