@@ -60,3 +60,12 @@ def chromium_page(chromium: Any) -> Iterator[Any]:
     page = context.new_page()
     yield page
     context.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where browser tests put screenshots: VIDARENA_TEST_SCREENSHOTS to keep and look at them,
+    else the test's tmp folder."""
+    folder = Path(os.environ.get("VIDARENA_TEST_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import csv
-import os
 import re
-from pathlib import Path
 
 import pytest
 
@@ -17,14 +15,6 @@ EXAMPLE_PROMPTS = EXAMPLE_STUDY.parent / "prompts.csv"
 STUDY_NAME = "AnimateDiff-Lightning vs AnimateDiff"
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    """Where screenshots go: VIDARENA_TEST_SCREENSHOTS to keep and look at them, else tmp."""
-    folder = Path(os.environ.get("VIDARENA_TEST_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def sports_prompts() -> int:

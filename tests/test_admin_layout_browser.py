@@ -7,9 +7,7 @@ Screenshots go to VIDARENA_TEST_SCREENSHOTS when set (to look at them), else to 
 
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -46,13 +44,6 @@ CELL_BOXES = """() => {
 CLIPPED = """() => Array.from(document.querySelectorAll(".table-scroll, .card, .alert, main"))
   .filter((e) => e.scrollWidth > e.clientWidth + 1)
   .map((e) => e.className + " " + e.scrollWidth + ">" + e.clientWidth)"""
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("VIDARENA_TEST_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture

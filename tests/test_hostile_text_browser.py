@@ -8,8 +8,6 @@ Screenshots go to VIDARENA_TEST_SCREENSHOTS when set (to look at them), else to 
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,13 +75,6 @@ READS_LEFT_TO_RIGHT = """(element) => {
     r.setEnd(node, i + 1); return r.getBoundingClientRect().left; };
   return box(start) < box(start + 1);
 }"""
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("VIDARENA_TEST_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 @pytest.fixture

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import time
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -24,14 +22,6 @@ KEYS = ["1", "2", "3"]
 CHOICE = {"1": "left", "2": "tie", "3": "right"}
 MIN_VIEW = 0.6
 PAIRS = 3
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Path:
-    """Where screenshots go: VIDARENA_TEST_SCREENSHOTS to keep and look at them, else tmp."""
-    folder = Path(os.environ.get("VIDARENA_TEST_SCREENSHOTS") or tmp_path)
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder
 
 
 def focused(page) -> dict:  # type: ignore[no-untyped-def]
