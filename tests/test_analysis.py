@@ -119,8 +119,8 @@ def simulate(
                         theme=THEMES[prompt % len(THEMES)],
                         evaluator=f"ev{ev}",
                         criterion=crit,
-                        arm_left=left,
-                        arm_right=right,
+                        left_arm=left,
+                        right_arm=right,
                         choice=choice,
                         flagged=flagged,
                         trial_id=trial,
@@ -431,8 +431,8 @@ def test_prompt_bootstrap_coverage_by_simulation():
             theme=["t"] * n,
             evaluator=rng.integers(0, 50, n),
             criterion=["q"] * n,
-            arm_left=np.array(arms)[left],
-            arm_right=np.array(arms)[right],
+            left_arm=np.array(arms)[left],
+            right_arm=np.array(arms)[right],
             choice=choice,
             arms=arms,
             criteria=["q"],
@@ -502,7 +502,7 @@ def test_agreement_uses_arm_relative_values():
 
 
 def winner_of(r: VoteRecord) -> str:
-    return {"left": r.arm_left, "right": r.arm_right}.get(r.choice, "tie")
+    return {"left": r.left_arm, "right": r.right_arm}.get(r.choice, "tie")
 
 
 def reference_alpha(records, criterion: str, level: str, *, seed: int = 0) -> tuple[float, int]:
@@ -753,7 +753,7 @@ def test_counts_from_records_columns_and_grouped_rows_agree():
     grouped: dict[tuple, int] = {}
     for r in records:
         if not r.is_repeat:
-            key = (r.criterion, r.theme, r.arm_left, r.arm_right, r.choice)
+            key = (r.criterion, r.theme, r.left_arm, r.right_arm, r.choice)
             grouped[key] = grouped.get(key, 0) + 1
     from_rows = VoteCounts.from_grouped(
         [(*k, n) for k, n in grouped.items()], arms=ARMS, criteria=CRITERIA
@@ -775,7 +775,7 @@ def test_summary_matches_references_cell_by_cell(no_gc_in_multipletests):
             and not v.is_repeat
             and (r.theme is None or v.theme == r.theme)
         ]
-        winners = [{"left": v.arm_left, "right": v.arm_right}.get(v.choice, "tie") for v in mine]
+        winners = [{"left": v.left_arm, "right": v.right_arm}.get(v.choice, "tie") for v in mine]
         w, l_, t = winners.count("lightning"), winners.count("animatediff"), winners.count("tie")
         assert (r.wins, r.losses, r.ties) == (w, l_, t)
         assert r.win_rate == pytest.approx(w / (w + l_))
@@ -864,8 +864,8 @@ def test_large_columnar_input_counts():
         theme=np.array(THEMES)[rng.integers(0, 5, n)],
         evaluator=rng.integers(0, 500, n),
         criterion=crit,
-        arm_left=np.where(left_is_l, "lightning", "animatediff"),
-        arm_right=np.where(left_is_l, "animatediff", "lightning"),
+        left_arm=np.where(left_is_l, "lightning", "animatediff"),
+        right_arm=np.where(left_is_l, "animatediff", "lightning"),
         choice=np.array(["left", "right", "tie"])[rng.integers(0, 3, n)],
         arms=ARMS,
         criteria=CRITERIA,

@@ -157,8 +157,8 @@ class VoteTable:
             "theme",
             "evaluator",
             "criterion",
-            "arm_left",
-            "arm_right",
+            "left_arm",
+            "right_arm",
             "choice",
             "flagged",
             "trial_id",
@@ -176,8 +176,8 @@ class VoteTable:
         theme: Sequence[str | None] | np.ndarray,
         evaluator: Sequence[Any] | np.ndarray,
         criterion: Sequence[str] | np.ndarray,
-        arm_left: Sequence[str] | np.ndarray,
-        arm_right: Sequence[str] | np.ndarray,
+        left_arm: Sequence[str] | np.ndarray,
+        right_arm: Sequence[str] | np.ndarray,
         choice: Sequence[str] | np.ndarray,
         flagged: Sequence[bool] | np.ndarray | None = None,
         trial_id: Sequence[Any] | np.ndarray | None = None,
@@ -201,16 +201,16 @@ class VoteTable:
             ("theme", theme),
             ("evaluator", evaluator),
             ("criterion", criterion),
-            ("arm_left", arm_left),
-            ("arm_right", arm_right),
+            ("left_arm", left_arm),
+            ("right_arm", right_arm),
             ("choice", choice),
         ):
             if len(col) != n:
                 raise ValueError(f"column {name} has {len(col)} values, expected {n}")
 
         k = len(arms)
-        left = _lookup(arm_left, arms)
-        right = _lookup(arm_right, arms)
+        left = _lookup(left_arm, arms)
+        right = _lookup(right_arm, arms)
         crit = _lookup(criterion, criteria)
         ch = _lookup(choice, CHOICES)
         keep = (left >= 0) & (right >= 0) & (left != right) & (crit >= 0) & (ch >= 0)
@@ -371,7 +371,7 @@ class VoteCounts:
         arms: Sequence[str],
         criteria: Sequence[str],
     ) -> VoteCounts:
-        """From aggregated rows `(criterion, theme, arm_left, arm_right, choice, count)`, as a
+        """From aggregated rows `(criterion, theme, left_arm, right_arm, choice, count)`, as a
         SQL `GROUP BY criterion, theme, left_arm, right_arm, choice` returns them. Rows naming
         unknown arms/criteria/choices or the same arm twice are ignored."""
         arms, criteria = tuple(arms), tuple(criteria)
@@ -380,8 +380,8 @@ class VoteCounts:
         choice_ix = {c: i for i, c in enumerate(CHOICES)}
         pair_ix = {pair: p for p, pair in enumerate(combinations(range(len(arms)), 2))}
         parsed = []
-        for crit, theme, a_left, a_right, choice, n in rows:
-            i, j = arm_ix.get(a_left), arm_ix.get(a_right)
+        for crit, theme, left_arm, right_arm, choice, n in rows:
+            i, j = arm_ix.get(left_arm), arm_ix.get(right_arm)
             c, ch = crit_ix.get(crit), choice_ix.get(choice)
             if i is None or j is None or i == j or c is None or ch is None:
                 continue

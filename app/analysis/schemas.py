@@ -65,8 +65,8 @@ class VoteRecord:
     theme: str | None
     evaluator: Any
     criterion: str
-    arm_left: str
-    arm_right: str
+    left_arm: str
+    right_arm: str
     choice: Choice
     flagged: bool = False
     trial_id: Any = None

@@ -54,6 +54,7 @@ from app.dashboard.schemas import (
 from app.dashboard.tally import TallyCache, TallySnapshot
 from app.db import utcnow
 from app.rating import service as rating_service
+from app.rating import votes
 from app.rating.models import Choice, Evaluator, Matchup, Trial, Vote
 from app.studies.models import Arm, Prompt, Study
 
@@ -402,27 +403,22 @@ def compute_advanced(
 
 def load_vote_table(*, session: Session, study: Study, exclude_ties: bool = False) -> VoteTable:
     """Every vote of the study as integer-coded columns, read `_LOAD_BATCH` rows at a time
-    through Core (plain ints and strings: no per-row ORM or type conversion)."""
+    through Core (plain ints and strings: no per-row ORM or type conversion); the join, the
+    study filter and the sides come from `app.rating.votes`."""
     columns = {
         "prompt": Matchup.prompt_id,
         "evaluator": Trial.evaluator_id,
         "trial": Trial.id,
         "matchup": Matchup.id,
-        "a_on_left": type_coerce(Trial.a_on_left, Integer),
-        "arm_a": Matchup.arm_a_id,
-        "arm_b": Matchup.arm_b_id,
+        "left_arm": votes.left_arm_id,
+        "right_arm": votes.right_arm_id,
         "flagged": type_coerce(Trial.flagged, Integer),
         "repeat": type_coerce(Trial.is_repeat, Integer),
         "criterion": Vote.criterion,
         "choice": type_coerce(Vote.choice, String),
     }
-    query = (
-        select(*columns.values())
-        .select_from(Vote)
-        .join(Trial, Trial.id == Vote.trial_id)
-        .join(Matchup, Matchup.id == Trial.matchup_id)
-        .where(_study_filter(session) == study.id)
-    )
+    dialect = session.get_bind().dialect.name
+    query = votes.study_votes(*columns.values(), study_id=study.id, dialect=dialect)
     if exclude_ties:
         query = query.where(Vote.choice != Choice.tie.value)
     parts: dict[str, list[np.ndarray]] = {name: [] for name in columns}
@@ -435,14 +431,6 @@ def load_vote_table(*, session: Session, study: Study, exclude_ties: bool = Fals
         select(Prompt.id, Prompt.theme, Prompt.text).where(Prompt.study_id == study.id)
     ).all()
     return _vote_table(parts, labels, prompts=prompts, study=study)
-
-
-def _study_filter(session: Session) -> Any:
-    """`matchup.study_id`, as `study_id + 0` on SQLite: reading votes in primary-key order is
-    faster there than walking the study's index (the sum keeps the planner off the index)."""
-    if session.get_bind().dialect.name == "sqlite":
-        return Matchup.study_id + 0
-    return Matchup.study_id
 
 
 def _codes(values: Sequence[Any], labels: dict[str, int] | None) -> np.ndarray:
@@ -472,9 +460,6 @@ def _vote_table(
     for arm_id, i in arm_index.items():
         arm_of[arm_id] = i
     arm_names = np.array([arm.name for arm in study.arms], dtype=object)
-    on_left = cols["a_on_left"].astype(bool)
-    left = np.where(on_left, cols["arm_a"], cols["arm_b"])
-    right = np.where(on_left, cols["arm_b"], cols["arm_a"])
     by_id = sorted(prompts)
     theme_of = np.array([theme for _, theme, _ in by_id] or [""], dtype=object)
     text_rank = np.argsort(np.argsort([text for _, _, text in by_id], kind="stable"))
@@ -490,8 +475,8 @@ def _vote_table(
         theme=theme_of[prompt_code] if len(prompt_code) else np.zeros(0, dtype=object),
         evaluator=cols["evaluator"],
         criterion=strings("criterion"),
-        arm_left=arm_names[arm_of[left]],
-        arm_right=arm_names[arm_of[right]],
+        left_arm=arm_names[arm_of[cols["left_arm"]]],
+        right_arm=arm_names[arm_of[cols["right_arm"]]],
         choice=strings("choice"),
         flagged=cols["flagged"].astype(bool),
         trial_id=cols["trial"],

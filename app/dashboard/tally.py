@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.analysis import VoteCounts
 from app.dashboard.sqltext import minute_text
+from app.rating import votes
 from app.rating.models import Matchup, Trial, Vote
 from app.studies.models import Arm, Prompt, Study
 
@@ -47,7 +48,7 @@ REBUILD_SECONDS = 900.0
 REBUILD_GAP_IDS = 250_000
 _IN_CHUNK = 500
 
-# criterion, theme, arm shown left, arm shown right, choice, trial flagged
+# criterion, theme, left arm, right arm, choice, trial flagged
 CubeKey = tuple[str, str, str, str, str, bool]
 
 
@@ -109,7 +110,7 @@ class Tally:
         cut = max(0, top - COLD_WINDOW_IDS.get(tally.dialect, 0))
         tally._load_matchups(session)
         for matchup_id, criterion, a_on_left, choice, flagged, n in session.execute(
-            _cube_query(upto=cut).where(Matchup.study_id == study.id)
+            _cube_query(upto=cut).where(votes.in_study(study.id))
         ):
             tally.cube[tally._key(matchup_id, criterion, a_on_left, choice, flagged)] += n
         for evaluator_id, flagged, minute, n in session.execute(tally._trials_query(upto=cut)):
@@ -135,17 +136,11 @@ class Tally:
         """Answered trials by (evaluator, flagged, minute): each trial's vote on the first
         criterion stands for the trial (every answered trial has exactly one)."""
         minute = minute_text(Trial.answered_at, self.dialect)
+        columns = (Trial.evaluator_id, Trial.flagged, minute)
         return (
-            select(Trial.evaluator_id, Trial.flagged, minute, func.count())
-            .select_from(Vote)
-            .join(Trial, Trial.id == Vote.trial_id)
-            .join(Matchup, Matchup.id == Trial.matchup_id)
-            .where(
-                Matchup.study_id == self.study_id,
-                Vote.criterion == self.first_criterion,
-                Vote.id <= upto,
-            )
-            .group_by(Trial.evaluator_id, Trial.flagged, minute)
+            votes.study_votes(*columns, func.count(), study_id=self.study_id)
+            .where(Vote.criterion == self.first_criterion, Vote.id <= upto)
+            .group_by(*columns)
         )
 
     # --- advancing --------------------------------------------------------------------------
@@ -190,21 +185,21 @@ class Tally:
 
     def _counted_votes(self, session: Session, evaluators: set[int]) -> Counter[CubeKey]:
         """The cube entries of these evaluators' votes counted so far."""
-        votes = self._votes_of(session, evaluators, upto=self.settled)
+        found = self._votes_of(session, evaluators, upto=self.settled)
         for counted in self.window.values():
             if counted.key is not None and counted.evaluator_id in evaluators:
-                votes[counted.key] += 1
-        return votes
+                found[counted.key] += 1
+        return found
 
     def _votes_of(self, session: Session, evaluators: set[int], *, upto: int) -> Counter[CubeKey]:
-        votes: Counter[CubeKey] = Counter()
+        found: Counter[CubeKey] = Counter()
         ids = sorted(evaluators)
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
             query = _cube_query(upto=upto).where(Trial.evaluator_id.in_(chunk))
             for matchup_id, criterion, a_on_left, choice, flagged, n in session.execute(query):
-                votes[self._key(matchup_id, criterion, a_on_left, choice, flagged)] += n
-        return votes
+                found[self._key(matchup_id, criterion, a_on_left, choice, flagged)] += n
+        return found
 
     def _settle(self, now: float, top: int) -> None:
         """Every id up to the largest one visible SETTLE seconds ago is committed by now."""
@@ -223,8 +218,8 @@ class Tally:
         self, matchup_id: int, criterion: str, a_on_left: bool, choice: Any, flagged: bool
     ) -> CubeKey:
         m = self.matchups[matchup_id]
-        left, right = (m.arm_a, m.arm_b) if a_on_left else (m.arm_b, m.arm_a)
-        return (criterion, m.theme, left, right, str(choice), bool(flagged))
+        left_arm, right_arm = votes.sides(m.arm_a, m.arm_b, a_on_left)
+        return (criterion, m.theme, left_arm, right_arm, str(choice), bool(flagged))
 
     def _count_trials(
         self, evaluator_id: int, *, flagged: bool, minute: str | None, n: int
@@ -242,15 +237,15 @@ class Tally:
         exclude_flagged_evaluators: bool = False,
         exclude_ties: bool = False,
     ) -> Iterator[tuple[str, str, str, str, str, int]]:
-        """`(criterion, theme, arm_left, arm_right, choice, n)` rows for `from_grouped`."""
+        """`(criterion, theme, left_arm, right_arm, choice, n)` rows for `from_grouped`."""
         for key, n in self.cube.items():
-            criterion, theme, left, right, choice, flagged = key
+            criterion, theme, left_arm, right_arm, choice, flagged = key
             if (exclude_flagged_trials and flagged) or (exclude_ties and choice == "tie"):
                 continue
             if exclude_flagged_evaluators:
                 n -= self.excluded.get(key, 0)
             if n > 0:
-                yield criterion, theme, left, right, choice, n
+                yield criterion, theme, left_arm, right_arm, choice, n
 
     def snapshot(self, *, arms: Iterable[str], criteria: Iterable[str], **filters: bool):
         counts = VoteCounts.from_grouped(
@@ -266,13 +261,11 @@ class Tally:
 
 
 def _cube_query(*, upto: int) -> Any:
-    """First-showing votes up to id `upto` by (matchup, criterion, side, choice, flagged)."""
+    """First-showing votes up to id `upto` by (matchup, criterion, side, choice, flagged), of
+    every study (callers add the study or the evaluators)."""
     columns = (Trial.matchup_id, Vote.criterion, Trial.a_on_left, Vote.choice, Trial.flagged)
     return (
-        select(*columns, func.count())
-        .select_from(Vote)
-        .join(Trial, Trial.id == Vote.trial_id)
-        .join(Matchup, Matchup.id == Trial.matchup_id)
+        votes.select_votes(*columns, func.count())
         .where(Trial.is_repeat == false(), Vote.id <= upto)
         .group_by(*columns)
     )
@@ -282,7 +275,7 @@ def _delta_query(*, after: int, dialect: str) -> Any:
     """Every vote above id `after`, of any study: a primary-key range (filtering by study here
     would make SQLite's planner walk the study's whole index instead)."""
     return (
-        select(
+        votes.select_votes(
             Vote.id,
             Matchup.study_id,
             Trial.evaluator_id,
@@ -294,8 +287,6 @@ def _delta_query(*, after: int, dialect: str) -> Any:
             Trial.is_repeat,
             minute_text(Trial.answered_at, dialect).label("minute"),
         )
-        .join(Trial, Trial.id == Vote.trial_id)
-        .join(Matchup, Matchup.id == Trial.matchup_id)
         .where(Vote.id > after)
         .order_by(Vote.id)
     )
