@@ -64,7 +64,7 @@ def expected_counts(session, study: Study, **filters: bool) -> dict[str, Counter
             filters.get("exclude_flagged_trials") and row["flagged"] == "true"
         ):
             continue
-        if filters.get("exclude_flagged_evaluators") and row["evaluator"] in flagged_evaluators:
+        if filters.get("exclude_flagged_evaluators") and row["evaluator_id"] in flagged_evaluators:
             continue
         if filters.get("exclude_ties") and row["choice"] == "tie":
             continue

@@ -79,10 +79,10 @@ def test_votes_csv_has_one_row_per_vote_with_who_saw_what(voted, client, session
         shown = {"left": row["left_arm"], "right": row["right_arm"], "tie": "tie"}
         assert row["winner"] == shown[row["choice"]]
         assert {row["left_arm"], row["right_arm"]} == {"zebra-arm", "quokka-arm"}
-        assert row["left_clip"] != row["right_clip"]
+        assert row["left_clip_id"] != row["right_clip_id"]
         assert ISO.match(row["shown_at"]) and ISO.match(row["answered_at"])
-        assert row["response_ms"] == ("300" if row["evaluator"] == careless else "4000")
-        assert row["flagged"] == ("true" if row["evaluator"] == careless else row["flagged"])
+        assert row["response_ms"] == ("300" if row["evaluator_id"] == careless else "4000")
+        assert row["flagged"] == ("true" if row["evaluator_id"] == careless else row["flagged"])
         assert row["is_repeat"] in ("true", "false") and row["external_id"].startswith("sim-")
     assert sum(r["is_repeat"] == "true" for r in rows) == 3 * 3  # one repeat each
     assert [int(r["vote_id"]) for r in rows] == sorted(int(r["vote_id"]) for r in rows)
@@ -155,14 +155,15 @@ def test_clips_csv_is_the_render_manifest(client, session, settings):
     rows = parse(client.get(f"/admin/studies/{study.slug}/export/clips.csv").text)
     assert len(rows) == count(session, Clip) == 6
     row = next(r for r in rows if r["arm"] == "zebra-arm")
-    assert row["kind"] == "animatediff" and row["steps"] == "37" and row["guidance_scale"] == "7.5"
-    assert row["scheduler"] == "ddim" and row["scheduler_beta_schedule"] == "linear"
-    assert row["num_frames"] == "4" and row["fps"] == "8" and row["seed"]
-    assert len(row["sha256"]) == 64 and row["storage_key"] and int(row["bytes"]) > 0
-    assert row["frames"] == "4" and row["status"] == "done"
-    assert row["denoise_s"] == "1.25" and row["denoiser_passes"] == "74"
-    assert row["models_base_model"] == "acme-labs/zz-base-model"
-    assert row["telemetry_steps"] == "37"  # a telemetry key named like a manifest column
+    assert row["arm_kind"] == "animatediff" and row["arm_steps"] == "37"
+    assert row["arm_guidance_scale"] == "7.5"
+    assert row["arm_scheduler"] == "ddim" and row["arm_scheduler_beta_schedule"] == "linear"
+    assert row["arm_num_frames"] == "4" and row["arm_fps"] == "8" and row["seed"]
+    assert len(row["sha256"]) == 64 and row["storage_key"] and int(row["size_bytes"]) > 0
+    assert row["num_frames"] == "4" and row["status"] == "done"
+    assert row["telemetry_denoise_s"] == "1.25" and row["telemetry_denoiser_passes"] == "74"
+    assert row["telemetry_models_base_model"] == "acme-labs/zz-base-model"
+    assert row["telemetry_steps"] == "37"  # telemetry keys are prefixed, like the arm's settings
 
 
 def test_summary_csv_and_json_hold_the_dashboard_statistics(voted, client, session):

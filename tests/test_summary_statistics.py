@@ -79,7 +79,7 @@ def kept(rows: list[dict[str, Any]], how: str, flagged_evaluators: set[Any]) -> 
     if how == "trials":
         return [r for r in rows if r["flagged"] != "true"]
     if how == "evaluators":
-        return [r for r in rows if r["evaluator"] not in flagged_evaluators]
+        return [r for r in rows if r["evaluator_id"] not in flagged_evaluators]
     return rows
 
 
@@ -88,11 +88,11 @@ def expected_agreement(rows: list[dict[str, Any]], criterion: str) -> dict[str, 
     round (the matchup's arms in name order, and reversed); repeat consistency over the repeats
     whose first showing is among the rows."""
     mine = [r for r in rows if r["criterion"] == criterion]
-    first = {(r["evaluator"], r["matchup_id"]): r for r in mine if r["is_repeat"] == "false"}
+    first = {(r["evaluator_id"], r["matchup_id"]): r for r in mine if r["is_repeat"] == "false"}
     same = [
-        first[(r["evaluator"], r["matchup_id"])]["winner"] == r["winner"]
+        first[(r["evaluator_id"], r["matchup_id"])]["winner"] == r["winner"]
         for r in mine
-        if r["is_repeat"] == "true" and (r["evaluator"], r["matchup_id"]) in first
+        if r["is_repeat"] == "true" and (r["evaluator_id"], r["matchup_id"]) in first
     ]
     coders = sorted({e for e, _ in first})
     units = sorted({m for _, m in first})
@@ -115,7 +115,7 @@ def expected_agreement(rows: list[dict[str, Any]], criterion: str) -> dict[str, 
 def expected_quality(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     by_evaluator: dict[Any, list[dict[str, Any]]] = defaultdict(list)
     for r in rows:
-        by_evaluator[r["evaluator"]].append(r)
+        by_evaluator[r["evaluator_id"]].append(r)
     out = {}
     for evaluator, mine in by_evaluator.items():
         first = {(r["matchup_id"], r["criterion"]): r for r in mine if r["is_repeat"] == "false"}
@@ -145,7 +145,7 @@ def test_every_statistic_comes_from_the_votes_the_filters_keep(
     flagged_evaluators = set(flagged_evaluator_ids(session, study))
     assert len(flagged_evaluators) == 2
     stray = {r["trial_id"] for r in rows if r["flagged"] == "true"} - {
-        r["trial_id"] for r in rows if r["evaluator"] in flagged_evaluators
+        r["trial_id"] for r in rows if r["evaluator_id"] in flagged_evaluators
     }
     assert stray  # flagged trials of evaluators who are not flagged: the two filters differ
 

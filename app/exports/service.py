@@ -24,6 +24,7 @@ from app.clips.models import Clip
 from app.dashboard import service as dashboard_service
 from app.dashboard.schemas import Advanced, Dashboard, Filters
 from app.dashboard.sqltext import millis_between, timestamp_text
+from app.rating import votes
 from app.rating.models import Evaluator, Matchup, Trial, Vote
 from app.studies.models import Arm, Prompt, Study
 
@@ -34,18 +35,24 @@ CHUNK_CHARS = 64 * 1024
 WRITE_ROWS = 1_000  # rows handed to the csv writer at once
 
 VOTE_COLUMNS = (
-    "study", "vote_id", "trial_id", "evaluator", "external_id", "prompt_id", "prompt", "theme",
-    "criterion", "left_arm", "right_arm", "choice", "winner", "left_clip", "right_clip",
-    "matchup_id", "position", "is_repeat", "shown_at", "answered_at", "response_ms",
-    "client_load_ms", "client_view_ms", "flagged", "flag_reason",
+    "study", "vote_id", "trial_id", "evaluator_id", "external_id", "prompt_id", "prompt",
+    "theme", "criterion", "left_arm", "right_arm", "choice", "winner", "left_clip_id",
+    "right_clip_id", "matchup_id", "position", "is_repeat", "shown_at", "answered_at",
+    "response_ms", "client_load_ms", "client_view_ms", "flagged", "flag_reason",
+)  # fmt: skip
+# A clip's own columns are named as in the `clip` table (its measured GIF: `width`, `num_frames`,
+# `size_bytes`), its arm's settings with `arm_` (what was asked for: `arm_width`,
+# `arm_num_frames`), its telemetry keys with `telemetry_` (what the renderer reported).
+ARM_COLUMNS = (
+    "arm_kind", "arm_base_model", "arm_motion_adapter", "arm_revision", "arm_steps",
+    "arm_guidance_scale", "arm_negative_prompt", "arm_scheduler", "arm_scheduler_beta_schedule",
+    "arm_scheduler_timestep_spacing", "arm_scheduler_clip_sample", "arm_scheduler_steps_offset",
+    "arm_num_frames", "arm_width", "arm_height", "arm_fps",
 )  # fmt: skip
 CLIP_COLUMNS = (
     "study", "clip_id", "prompt_id", "prompt_position", "prompt", "theme", "seed", "arm",
-    "kind", "base_model", "motion_adapter", "revision", "steps", "guidance_scale",
-    "negative_prompt", "scheduler", "scheduler_beta_schedule", "scheduler_timestep_spacing",
-    "scheduler_clip_sample", "scheduler_steps_offset", "num_frames", "width", "height", "fps",
-    "status", "source", "tiny", "storage_key", "sha256", "bytes", "frames", "gif_width",
-    "gif_height", "duration_ms", "attempts", "finished_at", "error",
+    *ARM_COLUMNS, "status", "source", "tiny", "storage_key", "sha256", "size_bytes",
+    "num_frames", "width", "height", "duration_ms", "attempts", "finished_at", "error",
 )  # fmt: skip
 _BOOL = {0: "false", 1: "true"}  # also False and True (equal keys)
 SUMMARY_LEADING = ("table", "criterion", "theme", "arm", "opponent", "evaluator")
@@ -126,11 +133,8 @@ def vote_rows(*, session: Session, study: Study) -> Iterator[tuple[Any, ...]]:
     """One tuple per vote (VOTE_COLUMNS), in vote id order, BATCH_ROWS fetched at a time
     (a server-side cursor on PostgreSQL), with cells ready for CSV: text that could be a
     formula already neutralised, booleans as true/false. Prompts, arms and evaluators come
-    from small lookups (sanitised once each), so each vote joins only its trial and matchup.
-
-    On SQLite the votes are read in primary-key order (`study_id + 0` keeps the planner from
-    walking the study's index and sorting): rows stream from the first one, at the cost of
-    reading other studies' votes too."""
+    from small lookups (sanitised once each), so each vote joins only its trial and matchup
+    (`app.rating.votes`: the join, the study filter in id order, the sides)."""
     dialect = session.get_bind().dialect.name
     arms = {arm.id: arm.name for arm in study.arms}
     prompts = {
@@ -145,37 +149,30 @@ def vote_rows(*, session: Session, study: Study) -> Iterator[tuple[Any, ...]]:
             select(Evaluator.id, Evaluator.external_id).where(Evaluator.study_id == study.id)
         )
     }
-    study_id = Matchup.study_id + 0 if dialect == "sqlite" else Matchup.study_id
-    query = (
-        select(
-            Vote.id,
-            Trial.id,
-            Trial.evaluator_id,
-            Matchup.prompt_id,
-            Vote.criterion,
-            type_coerce(Vote.choice, String),
-            type_coerce(Trial.a_on_left, Integer),
-            Matchup.arm_a_id,
-            Matchup.arm_b_id,
-            Matchup.clip_a_id,
-            Matchup.clip_b_id,
-            Matchup.id,
-            Trial.position,
-            type_coerce(Trial.is_repeat, Integer),
-            timestamp_text(Trial.shown_at, dialect),
-            timestamp_text(Trial.answered_at, dialect),
-            millis_between(Trial.shown_at, Trial.answered_at, dialect),
-            Trial.client_load_seconds,
-            Trial.client_view_seconds,
-            type_coerce(Trial.flagged, Integer),
-            Trial.flag_reason,
-        )
-        .select_from(Vote)
-        .join(Trial, Trial.id == Vote.trial_id)
-        .join(Matchup, Matchup.id == Trial.matchup_id)
-        .where(study_id == study.id)
-        .order_by(Vote.id)
-    )
+    query = votes.study_votes(
+        Vote.id,
+        Trial.id,
+        Trial.evaluator_id,
+        Matchup.prompt_id,
+        Vote.criterion,
+        type_coerce(Vote.choice, String),
+        votes.left_arm_id,
+        votes.right_arm_id,
+        votes.left_clip_id,
+        votes.right_clip_id,
+        Matchup.id,
+        Trial.position,
+        type_coerce(Trial.is_repeat, Integer),
+        timestamp_text(Trial.shown_at, dialect),
+        timestamp_text(Trial.answered_at, dialect),
+        millis_between(Trial.shown_at, Trial.answered_at, dialect),
+        Trial.client_load_seconds,
+        Trial.client_view_seconds,
+        type_coerce(Trial.flagged, Integer),
+        Trial.flag_reason,
+        study_id=study.id,
+        dialect=dialect,
+    ).order_by(Vote.id)
     result = session.connection().execution_options(yield_per=BATCH_ROWS).execute(query)
     slug = study.slug
     for rows in result.partitions():
@@ -191,18 +188,16 @@ def _vote_row(
     prompts: dict[int, tuple[str, str]],
     external: dict[int, Any],
 ) -> tuple[Any, ...]:
-    (vote_id, trial_id, evaluator, prompt_id, criterion, choice, a_on_left, arm_a, arm_b,
-     clip_a, clip_b, matchup_id, position, is_repeat, shown, answered, response_ms,
+    (vote_id, trial_id, evaluator_id, prompt_id, criterion, choice, left_arm, right_arm,
+     left_clip_id, right_clip_id, matchup_id, position, is_repeat, shown, answered, response_ms,
      client_load, client_view, flagged, reason) = row  # fmt: skip
-    left, right = (arm_a, arm_b) if a_on_left else (arm_b, arm_a)
-    left_clip, right_clip = (clip_a, clip_b) if a_on_left else (clip_b, clip_a)
-    winner = "tie" if choice == "tie" else arms[left if choice == "left" else right]
+    winner = "tie" if choice == "tie" else arms[left_arm if choice == "left" else right_arm]
     text, theme = prompts[prompt_id]
     return (
-        study, vote_id, trial_id, evaluator, external.get(evaluator, ""), prompt_id, text, theme,
-        criterion, arms[left], arms[right], choice, winner, left_clip, right_clip, matchup_id,
-        position, _BOOL[is_repeat], shown, answered, response_ms, _millis(client_load),
-        _millis(client_view), _BOOL[flagged], safe_cell(reason),
+        study, vote_id, trial_id, evaluator_id, external.get(evaluator_id, ""), prompt_id, text,
+        theme, criterion, arms[left_arm], arms[right_arm], choice, winner, left_clip_id,
+        right_clip_id, matchup_id, position, _BOOL[is_repeat], shown, answered, response_ms,
+        _millis(client_load), _millis(client_view), _BOOL[flagged], safe_cell(reason),
     )  # fmt: skip
 
 
@@ -215,16 +210,12 @@ def _millis(seconds: float | None) -> int | None:
 
 
 def clip_columns(*, session: Session, study: Study) -> list[str]:
-    """CLIP_COLUMNS then every telemetry key found (nested keys joined with `_`; a key that
-    would repeat a manifest column is written `telemetry_<key>`)."""
+    """CLIP_COLUMNS then `telemetry_<key>` for every telemetry key found (nested keys joined
+    with `_`)."""
     keys: dict[str, None] = {}
     for (telemetry,) in session.execute(_clips_query(study).with_only_columns(Clip.telemetry)):
-        keys.update(dict.fromkeys(_flatten(telemetry or {})))
-    return [*CLIP_COLUMNS, *(_telemetry_column(k) for k in keys)]
-
-
-def _telemetry_column(key: str) -> str:
-    return f"telemetry_{key}" if key in CLIP_COLUMNS else key
+        keys.update(dict.fromkeys(_flatten(telemetry or {}, "telemetry_")))
+    return [*CLIP_COLUMNS, *keys]
 
 
 def _clips_query(study: Study) -> Any:
@@ -245,24 +236,25 @@ def clip_rows(*, session: Session, study: Study, columns: Sequence[str]) -> Iter
         values: dict[str, Any] = {
             "study": study.slug, "clip_id": clip.id, "prompt_id": prompt.id,
             "prompt_position": prompt.position, "prompt": prompt.text, "theme": prompt.theme,
-            "seed": prompt.seed, "arm": arm.name, "kind": spec.kind,
-            "base_model": spec.base_model, "motion_adapter": spec.motion_adapter,
-            "revision": spec.revision, "steps": spec.steps,
-            "guidance_scale": spec.guidance_scale, "negative_prompt": spec.negative_prompt,
-            "scheduler": scheduler.name, "scheduler_beta_schedule": scheduler.beta_schedule,
-            "scheduler_timestep_spacing": scheduler.timestep_spacing,
-            "scheduler_clip_sample": scheduler.clip_sample,
-            "scheduler_steps_offset": scheduler.steps_offset, "num_frames": spec.num_frames,
-            "width": spec.width, "height": spec.height, "fps": spec.fps,
+            "seed": prompt.seed, "arm": arm.name, "arm_kind": spec.kind,
+            "arm_base_model": spec.base_model, "arm_motion_adapter": spec.motion_adapter,
+            "arm_revision": spec.revision, "arm_steps": spec.steps,
+            "arm_guidance_scale": spec.guidance_scale,
+            "arm_negative_prompt": spec.negative_prompt, "arm_scheduler": scheduler.name,
+            "arm_scheduler_beta_schedule": scheduler.beta_schedule,
+            "arm_scheduler_timestep_spacing": scheduler.timestep_spacing,
+            "arm_scheduler_clip_sample": scheduler.clip_sample,
+            "arm_scheduler_steps_offset": scheduler.steps_offset,
+            "arm_num_frames": spec.num_frames, "arm_width": spec.width,
+            "arm_height": spec.height, "arm_fps": spec.fps,
             "status": clip.status.value, "source": clip.source, "tiny": clip.tiny,
-            "storage_key": clip.storage_key, "sha256": clip.sha256, "bytes": clip.size_bytes,
-            "frames": clip.num_frames, "gif_width": clip.width, "gif_height": clip.height,
-            "duration_ms": clip.duration_ms, "attempts": clip.attempts,
+            "storage_key": clip.storage_key, "sha256": clip.sha256,
+            "size_bytes": clip.size_bytes, "num_frames": clip.num_frames, "width": clip.width,
+            "height": clip.height, "duration_ms": clip.duration_ms, "attempts": clip.attempts,
             "finished_at": clip.finished_at.isoformat() if clip.finished_at else None,
             "error": clip.error,
         }  # fmt: skip
-        for key, value in _flatten(clip.telemetry or {}).items():
-            values[_telemetry_column(key)] = value
+        values.update(_flatten(clip.telemetry or {}, "telemetry_"))
         yield [values.get(name) for name in columns]
 
 
