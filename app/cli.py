@@ -329,7 +329,11 @@ def worker(
     with CUDA_VISIBLE_DEVICES)."""
     settings = get_settings()
     ensure_schema(settings)
-    from workers.celery_app import RENDER_QUEUE, celery_app
+    from app.broker import RENDER_QUEUE
+
+    # The one upward import of the app (named in pyproject's import contract): this command runs
+    # a render worker in this process, so it starts the workers' own Celery app.
+    from workers.celery_app import celery_app
 
     argv = ["worker", f"--loglevel={loglevel}", "--pool=solo", "--concurrency=1"]
     argv += [f"--queues={RENDER_QUEUE}", "--without-gossip", "--without-mingle"]
@@ -354,20 +358,21 @@ def render(
 ) -> None:
     """Queue every missing clip of a study (one render task per prompt x arm, prompt by
     prompt); a draft study moves to rendering."""
-    from app.clips import service as clips_service
-    from app.clips.dispatch import send_renders
+    from app.clips.dispatch import queue_renders
+    from app.clips.service import QueueUnavailableError
     from app.db import session_scope
 
     settings = get_settings()
     ensure_schema(settings)
+    action = "retry_failed" if retry_failed else "missing"
     with session_scope() as session:
         study = _study_or_exit(session, slug)
-        queue = clips_service.retry_failed if retry_failed else clips_service.queue_missing
-        ids = queue(session=session, study=study, tiny=tiny)
-    try:
-        send_renders(settings=settings, clips=[(i, tiny) for i in ids])
-    except clips_service.QueueUnavailableError as exc:
-        raise fail(str(exc), code=3) from exc
+        try:
+            ids, _ = queue_renders(
+                session=session, settings=settings, study=study, action=action, tiny=tiny
+            )
+        except QueueUnavailableError as exc:
+            raise fail(str(exc), code=3) from exc
     typer.echo(f"queued {len(ids)} clip(s) of {slug!r}{' with tiny models' if tiny else ''}")
     if wait:
         log = settings.var_dir / "render-worker.log"

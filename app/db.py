@@ -10,6 +10,7 @@ writers (WAL).
 
 from __future__ import annotations
 
+import enum
 import fcntl
 import os
 import sqlite3
@@ -20,7 +21,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
 
@@ -55,6 +56,18 @@ class UTCDateTime(TypeDecorator[datetime]):
         if value is not None and value.tzinfo is None:
             return value.replace(tzinfo=UTC)
         return value
+
+
+def str_enum(cls: type[enum.StrEnum], name: str) -> Enum:
+    """Portable enum: a VARCHAR with a CHECK constraint (no native PostgreSQL type to migrate)."""
+    return Enum(
+        cls,
+        name=name,
+        native_enum=False,
+        create_constraint=True,
+        length=16,
+        values_callable=lambda e: [m.value for m in e],
+    )
 
 
 def utcnow() -> datetime:
@@ -215,16 +228,6 @@ def session_scope(engine: Engine | None = None, *, read_only: bool = False) -> I
     factory = session_factory(engine or get_engine(), read_only=read_only)
     with factory() as session, session.begin():
         yield session
-
-
-def import_all_models() -> MetaData:
-    """Register every domain's tables on Base.metadata (for Alembic and create_all in tests)."""
-    from app.auth import models as _auth  # noqa: F401
-    from app.clips import models as _clips  # noqa: F401
-    from app.rating import models as _rating  # noqa: F401
-    from app.studies import models as _studies  # noqa: F401
-
-    return Base.metadata
 
 
 # --- migrations -------------------------------------------------------------------------------

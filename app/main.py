@@ -13,7 +13,7 @@ from fastapi.responses import FileResponse, RedirectResponse
 from fastapi.staticfiles import StaticFiles
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import __version__, errors, ops
+from app import __version__, ops
 from app.auth import router as auth_router
 from app.auth import service as auth_service
 from app.auth import web as auth_web
@@ -27,8 +27,10 @@ from app.rating import admin as rating_admin
 from app.rating import api as rating_api
 from app.rating import router as rating_router
 from app.rating import service as rating_service
+from app.rating import tokens
 from app.studies import router as studies_router
-from app.web import FAVICON, STATIC_DIR, templates
+from app.web import errors, limits
+from app.web.pages import FAVICON, STATIC_DIR, templates
 
 EVALUATOR_BODY_LIMIT = 64 * 1024
 FAVICON_CACHE = {"Cache-Control": "public, max-age=86400"}
@@ -69,23 +71,23 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     # Added first, so it runs inside the session middleware (its 413 page shows the session).
     app.add_middleware(
-        auth_web.BodyLimitMiddleware,
+        limits.BodyLimitMiddleware,
         max_bytes=studies_router.UPLOAD_BODY_LIMIT,
         path_prefix="/admin/",
     )
     # Evaluator requests are small JSON or forms: refuse big bodies before reading them.
     app.add_middleware(
-        auth_web.BodyLimitMiddleware, max_bytes=EVALUATOR_BODY_LIMIT, path_prefix="/r/"
+        limits.BodyLimitMiddleware, max_bytes=EVALUATOR_BODY_LIMIT, path_prefix="/r/"
     )
     app.add_middleware(
         auth_web.AdminSessionMiddleware, **auth_service.session_cookie_options(settings)
     )
     # Request ids, metrics, security headers, rate limits (outside the session), /healthz,
-    # /readyz, /metrics and the JSON render-queue route.
-    ops.install(app, settings)
+    # /readyz and /metrics.
+    ops.install(app, settings, evaluator_cookie=tokens.EVALUATOR_COOKIE)
     app.state.login_throttle = auth_service.LoginThrottle()
     auth_web.install_template_globals(templates.env)
-    app.add_exception_handler(StarletteHTTPException, auth_web.http_error_page)
+    app.add_exception_handler(StarletteHTTPException, errors.http_error_page)
     app.add_exception_handler(RequestValidationError, errors.request_validation_error)
 
     # Evaluator routes first: the busiest, and routes are matched in order.

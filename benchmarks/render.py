@@ -41,7 +41,7 @@ from diffusers import (
 from transformers import CLIPTextConfig, CLIPTextModel
 
 from app.studies.schemas import ArmSpec
-from workers.gif import encode_gif
+from app.clips.gif import encode_gif
 from workers.pipelines import get_renderer
 from workers.pipelines.base import (
     ModelSources,

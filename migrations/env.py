@@ -5,9 +5,10 @@ from __future__ import annotations
 from alembic import context
 
 from app.config import get_settings
-from app.db import import_all_models, make_engine, normalize_url
+from app.db import make_engine, normalize_url
+from app.models import metadata
 
-target_metadata = import_all_models()
+target_metadata = metadata
 
 
 def _url() -> str:

@@ -13,7 +13,7 @@ from app.analysis import ArmPreference, ArmSpeed, PairwiseResult, SpeedPreferenc
 from app.analysis import speed as speed_module
 from app.dashboard import charts, service
 from app.dashboard.schemas import Filters
-from app.web import STATIC_DIR
+from app.web.pages import STATIC_DIR
 
 
 def result(rate: float | None, n: int = 100, low: float = 0.4, high: float = 0.6) -> PairwiseResult:

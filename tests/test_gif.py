@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageSequence
 
-from workers.gif import MAX_FPS, encode_gif, frame_durations_ms, gif_info
+from app.clips.gif import MAX_FPS, encode_gif, frame_durations_ms, gif_info
 
 
 def moving_frames(count: int = 16, *, width: int = 48, height: int = 32) -> list[Image.Image]:
@@ -136,7 +136,7 @@ def test_strip_metadata_drops_comments_and_foreign_app_data_but_keeps_pixels_and
 
     from PIL import Image as PILImage
 
-    from workers.gif import encode_gif, gif_info, strip_metadata
+    from app.clips.gif import encode_gif, gif_info, strip_metadata
 
     frames = [PILImage.new("RGB", (16, 16), (i * 60, 10, 200 - i * 50)) for i in range(4)]
     clean = encode_gif(frames, fps=8)

@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import select
 
+from app.clips import service as clips_service
 from app.clips.models import Clip
 from app.main import create_app
 from app.ops import metrics
@@ -107,9 +108,9 @@ def test_metrics_token(settings):
 def test_render_outcomes_are_served_by_the_worker_metrics_port(session, engine):
     study = small_study(session, slug="metrics")
     clip_ids = list(session.scalars(select(Clip.id).order_by(Clip.id)))
-    kinds = {metrics.arm_kind_of(engine, clip_id) for clip_id in clip_ids}
+    kinds = {clips_service.arm_kind_of(engine, clip_id) for clip_id in clip_ids}
     assert kinds == {arm.kind for arm in study.arms}
-    assert metrics.arm_kind_of(engine, 10**9) == "unknown"
+    assert clips_service.arm_kind_of(engine, 10**9) == "unknown"
     metrics.record_render("done", "animatediff-lightning", 1.7)
     metrics.record_render("failed", "animatediff", None)
     port = free_port()

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from app.clips import service as clips_service
+
+# Imported when the worker starts, not inside the first task: importing torch takes seconds.
+from app.clips.gif import encode_gif, gif_info
 from app.config import Settings
 from app.db import get_engine, session_scope
 from app.rating import service as rating_service
 from app.storage import StorageError, get_storage
 from app.studies.schemas import ArmSpec
-
-# Imported when the worker starts, not inside the first task: importing torch takes seconds.
-from workers.gif import encode_gif, gif_info
 from workers.pipelines import MissingWeightsError, get_renderer
 
 log = logging.getLogger(__name__)

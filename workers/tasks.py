@@ -9,13 +9,14 @@ import time
 
 from celery.signals import worker_ready, worker_shutdown
 
+from app.broker import RENDER_TASK, SWEEP_TASK
 from app.clips import service as clips_service
 from app.clips.dispatch import send_renders
 from app.config import get_settings
 from app.db import get_engine, session_scope
 from app.ops import metrics as ops_metrics
 from app.ops.logging import connect_celery_signals
-from workers.celery_app import RENDER_TASK, SWEEP_TASK, celery_app
+from workers.celery_app import celery_app
 from workers.render import render_clip as render_one
 
 log = logging.getLogger(__name__)
@@ -46,7 +47,7 @@ def render_clip(self, clip_id: int, tiny: bool = False) -> str:  # type: ignore[
     )
     ops_metrics.record_render(
         outcome.status,
-        ops_metrics.arm_kind_of(get_engine(settings), clip_id),
+        clips_service.arm_kind_of(get_engine(settings), clip_id),
         time.perf_counter() - started,
     )
     log.info("clip %s: %s %s", clip_id, outcome.status, outcome.detail)

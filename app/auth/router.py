@@ -14,7 +14,7 @@ from app.auth import service
 from app.auth.deps import admin_router, signed_in, verify_csrf
 from app.config import Settings
 from app.deps import SessionDep, SettingsDep
-from app.web import templates
+from app.web.pages import templates
 
 # Slows each wrong guess down without holding a worker thread (this endpoint is async).
 FAILED_LOGIN_DELAY_S = 0.3

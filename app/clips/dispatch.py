@@ -1,4 +1,7 @@
-"""Send render tasks to the broker, by name: the web app never imports torch or the tasks."""
+"""Send render tasks to the broker, by name: the web app never imports torch or the tasks.
+
+`queue_renders` is what the admin's form, the JSON route and the CLI share: mark the clips
+queued, commit, then send one task per clip."""
 
 from __future__ import annotations
 
@@ -6,17 +9,19 @@ import time
 from collections.abc import Iterable
 
 from celery import Celery
+from sqlalchemy.orm import Session
 
+from app.broker import RENDER_QUEUE, RENDER_TASK, make_celery
+from app.clips import service as clips_service
 from app.clips.service import QueueUnavailableError
 from app.config import Settings
+from app.studies.models import Study
 
 _apps: dict[str, Celery] = {}
 
 
 def _celery_for(settings: Settings) -> Celery:
     """One Celery app (and its connection pool) per broker URL."""
-    from workers.celery_app import make_celery
-
     if settings.broker_url not in _apps:
         _apps[settings.broker_url] = make_celery(settings)
     return _apps[settings.broker_url]
@@ -24,8 +29,6 @@ def _celery_for(settings: Settings) -> Celery:
 
 def send_renders(*, settings: Settings, clips: Iterable[tuple[int, bool]]) -> int:
     """Enqueue one render task per (clip id, tiny). Call only after the queueing commit."""
-    from workers.celery_app import RENDER_QUEUE, RENDER_TASK
-
     celery = _celery_for(settings)
     keep_order = settings.broker_url.startswith("filesystem://")
     sent = 0
@@ -49,6 +52,22 @@ def send_renders(*, settings: Settings, clips: Iterable[tuple[int, bool]]) -> in
             "once the broker is back (the embedded broker also resends them when a worker starts)."
         ) from exc
     return sent
+
+
+def queue_renders(
+    *, session: Session, settings: Settings, study: Study, action: str, tiny: bool
+) -> tuple[list[int], int]:
+    """Queue the missing clips (`action="missing"`) or only the failed ones (`"retry_failed"`),
+    commit, then send their tasks: (clip ids queued, tasks sent). Raises QueueUnavailableError
+    when the broker is down; the clips stay queued in SQL (sending again is harmless)."""
+    queue = clips_service.retry_failed if action == "retry_failed" else clips_service.queue_missing
+    ids = queue(session=session, study=study, tiny=tiny)
+    session.commit()
+    try:
+        return ids, send_renders(settings=settings, clips=[(i, tiny) for i in ids])
+    except QueueUnavailableError as exc:
+        exc.queued = len(ids)
+        raise
 
 
 def _next_millisecond() -> None:

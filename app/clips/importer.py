@@ -27,6 +27,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.clips.gif import gif_info, strip_metadata
 from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
 from app.rating.models import Matchup, Trial
@@ -80,8 +81,6 @@ def import_manifest(
 
 
 def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) -> list[ImportRow]:
-    from workers.gif import gif_info, strip_metadata
-
     name = manifest.name
     try:
         text = manifest.read_bytes().decode("utf-8-sig")

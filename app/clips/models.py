@@ -18,8 +18,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from app.db import Base, UTCDateTime
-from app.studies.models import Arm, Prompt, str_enum
+from app.db import Base, UTCDateTime, str_enum
+from app.studies.models import Arm, Prompt
 
 
 class ClipStatus(enum.StrEnum):
@@ -77,5 +77,5 @@ class Clip(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    prompt: Mapped[Prompt] = relationship(back_populates="clips")
-    arm: Mapped[Arm] = relationship(back_populates="clips")
+    prompt: Mapped[Prompt] = relationship()
+    arm: Mapped[Arm] = relationship()

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy.orm import Session
 
 from app.clips.models import Clip, ClipStatus
@@ -28,6 +28,8 @@ MISSING = (ClipStatus.pending, ClipStatus.failed, ClipStatus.cancelled, ClipStat
 
 class QueueUnavailableError(RuntimeError):
     """The broker cannot take render tasks right now (e.g. Redis is down)."""
+
+    queued = 0  # clips marked queued in SQL whose tasks may not have been sent
 
 
 def _study_clips(study: Study) -> Any:
@@ -351,3 +353,15 @@ def recent_errors(*, session: Session, study: Study, limit: int = 20) -> list[di
         {"id": cid, "arm_name": arm, "prompt_position": position, "error": error}
         for cid, arm, position, error in rows
     ]
+
+
+def arm_kind_of(engine: Engine, clip_id: int) -> str:
+    """The pipeline kind of a clip's arm, for render metric labels ("unknown" on any error)."""
+    try:
+        with Session(engine.execution_options(sqlite_begin="DEFERRED")) as session:
+            arm = session.scalar(
+                select(Arm).join(Clip, Clip.arm_id == Arm.id).where(Clip.id == clip_id)
+            )
+            return arm.kind if arm is not None else "unknown"
+    except Exception:
+        return "unknown"

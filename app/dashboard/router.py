@@ -28,7 +28,7 @@ from app.deps import ReadSessionDep, StudyDep
 from app.ops import bulkhead
 from app.studies import service as studies_service
 from app.studies.models import Study
-from app.web import templates
+from app.web.pages import templates
 
 router = admin_router(tags=["dashboard"])
 

@@ -8,7 +8,7 @@ from rich.table import Table
 
 from app.dashboard import charts
 from app.dashboard.schemas import Advanced, Dashboard
-from app.web import STATIC_DIR, templates
+from app.web.pages import STATIC_DIR, templates
 
 # The report is a document, not a page of this app: it may style itself inline, never script.
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'"

@@ -32,6 +32,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import Engine, text
 
 from app import __version__
+from app.broker import broker_options
 from app.config import Settings
 from app.ops.logging import redact
 
@@ -67,8 +68,6 @@ def check_database(engine: Engine, state: dict[str, Any]) -> str:
 def check_broker(settings: Settings) -> str:
     url = settings.broker_url
     if url.startswith("filesystem://"):
-        from workers.celery_app import broker_options
-
         _, options = broker_options(url)
         folder = Path(str(options["data_folder_in"]))
         with tempfile.TemporaryFile(dir=folder):

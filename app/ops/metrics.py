@@ -43,7 +43,7 @@ from prometheus_client import (
     generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily
-from sqlalchemy import Engine, event, func, select
+from sqlalchemy import Engine, column, event, func, select, table
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -165,22 +165,21 @@ def install_orm_hooks() -> None:
             return
         from sqlalchemy import inspect
 
-        from app.rating.models import Evaluator, Trial, Vote
-
         @event.listens_for(Session, "after_flush")
         def _tally(session: Session, _context: Any) -> None:
             tally: Tally[str] = session.info.setdefault(_INFO_KEY, Tally())
             for obj in session.new:
-                if isinstance(obj, Vote):
+                table = _table_of(obj)
+                if table == "vote":
                     tally["votes"] += 1
-                elif isinstance(obj, Trial):
+                elif table == "trial":
                     tally["assigned"] += 1
                     if obj.answered_at is not None:
                         tally["answered"] += 1
-                elif isinstance(obj, Evaluator):
+                elif table == "evaluator":
                     tally["evaluators"] += 1
             for obj in session.dirty:
-                if isinstance(obj, Trial):
+                if _table_of(obj) == "trial":
                     history = inspect(obj).attrs.answered_at.history
                     was_open = not history.deleted or history.deleted[0] is None
                     if history.added and history.added[0] is not None and was_open:
@@ -202,6 +201,13 @@ def install_orm_hooks() -> None:
         _hooks_installed = True
 
 
+def _table_of(obj: object) -> str | None:
+    # By table name, the one glossary shared with the database: this platform module sits below
+    # the domains and imports none of their models.
+    table = getattr(type(obj), "__table__", None)
+    return getattr(table, "name", None)
+
+
 def count_on_commit(session: Session, **counts: int) -> None:
     """Count writes made with plain INSERT/UPDATE statements (which the flush hook does not
     see) when their transaction commits: votes=, assigned=, answered=, evaluators=."""
@@ -211,6 +217,14 @@ def count_on_commit(session: Session, **counts: int) -> None:
 
 
 # --- gauges read from SQL at scrape time ----------------------------------------------------
+
+
+# Lightweight table constructs (names shared with the database), not the domain models: this
+# platform module sits below the domains.
+_CLIP = table("clip", column("status"))
+_VOTE = table("vote")
+_TRIAL = table("trial", column("answered_at"))
+_EVALUATOR = table("evaluator")
 
 
 class SqlCollector:
@@ -223,17 +237,16 @@ class SqlCollector:
         return []  # never query the database at registration time
 
     def collect(self) -> Iterable[Any]:
-        from app.clips.models import Clip
-        from app.rating.models import Evaluator, Trial, Vote
-
         up = GaugeMetricFamily("vidarena_sql_metrics_up", "1 when the SQL gauges could be read.")
         try:
             started = time.perf_counter()
             with self.engine.connect() as conn:
-                clips = conn.execute(select(Clip.status, func.count()).group_by(Clip.status)).all()
-                votes = conn.execute(select(func.count()).select_from(Vote)).scalar_one()
-                answered = conn.execute(select(func.count(Trial.answered_at))).scalar_one()
-                evaluators = conn.execute(select(func.count()).select_from(Evaluator)).scalar_one()
+                clips = conn.execute(
+                    select(_CLIP.c.status, func.count()).group_by(_CLIP.c.status)
+                ).all()
+                votes = conn.execute(select(func.count()).select_from(_VOTE)).scalar_one()
+                answered = conn.execute(select(func.count(_TRIAL.c.answered_at))).scalar_one()
+                evaluators = conn.execute(select(func.count()).select_from(_EVALUATOR)).scalar_one()
             seconds = time.perf_counter() - started
         except Exception as exc:
             log.warning("SQL gauges unavailable: %s", exc)
@@ -357,15 +370,3 @@ def start_worker_server(port: int) -> bool:
     start_http_server(port, registry=REGISTRY)
     log.info("render worker metrics on :%d/metrics", port)
     return True
-
-
-def arm_kind_of(engine: Engine, clip_id: int) -> str:
-    """The pipeline kind of a clip's arm, for render metric labels ("unknown" on any error)."""
-    try:
-        from app.clips.models import Clip
-
-        with Session(engine.execution_options(sqlite_begin="DEFERRED")) as session:
-            clip = session.get(Clip, clip_id)
-            return clip.arm.kind if clip is not None else "unknown"
-    except Exception:
-        return "unknown"

@@ -177,24 +177,14 @@ class Rule:
 
 JOIN_PATH = re.compile(r"/r/(?P<key>[^/]+)/(?:api/)?join/?")
 SUBMIT_PATH = re.compile(r"/r/(?P<key>[^/]+)/api/trials/[^/]+/votes/?")
-EVALUATOR_COOKIE = "vidarena_evaluator"
-
-
-def _evaluator_cookie_name() -> str:
-    try:
-        from app.rating import tokens
-
-        return str(getattr(tokens, "EVALUATOR_COOKIE", EVALUATOR_COOKIE))
-    except ImportError:  # pragma: no cover - rating not installed
-        return EVALUATOR_COOKIE
 
 
 class RateLimitMiddleware:
     """429 for POSTs to join and submit past their budget; everything else passes untouched."""
 
-    def __init__(self, app: ASGIApp, *, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, *, settings: Settings, evaluator_cookie: str) -> None:
         self.app = app
-        self.cookie = _evaluator_cookie_name()
+        self.cookie = evaluator_cookie  # the rating domain's name for it, passed in from above
         self.rules = [
             Rule(
                 "join",

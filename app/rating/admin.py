@@ -18,7 +18,7 @@ from app.deps import ReadSessionDep, StudyDep
 from app.rating import service
 from app.rating.deps import SecretDep
 from app.rating.models import Evaluator, Trial
-from app.web import templates
+from app.web.pages import templates
 
 router = admin_router(tags=["rating"])
 MAX_INVITES = 1000

@@ -19,8 +19,8 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.clips.models import Clip
-from app.db import Base, UTCDateTime, utcnow
-from app.studies.models import Prompt, str_enum
+from app.db import Base, UTCDateTime, str_enum, utcnow
+from app.studies.models import Prompt
 
 UNRELEASED = "answered_at IS NULL AND released_at IS NULL"
 

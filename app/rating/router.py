@@ -26,7 +26,7 @@ from app.rating.deps import (
     set_evaluator_cookie,
 )
 from app.storage import InvalidKeyError, ObjectNotFoundError, StorageError, media_type
-from app.web import templates
+from app.web.pages import templates
 
 router = APIRouter(prefix="/r/{key}", tags=["rating"], include_in_schema=False)
 media_router = APIRouter(prefix="/r/{key}", tags=["rating"])

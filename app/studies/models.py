@@ -2,26 +2,22 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     CheckConstraint,
-    Enum,
     ForeignKey,
     Integer,
     String,
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
 
-from app.db import Base, UTCDateTime, utcnow
+from app.db import Base, UTCDateTime, str_enum, utcnow
 from app.studies.schemas import ArmSpec, Criterion
-
-if TYPE_CHECKING:
-    from app.clips.models import Clip
 
 
 class StudyStatus(enum.StrEnum):
@@ -29,18 +25,6 @@ class StudyStatus(enum.StrEnum):
     rendering = "rendering"
     open = "open"
     closed = "closed"
-
-
-def str_enum(cls: type[enum.StrEnum], name: str) -> Enum:
-    """Portable enum: a VARCHAR with a CHECK constraint (no native PostgreSQL type to migrate)."""
-    return Enum(
-        cls,
-        name=name,
-        native_enum=False,
-        create_constraint=True,
-        length=16,
-        values_callable=lambda e: [m.value for m in e],
-    )
 
 
 class Study(Base):
@@ -55,13 +39,16 @@ class Study(Base):
     )
     # [{key, label, question}, ...] in display order; votes refer to criteria by key.
     criteria: Mapped[list[dict[str, str]]] = mapped_column(JSON)
-    # Rating settings (quota, enrollment, quality control) as validated by RatingSpec.
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The study file's [rating] table (quota, enrollment, quality control) as validated by
+    # RatingSpec.
+    rating: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The column's name before migration 0006, kept only until the last callers (rating and
+    # study services) say `rating`; then it goes.
+    settings: Mapped[dict[str, Any]] = synonym("rating")
     # The study file as uploaded, kept for provenance (loaded only when read: pages and the
     # rating API load studies on every request).
     study_file: Mapped[str] = mapped_column(Text, default="", deferred=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
 
     arms: Mapped[list[Arm]] = relationship(
         back_populates="study", order_by="Arm.position", cascade="all, delete-orphan"
@@ -96,7 +83,6 @@ class Arm(Base):
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
 
     study: Mapped[Study] = relationship(back_populates="arms")
-    clips: Mapped[list[Clip]] = relationship(back_populates="arm", passive_deletes=True)
 
     @property
     def arm_spec(self) -> ArmSpec:
@@ -125,4 +111,3 @@ class Prompt(Base):
     seed: Mapped[int] = mapped_column(BigInteger)  # shared by every arm: same starting noise
 
     study: Mapped[Study] = relationship(back_populates="prompts")
-    clips: Mapped[list[Clip]] = relationship(back_populates="prompt", passive_deletes=True)

@@ -28,7 +28,7 @@ from app.studies.studyfile import (
     parse_study,
 )
 from app.text import plural
-from app.web import templates
+from app.web.pages import templates
 
 router = admin_router(tags=["studies"])
 

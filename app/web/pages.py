@@ -9,7 +9,7 @@ from fastapi.templating import Jinja2Templates
 
 from app.text import plural
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parent.parent.parent
 TEMPLATES_DIR = ROOT / "templates"
 STATIC_DIR = ROOT / "static"
 FAVICON = STATIC_DIR / "favicon.svg"

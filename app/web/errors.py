@@ -1,0 +1,89 @@
+"""Error responses, one handler per error family, JSON or HTML by route.
+
+- `http_error_page`: HTTP errors as HTML pages under /admin (unless JSON is asked for), FastAPI's
+  JSON elsewhere.
+- `request_validation_error`: request-validation errors that never echo the input back.
+
+FastAPI's default 422 repeats each refused input: a 5 MB body comes back whole, and NaN or
+Infinity (which Python's json accepts) make the error response itself fail with a 500. Here only
+where and why is said. The evaluator API answers in its documented `{detail: {code, message}}`.
+"""
+
+from __future__ import annotations
+
+import re
+
+from fastapi import Request, Response
+from fastapi.exception_handlers import http_exception_handler
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from app.auth.deps import wants_json
+from app.studies.studyfile import MAX_FILE_BYTES
+from app.web.pages import templates
+
+RATING_API = re.compile(r"^/r/[^/]+/api/")
+EVALUATOR_PATHS = "/r/"
+MAX_LISTED = 10
+MAX_ECHOED = 40  # characters of a refused name (e.g. an unknown criterion key) said back
+# Evaluator answers are personal: as the rating routes' own (app.rating.deps.PRIVATE_HEADERS).
+PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+ERROR_TITLES = {
+    400: "Bad request",
+    401: "Sign in required",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Upload too large",
+    429: "Too many attempts",
+}
+
+
+def clip(text: str) -> str:
+    """A name from the request, cut short enough to say back."""
+    return text if len(text) <= MAX_ECHOED else text[: MAX_ECHOED - 1] + "…"
+
+
+async def request_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [
+        {
+            "loc": [clip(str(part)) for part in e.get("loc", ())],
+            "msg": str(e.get("msg", "")),
+            "type": e.get("type", ""),
+        }
+        for e in exc.errors()[:MAX_LISTED]
+    ]
+    headers = PRIVATE if request.url.path.startswith(EVALUATOR_PATHS) else None
+    if RATING_API.match(request.url.path):
+        message = "; ".join(f"{'.'.join(e['loc'])}: {e['msg']}" for e in errors)
+        detail = {"code": "invalid_request", "message": message or "the request is not valid"}
+        return JSONResponse({"detail": detail}, status_code=422, headers=headers)
+    return JSONResponse({"detail": errors}, status_code=422, headers=headers)
+
+
+def _wants_html(request: Request) -> bool:
+    return request.url.path.startswith("/admin") and not wants_json(request)
+
+
+async def http_error_page(request: Request, exc: Exception) -> Response:
+    """HTML error pages under /admin (unless JSON is asked for); FastAPI's JSON elsewhere."""
+    assert isinstance(exc, StarletteHTTPException)
+    if exc.status_code < 400:  # require_admin's redirect to the login form
+        return Response(status_code=exc.status_code, headers=exc.headers)
+    if not _wants_html(request):
+        return await http_exception_handler(request, exc)
+    message = str(exc.detail)
+    if exc.status_code == 413:
+        message = f"The upload is too large: each file may be at most {MAX_FILE_BYTES // 2**20} MB."
+    context = {
+        "status_code": exc.status_code,
+        "title": ERROR_TITLES.get(exc.status_code, "Error"),
+        "message": message,
+    }
+    return templates.TemplateResponse(
+        request, "error.html", context, status_code=exc.status_code, headers=exc.headers
+    )
