@@ -59,11 +59,16 @@ def _design(k: int) -> np.ndarray:
     return x
 
 
-def _objective(phi: np.ndarray, x: np.ndarray, suff: np.ndarray, n: np.ndarray, ridge: float):
+def _objective(
+    phi: np.ndarray, x: np.ndarray, suff: np.ndarray, n: np.ndarray, ridge: float
+) -> np.ndarray:
     eta = np.einsum("pod,bd->bpo", x, phi)
     log_z = logsumexp(eta, axis=-1)
     k = x.shape[-1] - 1
-    return -(suff * phi).sum(-1) + (n * log_z).sum(-1) + 0.5 * ridge * (phi[:, :k] ** 2).sum(-1)
+    value: np.ndarray = (
+        -(suff * phi).sum(-1) + (n * log_z).sum(-1) + 0.5 * ridge * (phi[:, :k] ** 2).sum(-1)
+    )
+    return value
 
 
 def _fit_batch(
@@ -199,11 +204,13 @@ def bradley_terry(
     oc = counts.outcomes().sum(axis=1)  # [C, P, 3]
     k = len(counts.arms)
     out = []
-    if k >= 2 and len(counts.criteria):
-        theta, nu, conv, it = _fit_batch(oc, k, ridge)
+    fit = _fit_batch(oc, k, ridge) if k >= 2 and len(counts.criteria) else None
     for ci, crit in enumerate(counts.criteria):
-        th = theta[ci] if k >= 2 else np.zeros(k)
-        v = float(nu[ci]) if k >= 2 else 0.0
+        if fit is None:  # fewer than two arms: nothing to compare
+            th, v, converged, iterations = np.zeros(k), 0.0, True, 0
+        else:
+            theta, nu, conv, it = fit
+            th, v, converged, iterations = theta[ci], float(nu[ci]), bool(conv[ci]), it
         out.append(
             BradleyTerryResult(
                 criterion=crit,
@@ -216,8 +223,8 @@ def bradley_terry(
                 n_boot=0,
                 confidence=0.95,
                 seed=None,
-                converged=bool(conv[ci]) if k >= 2 else True,
-                iterations=it if k >= 2 else 0,
+                converged=converged,
+                iterations=iterations,
             )
         )
     return tuple(out)

@@ -407,4 +407,5 @@ class VoteCounts:
 
     def sides(self) -> np.ndarray:
         """`[criterion, choice]`: left / right / tie counts pooled over themes and pairs."""
-        return self.cube.sum(axis=(1, 2, 3))
+        pooled: np.ndarray = self.cube.sum(axis=(1, 2, 3))  # numpy types a multi-axis sum Any
+        return pooled

@@ -50,7 +50,7 @@ INDEPENDENCE_NOTE = (
 
 
 # ------------------------------------------------------------------------ elementary statistics
-def _none(x: float) -> float | None:
+def _none(x: float | None) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
 
 
@@ -180,7 +180,9 @@ def _resolve_pairs(
     return out
 
 
-def _oriented(outcomes: np.ndarray, p: int, first: bool) -> tuple[np.ndarray, ...]:
+def _oriented(
+    outcomes: np.ndarray, p: int, first: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     w = outcomes[..., p, FIRST if first else SECOND]
     l_ = outcomes[..., p, SECOND if first else FIRST]
     t = outcomes[..., p, TIE]
@@ -268,7 +270,6 @@ def pairwise_summary(
     outcomes = counts.outcomes()  # [C, T, P, 3]
     overall_oc = outcomes.sum(axis=1)  # [C, P, 3]
     crits, themes = counts.criteria, counts.themes
-    common = {"confidence": confidence, "margin": margin, "alpha": alpha}
 
     overall: list[PairwiseResult] = []
     theme_rows: list[PairwiseResult] = []
@@ -286,7 +287,9 @@ def pairwise_summary(
                     theme=None,
                     arm=arm,
                     opponent=opponent,
-                    **common,
+                    confidence=confidence,
+                    margin=margin,
+                    alpha=alpha,
                 )
             )
             power_rows.append(
@@ -317,7 +320,9 @@ def pairwise_summary(
                             theme=theme,
                             arm=arm,
                             opponent=opponent,
-                            **common,
+                            confidence=confidence,
+                            margin=margin,
+                            alpha=alpha,
                         )
                     )
 

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Literal, overload
 
 import numpy as np
 from scipy import optimize, special
@@ -54,7 +54,7 @@ def _critical_lower(n: np.ndarray, alpha: float) -> np.ndarray:
     n = np.asarray(n, dtype=np.int64)
     limit = alpha * (1 + 1e-12)
     z = float(special.ndtri(1 - alpha / 2))
-    c = np.floor(n / 2 - z * np.sqrt(n) / 2).astype(np.int64) - 4
+    c: np.ndarray = np.floor(n / 2 - z * np.sqrt(n) / 2).astype(np.int64) - 4
     c = np.clip(c, -1, np.maximum(n - 1, -1))
     for _ in range(64):  # never more than a few in practice
         nxt = c + 1
@@ -69,7 +69,13 @@ def _critical_lower(n: np.ndarray, alpha: float) -> np.ndarray:
         c = np.where(bad, c - 1, c)
 
 
-def exact_power(n: int | np.ndarray, rate: float, alpha: float = 0.05) -> float | np.ndarray:
+@overload
+def exact_power(n: int | np.integer, rate: float, alpha: float = 0.05) -> float: ...
+@overload
+def exact_power(n: np.ndarray, rate: float, alpha: float = 0.05) -> np.ndarray: ...
+def exact_power(
+    n: int | np.integer | np.ndarray, rate: float, alpha: float = 0.05
+) -> float | np.ndarray:
     """Power of the two-sided exact binomial test of p = 0.5 with n trials at true `rate`."""
     n_arr = np.atleast_1d(np.asarray(n, dtype=np.int64))
     c = _critical_lower(n_arr, alpha)
@@ -92,14 +98,17 @@ def normal_power(n: float, rate: float, alpha: float = 0.05) -> float:
 def _normal_n(rate: float, alpha: float, power: float) -> float:
     h = abs(2 * math.asin(math.sqrt(rate)) - 2 * math.asin(math.sqrt(0.5)))
     guess = ((_z(1 - alpha / 2) + _z(power)) / h) ** 2
-    f = lambda n: normal_power(n, rate, alpha) - power  # noqa: E731
+
+    def f(n: float) -> float:
+        return normal_power(n, rate, alpha) - power
+
     if f(1e-9) >= 0:
         return 1e-9
     return float(optimize.brentq(f, 1e-9, max(2 * guess, 10.0), xtol=1e-10, rtol=1e-12))
 
 
 def required_decisive_votes(
-    rate: float,
+    rate: float | None,
     *,
     alpha: float = 0.05,
     power: float = 0.8,

@@ -13,7 +13,7 @@ _FIELDS = ("total_seconds", "denoise_seconds", "denoiser_passes", "peak_memory_b
 
 
 def _median(values: list[float]) -> float | None:
-    vals = [v for v in values if v is not None and math.isfinite(v)]
+    vals = [v for v in values if math.isfinite(v)]  # None was skipped when collecting
     return float(np.median(vals)) if vals else None
 
 

@@ -8,7 +8,7 @@ Everything here is a pure function of the statistics: scales, positions, colours
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from app.analysis import PairwiseResult, PowerResult, SpeedPreference
@@ -194,7 +194,9 @@ def _place_labels(points: list[SpeedPoint]) -> list[SpeedPoint]:
         options = [(anchor, dy) for dy in LABEL_SHIFTS for anchor in ("start", "end")]
         clear = (o for o in options if _label_cost(point, *o, taken) < 1000)
         # Nowhere clear: the least bad spot.
-        best = next(clear, None) or min(options, key=lambda o: _label_cost(point, *o, taken))
+        best = next(clear, None) or min(
+            options, key=lambda o: _label_cost(point, o[0], o[1], taken)
+        )
         placed[point.arm] = _with_label(point, anchor=best[0], dy=best[1])
         boxes.append(_label_box(point, *best))
     return [placed[p.arm] for p in points]
@@ -314,29 +316,37 @@ def _x(offset: float) -> float:
     return PLOT_LEFT + 4 + offset
 
 
-def _x_scale(low: float, high: float, *, log: bool):  # type: ignore[no-untyped-def]
+def _x_scale(
+    low: float, high: float, *, log: bool
+) -> tuple[Callable[[float], float], tuple[tuple[float, str], ...]]:
     """A padded axis over [low, high] seconds: (value -> percent, ticks)."""
     if log:
         lo, hi = math.log10(low) - 0.15, math.log10(high) + 0.15
-        f = lambda v: _x(PLOT_WIDTH * (math.log10(v) - lo) / (hi - lo))  # noqa: E731
+
+        def log_x(v: float) -> float:
+            return _x(PLOT_WIDTH * (math.log10(v) - lo) / (hi - lo))
+
         decades = range(math.floor(lo), math.ceil(hi) + 1)
         candidates = [m * 10**d for d in decades for m in (1, 2, 5)]
-        ticks_ = [(f(v), seconds(v)) for v in candidates if lo <= math.log10(v) <= hi]
-        return f, tuple(ticks_)
+        ticks_ = [(log_x(v), seconds(v)) for v in candidates if lo <= math.log10(v) <= hi]
+        return log_x, tuple(ticks_)
     step = _nice_step((high - low) or high or 1.0)
     lo = math.floor(low / step) * step
     lo = lo - step if lo == low and lo >= step else lo
     hi = math.ceil(high / step) * step
     hi = hi + step if hi == high else hi
-    f = lambda v: _x(PLOT_WIDTH * (v - lo) / (hi - lo))  # noqa: E731
+
+    def linear_x(v: float) -> float:
+        return _x(PLOT_WIDTH * (v - lo) / (hi - lo))
+
     values = [lo + i * step for i in range(round((hi - lo) / step) + 1)]
-    return f, tuple((f(v), seconds(v)) for v in values)
+    return linear_x, tuple((linear_x(v), seconds(v)) for v in values)
 
 
 def _nice_step(span: float) -> float:
     """1, 2 or 5 times a power of ten, giving three to six ticks over `span`."""
     raw = span / 4
-    power = 10 ** math.floor(math.log10(raw))
+    power: float = 10 ** math.floor(math.log10(raw))  # int ** int is typed Any
     return next(m * power for m in (1, 2, 5, 10) if m * power >= raw)
 
 

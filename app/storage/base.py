@@ -15,7 +15,8 @@ import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from types import TracebackType
+from typing import Protocol, Self
 
 DEFAULT_CHUNK_SIZE = 256 * 1024
 # Keys never change content, so clients and proxies may cache them forever.
@@ -65,7 +66,7 @@ class StoredObject:
     size: int
 
 
-def check_suffix(suffix: str) -> str:
+def check_suffix(suffix: object) -> str:
     if not isinstance(suffix, str) or not _SUFFIX.fullmatch(suffix):
         raise InvalidKeyError(f"invalid suffix {suffix!r}: expected a dot and 1-10 of [a-z0-9]")
     return suffix
@@ -108,10 +109,28 @@ def sha256_of(key: str) -> str:
     return match[0][3 : match.start("suffix")]
 
 
+class ObjectStream(Protocol):
+    """What `Storage.open` returns: a file opened "rb", or an S3 object's streaming body."""
+
+    def read(self, size: int = ..., /) -> bytes: ...
+
+    def close(self) -> None: ...
+
+    def __enter__(self) -> Self: ...
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+        /,
+    ) -> None: ...
+
+
 class Storage(ABC):
     """Content-addressed object storage. Every method validates the key before touching storage."""
 
-    def put(self, data: bytes, *, suffix: str = ".gif") -> StoredObject:
+    def put(self, data: bytes | bytearray | memoryview, *, suffix: str = ".gif") -> StoredObject:
         """Store `data` under its content hash; storing the same bytes again is a no-op."""
         if not isinstance(data, bytes):
             data = bytes(data)  # bytearray/memoryview; hashing and uploads want one immutable copy
@@ -124,7 +143,7 @@ class Storage(ABC):
         """Write `data` under `obj.key` atomically: readers see all of it or nothing."""
 
     @abstractmethod
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> ObjectStream:
         """A readable binary stream (close it); raises ObjectNotFoundError at once if missing."""
 
     def iter_bytes(self, key: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> Iterator[bytes]:
@@ -157,7 +176,7 @@ class Storage(ABC):
         """Health check: return None, or raise StorageError saying what is wrong."""
 
 
-def _chunks(stream: BinaryIO, chunk_size: int) -> Iterator[bytes]:
+def _chunks(stream: ObjectStream, chunk_size: int) -> Iterator[bytes]:
     with stream:
         while chunk := stream.read(chunk_size):
             yield chunk

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from functools import cached_property
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING
 
 import boto3
 from botocore.client import Config
@@ -19,12 +19,16 @@ from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError
 from app.storage.base import (
     CACHE_CONTROL,
     ObjectNotFoundError,
+    ObjectStream,
     Storage,
     StorageError,
     StoredObject,
     check_key,
     media_type,
 )
+
+if TYPE_CHECKING:  # stub-only package (the dev extra's boto3-stubs[s3]), absent at run time
+    from mypy_boto3_s3 import S3Client
 
 MAX_PRESIGN_SECONDS = 7 * 24 * 3600  # SigV4 limit
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound"})
@@ -71,7 +75,7 @@ class S3Storage(Storage):
         return f"s3://{self.bucket}/{self.prefix}".rstrip("/")
 
     @cached_property
-    def client(self) -> Any:
+    def client(self) -> S3Client:
         access_key_id, secret_access_key = self._credentials
         session = boto3.session.Session(
             aws_access_key_id=access_key_id,
@@ -106,7 +110,7 @@ class S3Storage(Storage):
                 CacheControl=CACHE_CONTROL,
             )
 
-    def open(self, key: str) -> BinaryIO:
+    def open(self, key: str) -> ObjectStream:
         name = self.object_name(key)
         with self._errors("get", key):
             return self.client.get_object(Bucket=self.bucket, Key=name)["Body"]

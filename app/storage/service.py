@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import TypedDict
 from urllib.parse import urlsplit
 
 from starlette.responses import FileResponse, Response, StreamingResponse
@@ -59,7 +60,12 @@ def _prefix(url: str, path: str) -> str:
     return "/".join(segments)
 
 
-def _credentials(settings: Settings) -> dict[str, str | None]:
+class _Credentials(TypedDict):
+    access_key_id: str | None
+    secret_access_key: str | None
+
+
+def _credentials(settings: Settings) -> _Credentials:
     key_id = settings.s3_access_key_id or None
     secret = settings.s3_secret_access_key
     secret_value = secret.get_secret_value() if secret is not None else None

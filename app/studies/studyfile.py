@@ -148,7 +148,7 @@ def load_study_file(path: Path) -> StudyDraft:
     toml_bytes = _read_limited(path)
     toml_text = decode_utf8(toml_bytes, path.name)
     raw = _parse_toml(toml_text, path.name)
-    prompts_rel = raw.get("prompts") if isinstance(raw, dict) else None
+    prompts_rel = raw.get("prompts")
     if not isinstance(prompts_rel, str) or not prompts_rel:
         raise StudyFileError(
             [Problem(path.name, 1, 1, "missing field 'prompts' (path of the prompts CSV)")]

@@ -17,7 +17,9 @@ from pathlib import Path
 from types import ModuleType
 
 import torch
-from diffusers import AnimateDiffPipeline
+from diffusers.pipelines.animatediff.pipeline_animatediff import (  # see base.py's imports
+    AnimateDiffPipeline,
+)
 
 from app.studies.schemas import ArmSpec
 from workers.pipelines import animatediff, lightning
@@ -108,7 +110,8 @@ def _build(arm: ArmSpec, *, sources: ModelSources, device: torch.device) -> Rend
         components, base_scheduler_config = loaded.components, loaded.scheduler.config
     scheduler = build_scheduler(arm.resolved_scheduler, base_scheduler_config)
     pipe = AnimateDiffPipeline(**{**components, "scheduler": scheduler})
-    pipe.set_progress_bar_config(disable=True)  # workers log progress through on_step instead
+    # Workers log progress through on_step instead.
+    pipe.set_progress_bar_config(disable=True)  # type: ignore[no-untyped-call]  # untyped upstream
     load_s = 0.0 if shared is not None else time.perf_counter() - started
     width, height = (arm.width, arm.height)
     if sources.tiny:

@@ -14,7 +14,8 @@ puts it on the pipeline returned here.
 from __future__ import annotations
 
 import torch
-from diffusers import AnimateDiffPipeline, MotionAdapter
+from diffusers.models.unets.unet_motion_model import MotionAdapter  # see base.py's imports
+from diffusers.pipelines.animatediff.pipeline_animatediff import AnimateDiffPipeline
 
 from app.studies.schemas import ArmSpec
 from workers.pipelines.base import ModelSources, pretrained_kwargs, weights_errors

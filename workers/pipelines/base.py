@@ -21,7 +21,13 @@ from typing import Any
 
 import diffusers
 import torch
-from diffusers import AnimateDiffPipeline, DDIMScheduler, EulerDiscreteScheduler, SchedulerMixin
+
+# From the defining modules, not `from diffusers import ...`: a type checker reads diffusers'
+# top-level names as its torch-less placeholder classes (utils/dummy_*_objects).
+from diffusers.pipelines.animatediff.pipeline_animatediff import AnimateDiffPipeline
+from diffusers.schedulers.scheduling_ddim import DDIMScheduler
+from diffusers.schedulers.scheduling_euler_discrete import EulerDiscreteScheduler
+from diffusers.schedulers.scheduling_utils import SchedulerMixin
 from diffusers.utils.torch_utils import randn_tensor
 from huggingface_hub import constants as hub_constants
 from huggingface_hub import errors as hub_errors
@@ -149,7 +155,8 @@ def build_scheduler(spec: SchedulerSpec, base_config: Any) -> SchedulerMixin:
     cls = SCHEDULERS[spec.name]
     accepted = inspect.signature(cls.__init__).parameters
     overrides = {k: v for k, v in spec.model_dump(exclude={"name"}).items() if k in accepted}
-    return cls.from_config(base_config, **overrides)
+    scheduler: SchedulerMixin = cls.from_config(base_config, **overrides)  # typed Any in diffusers
+    return scheduler
 
 
 def scheduler_summary(scheduler: Any) -> dict[str, Any]:
@@ -189,7 +196,7 @@ class Renderer:
         self.load_s = load_s
         self._load_s_unreported = load_s
 
-    def check_inputs(self, *, prompt: str, seed: int) -> None:
+    def check_inputs(self, *, prompt: object, seed: object) -> None:
         if not isinstance(prompt, str) or not prompt.strip():
             raise ValueError(f"prompt must be a non-empty string, got {prompt!r}")
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
@@ -256,7 +263,7 @@ class Renderer:
         on_step: StepCallback | None,
     ) -> torch.Tensor:
         arm = self.arm
-        return self.pipe(
+        output = self.pipe(
             prompt=prompt,
             negative_prompt=arm.negative_prompt if arm.guidance_scale > 1.0 else None,
             num_frames=arm.num_frames,
@@ -268,7 +275,9 @@ class Renderer:
             generator=generator,
             output_type="latent",
             callback_on_step_end=_step_callback(on_step, total=arm.steps) if on_step else None,
-        ).frames
+        )
+        latents_out: torch.Tensor = output.frames  # the pipeline's __call__ is typed Any
+        return latents_out
 
     @torch.inference_mode()
     def _decode(self, latents: torch.Tensor) -> list[Image.Image]:

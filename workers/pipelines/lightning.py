@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 from accelerate import init_empty_weights
-from diffusers import AnimateDiffPipeline, MotionAdapter
+from diffusers.models.unets.unet_motion_model import MotionAdapter  # see base.py's imports
+from diffusers.pipelines.animatediff.pipeline_animatediff import AnimateDiffPipeline
 from huggingface_hub import hf_hub_download
 from safetensors.torch import load_file
 

@@ -30,19 +30,23 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import torch
-from diffusers import (
-    AutoencoderKL,
-    MotionAdapter,
-    PNDMScheduler,
-    StableDiffusionPipeline,
-    UNet2DConditionModel,
-)
+
+# diffusers from the defining modules: see workers/pipelines/base.py's imports
+from diffusers.models.autoencoders.autoencoder_kl import AutoencoderKL
+from diffusers.models.unets.unet_2d_condition import UNet2DConditionModel
+from diffusers.models.unets.unet_motion_model import MotionAdapter
+from diffusers.pipelines.stable_diffusion.pipeline_stable_diffusion import StableDiffusionPipeline
+from diffusers.schedulers.scheduling_pndm import PNDMScheduler
 from safetensors.torch import save_file
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+T = TypeVar("T")
 
 # Bump when the recipe below changes: caches of an older version are simply not used.
 TINY_VERSION = 2
@@ -123,9 +127,10 @@ def _build(models: TinyModels) -> None:
         text_encoder=_seeded(2, _text_encoder),
         tokenizer=build_tokenizer(),
         unet=_seeded(3, _unet),
-        scheduler=_sd15_scheduler(),
-        safety_checker=None,
-        feature_extractor=None,
+        scheduler=_sd15_scheduler(),  # type: ignore[arg-type]  # diffusers annotates an enum
+        # None is what requires_safety_checker=False is for; diffusers' annotations omit it.
+        safety_checker=None,  # type: ignore[arg-type]  # see the line above
+        feature_extractor=None,  # type: ignore[arg-type]  # see the line above
         requires_safety_checker=False,
     )
     base.save_pretrained(models.base_model)
@@ -151,14 +156,15 @@ def _distilled(adapter: MotionAdapter, *, seed: int) -> dict[str, torch.Tensor]:
     return state
 
 
-def _seeded(seed: int, build):  # type: ignore[no-untyped-def]
+def _seeded(seed: int, build: Callable[[], T]) -> T:
     # Each component gets its own seed so that the cache is byte-for-byte reproducible.
     torch.manual_seed(seed)
     return build()
 
 
 def _unet() -> UNet2DConditionModel:
-    unet = UNet2DConditionModel(
+    # Annotated: diffusers' @register_to_config leaves its models' constructors typed Any.
+    unet: UNet2DConditionModel = UNet2DConditionModel(
         block_out_channels=BLOCKS,
         layers_per_block=1,
         sample_size=8,
@@ -178,12 +184,13 @@ def _unet() -> UNet2DConditionModel:
 
 
 def _motion_adapter() -> MotionAdapter:
-    return MotionAdapter(**MOTION_ADAPTER_CONFIG)
+    adapter: MotionAdapter = MotionAdapter(**MOTION_ADAPTER_CONFIG)  # see _unet
+    return adapter
 
 
 def _vae() -> AutoencoderKL:
     # Four blocks like SD1.5's VAE, so latents are 1/8 of the image, but 16-32 channels wide.
-    return AutoencoderKL(
+    vae: AutoencoderKL = AutoencoderKL(  # see _unet
         block_out_channels=(16, 32, 32, 32),
         in_channels=3,
         out_channels=3,
@@ -193,6 +200,7 @@ def _vae() -> AutoencoderKL:
         norm_num_groups=2,
         sample_size=64,
     )
+    return vae
 
 
 def _text_encoder() -> CLIPTextModel:
@@ -237,12 +245,17 @@ def _bytes_to_unicode() -> dict[int, str]:
 def build_tokenizer() -> CLIPTokenizer:
     """A CLIP tokenizer over a cut-down byte-level vocabulary (522 tokens, max length 77)."""
     merges = [tuple(merge.split()) for merge in MERGES]
-    return CLIPTokenizer(vocab=_vocab(), merges=merges, model_max_length=77)
+    return CLIPTokenizer(
+        vocab=_vocab(),
+        # transformers annotates list[str]; the BPE model it hands them to takes (a, b) pairs.
+        merges=merges,  # type: ignore[arg-type]  # see the line above
+        model_max_length=77,
+    )
 
 
 def _sd15_scheduler() -> PNDMScheduler:
     # What an SD1.5 repository ships; arms override beta_schedule, spacing etc. on top of it.
-    return PNDMScheduler(
+    scheduler: PNDMScheduler = PNDMScheduler(  # see _unet
         beta_start=0.00085,
         beta_end=0.012,
         beta_schedule="scaled_linear",
@@ -251,3 +264,4 @@ def _sd15_scheduler() -> PNDMScheduler:
         skip_prk_steps=True,
         steps_offset=1,
     )
+    return scheduler
