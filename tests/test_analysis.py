@@ -676,10 +676,10 @@ def test_agreement_and_evaluator_quality_use_only_the_selected_votes():
                 and v.is_repeat
                 and (v.evaluator, v.matchup_id) in first
             ]
-            assert r.n_repeat_pairs == len(same) > 0
+            assert r.n_repeat_comparisons == len(same) > 0
             assert r.repeat_consistency == pytest.approx(sum(same) / len(same))
             assert r.alpha == pytest.approx(reference_alpha(kept, r.criterion, "nominal")[0])
-        seen.add(sum(r.n_repeat_pairs for r in results))
+        seen.add(sum(r.n_repeat_comparisons for r in results))
         quality = evaluator_quality(table, **options)
         assert quality == evaluator_quality(table_of(kept))
         assert {q.evaluator for q in quality} == {v.evaluator for v in kept}
@@ -706,7 +706,7 @@ def test_evaluator_quality_and_repeat_consistency():
     consistency = [q.consistency for q in evaluator_quality(noisy)]
     assert all(c is not None and c < 0.9 for c in consistency)
     per_criterion = agreement(noisy)
-    assert all(a.n_repeat_pairs > 0 and a.repeat_consistency < 0.9 for a in per_criterion)
+    assert all(a.n_repeat_comparisons > 0 and a.repeat_consistency < 0.9 for a in per_criterion)
 
 
 def test_hand_made_repeat_counts():

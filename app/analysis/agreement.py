@@ -190,7 +190,7 @@ def agreement(
                 observed_disagreement=d_o,
                 expected_disagreement=d_e,
                 repeat_consistency=float(same.mean()) if same.size else None,
-                n_repeat_pairs=int(same.size),
+                n_repeat_comparisons=int(same.size),
             )
         )
     return tuple(out)

@@ -288,7 +288,7 @@ class AgreementResult(_Row):
     observed_disagreement: float | None
     expected_disagreement: float | None
     repeat_consistency: float | None
-    n_repeat_pairs: int
+    n_repeat_comparisons: int  # repeat answers compared with their first showing
 
 
 @dataclass(frozen=True, slots=True)
