@@ -215,7 +215,7 @@ def invite(
 ) -> None:
     """Print COUNT personal invite links for a study, one per line (one link, one evaluator)."""
     from app.db import session_scope
-    from app.rating import service as rating_service
+    from app.rating import enrollment
     from app.studies.models import StudyStatus
 
     settings = get_settings()
@@ -225,11 +225,9 @@ def invite(
     secret = settings.resolved_secret_key()
     with session_scope(read_only=True) as session:
         study = _study_or_exit(session, slug)
-        links = rating_service.new_invites(
-            secret=secret, study=study, count=count, base_url=base_url
-        )
-        study_link = rating_service.study_link(secret=secret, study=study, base_url=base_url)
-        status, spec = study.status, rating_service.rating_spec(study)
+        links = enrollment.new_invites(secret=secret, study=study, count=count, base_url=base_url)
+        study_link = enrollment.study_link(secret=secret, study=study, base_url=base_url)
+        status, spec = study.status, enrollment.rating_spec(study)
     for link in links:
         typer.echo(link)
     enrollment = "open enrollment" if spec.open_enrollment else "invitation only: refused alone"
@@ -435,6 +433,7 @@ def demo(
     from app.clips import service as clips_service
     from app.clips.dispatch import send_renders
     from app.db import session_scope
+    from app.rating import matchups
     from app.studies import service as studies_service
     from app.studies.models import StudyStatus
     from app.studies.studyfile import load_study_file
@@ -459,7 +458,7 @@ def demo(
             if study.status != StudyStatus.open:
                 for status in (StudyStatus.rendering, StudyStatus.open):
                     if status in studies_service.TRANSITIONS[study.status]:
-                        studies_service.set_status(session=session, study=study, status=status)
+                        matchups.set_study_status(session=session, study=study, status=status)
         send_renders(settings=settings, clips=[(i, True) for i in ids])
         typer.echo(f"rendering {len(ids)} clip(s) with tiny models in the background")
         _print_demo_invites(settings, slug=draft.slug, base_url=f"http://{host}:{port}")
@@ -471,12 +470,12 @@ def demo(
 def _print_demo_invites(settings: Settings, *, slug: str, base_url: str) -> None:
     """Rating links for trying the study at once: pairs appear as both clips of a prompt finish."""
     from app.db import session_scope
-    from app.rating import service as rating_service
+    from app.rating import enrollment
     from app.studies import service as studies_service
 
     with session_scope(read_only=True) as session:
         study = studies_service.get_by_slug(session=session, slug=slug)
-        links = rating_service.new_invites(
+        links = enrollment.new_invites(
             secret=settings.resolved_secret_key(), study=study, count=3, base_url=base_url
         )
     typer.echo("rate blind pairs (one link per evaluator):")

@@ -26,8 +26,9 @@ from app.exports import router as exports_router
 from app.rating import admin as rating_admin
 from app.rating import api as rating_api
 from app.rating import router as rating_router
-from app.rating import service as rating_service
 from app.rating import tokens
+from app.rating.errors import RatingError
+from app.rating.media import MediaCache
 from app.studies import router as studies_router
 from app.web import errors, limits
 from app.web.pages import FAVICON, STATIC_DIR, templates
@@ -66,7 +67,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.engine = engine
     app.state.session_factory = session_factory(engine)
     app.state.read_session_factory = session_factory(engine, read_only=True)
-    app.state.media_cache = rating_service.MediaCache(max_bytes=settings.media_cache_mb * 2**20)
+    app.state.media_cache = MediaCache(max_bytes=settings.media_cache_mb * 2**20)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
 
     # Added first, so it runs inside the session middleware (its 413 page shows the session).
@@ -89,6 +90,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     auth_web.install_template_globals(templates.env)
     app.add_exception_handler(StarletteHTTPException, errors.http_error_page)
     app.add_exception_handler(RequestValidationError, errors.request_validation_error)
+    app.add_exception_handler(RatingError, errors.rating_error)
 
     # Evaluator routes first: the busiest, and routes are matched in order.
     app.include_router(rating_api.router)

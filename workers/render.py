@@ -23,7 +23,7 @@ from app.clips import service as clips_service
 from app.clips.gif import encode_gif, gif_info
 from app.config import Settings
 from app.db import get_engine, session_scope
-from app.rating import service as rating_service
+from app.rating import matchups
 from app.storage import StorageError, get_storage
 from app.studies.schemas import ArmSpec
 from workers.pipelines import MissingWeightsError, get_renderer
@@ -159,7 +159,7 @@ def _render(
             )
             if finished:
                 # New pairs become ratable as soon as both clips of a prompt exist.
-                rating_service.ensure_matchups_for_prompt(session=session, clip_id=job.clip_id)
+                matchups.ensure_matchups_for_prompt(session=session, clip_id=job.clip_id)
     except (StorageError, OperationalError, DBAPIError) as exc:
         raise TransientRenderError(f"{type(exc).__name__}: {exc}") from exc
     if not finished:

@@ -172,7 +172,7 @@ def live(*, session: Session, study: Study, filters: Filters, cache: DashboardCa
         snapshot=snapshot,
         telemetry=telemetry,
         evaluators=evaluators,
-        planned_trials=rating_service.planned_total(session=session, study=study),
+        planned_trials=rating_service.planned_trials(session=session, study=study),
         started=started,
     )
     with cache.lock:

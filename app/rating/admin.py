@@ -15,7 +15,7 @@ from sqlalchemy import case, func, select
 
 from app.auth.deps import admin_router
 from app.deps import ReadSessionDep, StudyDep
-from app.rating import service
+from app.rating import enrollment, service
 from app.rating.deps import SecretDep
 from app.rating.models import Evaluator, Trial
 from app.web.pages import templates
@@ -60,15 +60,15 @@ def _render(
     error: str | None = None,
     status_code: int = 200,
 ) -> Response:
-    spec = service.rating_spec(study)
-    link = service.study_link(secret=secret, study=study, base_url=base_url(request))
+    spec = enrollment.rating_spec(study)
+    link = enrollment.study_link(secret=secret, study=study, base_url=base_url(request))
     context = {
         "study": study,
         "spec": spec,
         "link": link,
         "external_link": f"{link}?{spec.external_id_param}=",
-        "matchups": service.count_ready_pairs(session=session, study=study),
-        "pairs": service.planned_total(session=session, study=study),
+        "matchups": service.count_ready_matchups(session=session, study=study),
+        "pairs": service.planned_trials(session=session, study=study),
         "counts": _counts(session, study.id),
         "invites": invites or [],
         "max_invites": MAX_INVITES,
@@ -103,5 +103,7 @@ def make_invites(
         return _render(
             request, session=session, study=study, secret=secret, error=error, status_code=422
         )
-    invites = service.new_invites(secret=secret, study=study, count=n, base_url=base_url(request))
+    invites = enrollment.new_invites(
+        secret=secret, study=study, count=n, base_url=base_url(request)
+    )
     return _render(request, session=session, study=study, secret=secret, invites=invites)

@@ -4,7 +4,8 @@ The browser's rating page uses exactly this API; a lab can drive it from its own
 load test without a browser. Authenticate with the `evaluator_token` from `join` as
 `Authorization: Bearer <token>` (browsers get it as a cookie scoped to `/r/<key>`).
 
-Errors are JSON: `{"detail": {"code": "...", "message": "..."}}` with 401 (not joined), 403
+Errors (app/rating/errors.py, answered by the app's one RatingError handler) are JSON:
+`{"detail": {"code": "...", "message": "..."}}` with 401 (not joined), 403
 (invite required, study not open), 404 (unknown link or trial), 409 (study closed, pair answered
 differently, answered too early, not the current pair) or 422 (invalid votes or timing). A refused
 request stores nothing. While the study's clips still render, `next` may answer `waiting` with a
@@ -13,19 +14,16 @@ request stores nothing. While the study's clips still render, `next` may answer 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Annotated
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
 from app.deps import ReadSessionDep, SessionDep, SettingsDep
-from app.rating import schemas, service, tokens
+from app.rating import enrollment, flow, schemas, service, tokens
 from app.rating.deps import (
     PRIVATE_HEADERS,
     SecretDep,
-    UnknownLinkError,
     check_same_origin,
     find_evaluator,
     find_study,
@@ -33,7 +31,9 @@ from app.rating.deps import (
     request_token,
     set_evaluator_cookie,
 )
-from app.rating.models import Evaluator, Trial
+from app.rating.errors import NotAnEvaluatorError, UnknownLinkError
+from app.rating.media import media_token
+from app.rating.models import Trial
 from app.studies.models import Study
 
 ERRORS = {status: {"model": schemas.ErrorOut} for status in (401, 403, 404, 409, 422)}
@@ -41,20 +41,8 @@ MAX_ID = 2**31 - 1  # ids are 32-bit on PostgreSQL; larger ones were a 500 (Data
 router = APIRouter(prefix="/r/{key}/api", tags=["rating"], responses=ERRORS)
 
 
-@contextmanager
-def api_errors() -> Iterator[None]:
-    try:
-        yield
-    except service.RatingError as exc:
-        raise HTTPException(
-            status_code=exc.status_code,
-            detail={"code": exc.code, "message": exc.message},
-            headers=PRIVATE_HEADERS,
-        ) from exc
-
-
 def study_out(study: Study) -> schemas.StudyOut:
-    spec = service.rating_spec(study)
+    spec = enrollment.rating_spec(study)
     return schemas.StudyOut(
         criteria=[schemas.CriterionOut(**c.model_dump()) for c in study.criterion_list],
         min_view_seconds=spec.min_view_seconds,
@@ -76,9 +64,7 @@ def trial_out(
     base = f"{request.scope.get('root_path', '')}/r/{key}/media/"
     left, right = (
         base
-        + service.media_token(
-            secret=secret, study_id=study_id, trial=trial, side=side, clip_id=clip_id
-        )
+        + media_token(secret=secret, study_id=study_id, trial=trial, side=side, clip_id=clip_id)
         for side, clip_id in (("l", clips[0]), ("r", clips[1]))
     )
     # The prompt's text is all that leaves the server of its matchup.
@@ -129,22 +115,7 @@ def _gate(request: Request, secret: str, key: str) -> None:
         raise UnknownLinkError()
     token = request_token(request)
     if token is None or tokens.parse_evaluator_token(secret, token, study_id) is None:
-        raise service.NotAnEvaluatorError(_NOT_JOINED)
-
-
-_NOT_JOINED = "Join the study first (POST /r/<key>/api/join), then send the evaluator token."
-
-
-def _context(request: Request, session: Session, secret: str, key: str) -> tuple[Study, Evaluator]:
-    study, evaluator = service.study_and_evaluator(
-        session=session, secret=secret, key=key, token=request_token(request)
-    )
-    if study is None:
-        raise UnknownLinkError()
-    service.check_open(study)
-    if evaluator is None:
-        raise service.NotAnEvaluatorError(_NOT_JOINED)
-    return study, evaluator
+        raise NotAnEvaluatorError(flow.NOT_JOINED)
 
 
 @router.get("/study", response_model=schemas.StudyOut, summary="Criteria and rules of a study")
@@ -152,10 +123,9 @@ def get_study(
     key: str, response: Response, session: ReadSessionDep, secret: SecretDep
 ) -> schemas.StudyOut:
     response.headers.update(PRIVATE_HEADERS)
-    with api_errors():
-        study = find_study(session, secret, key)
-        service.check_open(study)
-        out = study_out(study)
+    study = find_study(session, secret, key)
+    enrollment.check_open(study)
+    out = study_out(study)
     # FastAPI validates a sync route's answer on a second thread hop: the connection must not
     # wait for a thread meanwhile (under a burst, every pooled connection did).
     session.close()
@@ -179,28 +149,25 @@ def join(
     refused (409 `invite_used`). Browsers may call this from the study's own pages only (403
     `cross_site` otherwise)."""
     response.headers.update(PRIVATE_HEADERS)
-    with api_errors():
-        check_same_origin(request)
-        study = find_study(session, secret, key)
-        result = service.join(
-            session=session,
-            secret=secret,
-            study=study,
-            invite=body.invite,
-            external_id=body.external_id,
-            current=find_evaluator(request, session, secret, study),
-        )
-        progress = service.progress(session=session, study=study, evaluator=result.evaluator)
-        session.commit()
-        token = set_evaluator_cookie(
-            response, settings=settings, secret=secret, key=key, evaluator=result.evaluator
-        )
-        return schemas.JoinOut(
-            evaluator_token=token,
-            resumed=result.resumed,
-            study=study_out(study),
-            progress=schemas.Progress(**vars(progress)),
-        )
+    check_same_origin(request)
+    study = find_study(session, secret, key)
+    joined = flow.join(
+        session=session,
+        secret=secret,
+        study=study,
+        invite=body.invite,
+        external_id=body.external_id,
+        current=find_evaluator(request, session, secret, study),
+    )
+    token = set_evaluator_cookie(
+        response, settings=settings, secret=secret, key=key, evaluator=joined.evaluator
+    )
+    return schemas.JoinOut(
+        evaluator_token=token,
+        resumed=joined.resumed,
+        study=study_out(study),
+        progress=schemas.Progress(**vars(joined.progress)),
+    )
 
 
 @router.get("/next", response_model=schemas.NextOut, summary="The current (or following) trial")
@@ -225,51 +192,20 @@ async def next_trial(
     number of tabs), and in `after` the trial that follows it, assigned ahead, so its clips can
     load meanwhile. With `after`: the trial after that one (for a client that had no `after`)."""
     response.headers.update(PRIVATE_HEADERS)
-    with api_errors():
-        _gate(request, secret, key)
+    _gate(request, secret, key)
     return await in_rating_lane(request, _next_trial, key, request, read, session, secret, after)
 
 
 def _next_trial(
     key: str, request: Request, read: Session, session: Session, secret: str, after: int | None
 ) -> schemas.NextOut:
-    with api_errors():
-        # Most calls change nothing (a reload, a prefetch already assigned): answer them from a
-        # read transaction, and take the write lock only to mark shown or assign, reusing what
-        # was read when it is still current.
-        study, evaluator = _context(request, read, secret, key)
-        state = service.evaluator_state(session=read, evaluator=evaluator)
-        if after is None:
-            result = service.peek_current(
-                session=read, study=study, evaluator=evaluator, state=state
-            )
-            if result is not None:
-                result = service.peek_following(
-                    session=read, study=study, evaluator=evaluator, result=result, state=state
-                )
-        else:
-            result = service.peek_after(
-                session=read, study=study, evaluator=evaluator, trial_id=after, state=state
-            )
-        read.close()  # keeps what was loaded, ends the read transaction
-        if result is not None:
-            return next_out(request, key=key, secret=secret, study_id=study.id, result=result)
-        study, evaluator = session.merge(study, load=False), session.merge(evaluator, load=False)
-        if after is None:
-            # The first pair and its follower in one write transaction: an arriving evaluator
-            # needs no `next?after` request.
-            result = service.with_following(
-                session=session,
-                study=study,
-                evaluator=evaluator,
-                result=service.current_trial(session=session, study=study, evaluator=evaluator),
-            )
-        else:
-            result = service.trial_after(
-                session=session, study=study, evaluator=evaluator, trial_id=after, known=state
-            )
-        session.commit()
-        return next_out(request, key=key, secret=secret, study_id=study.id, result=result)
+    study, evaluator = flow.rater(
+        session=read, secret=secret, key=key, token=request_token(request)
+    )
+    result = flow.next_trial(
+        read=read, session=session, study=study, evaluator=evaluator, after=after
+    )
+    return next_out(request, key=key, secret=secret, study_id=study.id, result=result)
 
 
 @router.post("/trials/{trial_id}/votes", response_model=schemas.VotesOut, summary="Answer a trial")
@@ -288,8 +224,7 @@ async def submit_votes(
     the next trial (now current), so the page can show it at once, and the one after it
     (`next.after`, assigned ahead), so its clips can load meanwhile."""
     response.headers.update(PRIVATE_HEADERS)
-    with api_errors():
-        _gate(request, secret, key)
+    _gate(request, secret, key)
     return await in_rating_lane(
         request, _submit_votes, key, trial_id, body, request, read, session, secret
     )
@@ -304,33 +239,23 @@ def _submit_votes(
     session: Session,
     secret: str,
 ) -> schemas.VotesOut:
-    with api_errors():
-        # Checked in a read transaction; the write transaction only stores the votes, marks the
-        # prefetched pair shown and assigns the one after it (one transaction, so an answer
-        # never lacks its next pair).
-        study, evaluator = _context(request, read, secret, key)
-        submission = service.check_submission(
-            session=read,
-            study=study,
-            evaluator=evaluator,
-            trial_id=trial_id,
-            votes={k: v.value for k, v in body.votes.items()},
-            timing=body.timing,
-        )
-        read.close()
-        study, evaluator = session.merge(study, load=False), session.merge(evaluator, load=False)
-        result = service.store_submission(
-            session=session, study=study, evaluator=evaluator, submission=submission
-        )
-        following = service.next_after_submit(
-            session=session, study=study, evaluator=evaluator, submission=submission
-        )
-        session.commit()
-        answered_at = result.trial.answered_at
-        assert answered_at is not None
-        return schemas.VotesOut(
-            trial_id=result.trial.id,
-            votes=result.votes,
-            answered_at=answered_at,
-            next=next_out(request, key=key, secret=secret, study_id=study.id, result=following),
-        )
+    study, evaluator = flow.rater(
+        session=read, secret=secret, key=key, token=request_token(request)
+    )
+    answered = flow.submit(
+        read=read,
+        session=session,
+        study=study,
+        evaluator=evaluator,
+        trial_id=trial_id,
+        votes={k: v.value for k, v in body.votes.items()},
+        timing=body.timing,
+    )
+    answered_at = answered.stored.trial.answered_at
+    assert answered_at is not None
+    return schemas.VotesOut(
+        trial_id=answered.stored.trial.id,
+        votes=answered.stored.votes,
+        answered_at=answered_at,
+        next=next_out(request, key=key, secret=secret, study_id=study.id, result=answered.next),
+    )

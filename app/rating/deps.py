@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from app.config import Settings
 from app.deps import ReadSessionDep, SessionDep, SettingsDep
-from app.rating import service, tokens
+from app.rating import enrollment, tokens
+from app.rating.errors import CrossSiteError, UnknownLinkError
 from app.rating.models import Evaluator
 from app.storage import Storage, get_storage
 from app.studies.models import Study
@@ -63,32 +64,11 @@ async def in_rating_lane(request: Request, function: Callable[..., T], *args: An
     return await anyio.to_thread.run_sync(partial(function, *args), limiter=lane)
 
 
-class UnknownLinkError(service.RatingError):
-    status_code = 404
-    code = "unknown_link"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "This link does not lead to a study. Please check that you copied all of it."
-        )
-
-
 def find_study(session: Session, secret: str, key: str) -> Study:
-    study = service.get_study_by_key(session=session, secret=secret, key=key)
+    study = enrollment.get_study_by_key(session=session, secret=secret, key=key)
     if study is None:
         raise UnknownLinkError()
     return study
-
-
-class CrossSiteError(service.RatingError):
-    status_code = 403
-    code = "cross_site"
-
-    def __init__(self) -> None:
-        super().__init__(
-            "This request came from another website, so it was not accepted. Please open your "
-            "study link yourself and press Start there."
-        )
 
 
 # Sec-Fetch-Site values of a request this site's own pages (or the user, by hand) made.
@@ -124,7 +104,7 @@ def request_token(request: Request) -> str | None:
 def find_evaluator(
     request: Request, session: Session, secret: str, study: Study
 ) -> Evaluator | None:
-    return service.evaluator_from_token(
+    return enrollment.evaluator_from_token(
         session=session, secret=secret, study=study, token=request_token(request)
     )
 

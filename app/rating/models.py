@@ -64,7 +64,7 @@ class Matchup(Base):
     # with clip A on the left, and those whose evaluator has fresh trials to come (Trial.judging).
     live_trials: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     a_left: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
-    open_judges: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    open_evaluators: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
     clip_a: Mapped[Clip] = relationship(foreign_keys=[clip_a_id], viewonly=True)
     clip_b: Mapped[Clip] = relationship(foreign_keys=[clip_b_id], viewonly=True)
@@ -146,7 +146,8 @@ class Trial(Base):
     # Set when the trial stopped counting towards its matchup's coverage, unanswered after its
     # hold; it counts again if answered later.
     released_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
-    # Counted in its matchup's open_judges: a fresh trial whose evaluator has fresh trials to come.
+    # Counted in its matchup's open_evaluators: a fresh trial whose evaluator has fresh trials
+    # to come.
     judging: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     flagged: Mapped[bool] = mapped_column(Boolean, server_default=false(), default=False)
     flag_reason: Mapped[str | None] = mapped_column(String(200))

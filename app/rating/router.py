@@ -2,7 +2,8 @@
 
 Every page lives under `/r/<key>`, where the key is an HMAC of the study id (never its slug, which
 may name pipelines); the evaluator cookie is scoped to that path. Nothing served here names an arm,
-a pipeline, a clip or the study itself.
+a pipeline, a clip or the study itself. Refusals (app/rating/errors.py) are raised; the app's one
+RatingError handler shows them as the evaluator's message page (as text on the media route).
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.deps import ReadSessionDep, SessionDep, SettingsDep
-from app.rating import service, tokens
+from app.rating import enrollment, flow, service, tokens
+from app.rating import media as rating_media
 from app.rating.api import study_out
 from app.rating.deps import (
     PRIVATE_HEADERS,
@@ -25,6 +27,8 @@ from app.rating.deps import (
     find_study,
     set_evaluator_cookie,
 )
+from app.rating.errors import EnrollmentError, NotAnEvaluatorError
+from app.rating.media import MediaCache, MediaFound
 from app.storage import InvalidKeyError, ObjectNotFoundError, StorageError, media_type
 from app.web.pages import templates
 
@@ -43,40 +47,20 @@ def page(
     )
 
 
-def message_page(request: Request, exc: service.RatingError, *, title: str = "") -> HTMLResponse:
-    titles = {
-        "study_closed": "This study has closed",
-        "study_not_open": "Not open yet",
-        "unknown_link": "Link not found",
-        "invite_required": "Invitation needed",
-        "invalid_invite": "Invitation not valid",
-        "invalid_external_id": "Participant id not valid",
-        "invite_used": "Invitation already used",
-        "external_id_used": "Already joined",
-        "cross_site": "Please start from your link",
-        "not_joined": "Please start from your link",
-    }
-    context = {"title": title or titles.get(exc.code, "Sorry"), "message": exc.message}
-    return page(request, "rate/message.html", context, status_code=exc.status_code)
-
-
 @router.get("", response_class=HTMLResponse)
 def welcome(key: str, request: Request, session: ReadSessionDep, secret: SecretDep) -> Response:
     """The link evaluators open: what they will do, each criterion defined, then Start."""
-    try:
-        study = find_study(session, secret, key)
-        service.check_open(study)
-        spec = service.rating_spec(study)
-        invite = request.query_params.get("invite") or None
-        external_id = service.clean_external_id(request.query_params.get(spec.external_id_param))
-        service.check_invite(secret=secret, study=study, invite=invite)
-        evaluator = find_evaluator(request, session, secret, study)
-        if not (invite or spec.open_enrollment or evaluator is not None):
-            raise service.EnrollmentError(
-                "This study is by invitation only: please open the invite link you were given."
-            )
-    except service.RatingError as exc:
-        return message_page(request, exc)
+    study = find_study(session, secret, key)
+    enrollment.check_open(study)
+    spec = enrollment.rating_spec(study)
+    invite = request.query_params.get("invite") or None
+    external_id = enrollment.clean_external_id(request.query_params.get(spec.external_id_param))
+    enrollment.check_invite(secret=secret, study=study, invite=invite)
+    evaluator = find_evaluator(request, session, secret, study)
+    if not (invite or spec.open_enrollment or evaluator is not None):
+        raise EnrollmentError(
+            "This study is by invitation only: please open the invite link you were given."
+        )
     answered = 0
     if evaluator is not None and not (invite or external_id):
         if evaluator.completed_at is not None:
@@ -85,7 +69,7 @@ def welcome(key: str, request: Request, session: ReadSessionDep, secret: SecretD
     context = {
         "key": key,
         "study": study_out(study),
-        "pairs": service.planned_total(session=session, study=study),
+        "pairs": service.planned_trials(session=session, study=study),
         "invite": invite,
         "external_id": external_id,
         "returning": evaluator is not None and not (invite or external_id),
@@ -104,24 +88,19 @@ def join(
     invite: Annotated[str, Form(max_length=300)] = "",
     external_id: Annotated[str, Form(max_length=300)] = "",
 ) -> Response:
-    try:
-        check_same_origin(request)
-        study = find_study(session, secret, key)
-        result = service.join(
-            session=session,
-            secret=secret,
-            study=study,
-            invite=invite or None,
-            external_id=external_id or None,
-            current=find_evaluator(request, session, secret, study),
-        )
-        session.commit()
-    except service.RatingError as exc:
-        session.rollback()
-        return message_page(request, exc)
+    check_same_origin(request)
+    study = find_study(session, secret, key)
+    joined = flow.join(
+        session=session,
+        secret=secret,
+        study=study,
+        invite=invite or None,
+        external_id=external_id or None,
+        current=find_evaluator(request, session, secret, study),
+    )
     response = RedirectResponse(f"/r/{key}/rate", status_code=303, headers=PRIVATE_HEADERS)
     set_evaluator_cookie(
-        response, settings=settings, secret=secret, key=key, evaluator=result.evaluator
+        response, settings=settings, secret=secret, key=key, evaluator=joined.evaluator
     )
     return response
 
@@ -129,20 +108,17 @@ def join(
 @router.get("/rate", response_class=HTMLResponse)
 def rate(key: str, request: Request, session: ReadSessionDep, secret: SecretDep) -> Response:
     """The rating page. Its script drives the JSON API: next trial, prefetch, submit."""
-    try:
-        study = find_study(session, secret, key)
-        service.check_open(study)
-        evaluator = find_evaluator(request, session, secret, study)
-        if evaluator is None:
-            raise service.NotAnEvaluatorError(
-                "We could not tell who you are (cookies may be blocked or have expired). "
-                "Please open your invite link again: your answers so far are kept."
-            )
-    except service.RatingError as exc:
-        return message_page(request, exc)
+    study = find_study(session, secret, key)
+    enrollment.check_open(study)
+    evaluator = find_evaluator(request, session, secret, study)
+    if evaluator is None:
+        raise NotAnEvaluatorError(
+            "We could not tell who you are (cookies may be blocked or have expired). "
+            "Please open your invite link again: your answers so far are kept."
+        )
     if evaluator.completed_at is not None:
         return RedirectResponse(f"/r/{key}/done", status_code=303, headers=PRIVATE_HEADERS)
-    spec = service.rating_spec(study)
+    spec = enrollment.rating_spec(study)
     config = {
         "next": f"/r/{key}/api/next",
         "votes": f"/r/{key}/api/trials/{{id}}/votes",
@@ -156,15 +132,12 @@ def rate(key: str, request: Request, session: ReadSessionDep, secret: SecretDep)
 
 @router.get("/done", response_class=HTMLResponse)
 def done(key: str, request: Request, session: ReadSessionDep, secret: SecretDep) -> Response:
-    try:
-        study = find_study(session, secret, key)
-        evaluator = find_evaluator(request, session, secret, study)
-        if evaluator is None:
-            raise service.NotAnEvaluatorError(
-                "We could not tell who you are. Please open your invite link again."
-            )
-    except service.RatingError as exc:
-        return message_page(request, exc)
+    study = find_study(session, secret, key)
+    evaluator = find_evaluator(request, session, secret, study)
+    if evaluator is None:
+        raise NotAnEvaluatorError(
+            "We could not tell who you are. Please open your invite link again."
+        )
     if evaluator.completed_at is None:
         return RedirectResponse(f"/r/{key}/rate", status_code=303, headers=PRIVATE_HEADERS)
     progress = service.progress(session=session, study=study, evaluator=evaluator)
@@ -196,16 +169,13 @@ async def media(
     ref = tokens.parse_media_token(secret, token)
     if study_id is None or ref is None or ref.study_id != study_id:
         return not_found
-    cache: service.MediaCache = request.app.state.media_cache
+    cache: MediaCache = request.app.state.media_cache
     found = cache.found(study_id=study_id, clip_id=ref.clip_id)
     if found is None:
         found = await run_in_threadpool(_media_lookup, request, study_id, ref.clip_id)
         if found is None:
             return not_found
-    try:
-        service.check_open_status(found.status)
-    except service.RatingError as exc:
-        return Response(exc.message, status_code=exc.status_code, headers=PRIVATE_HEADERS)
+    enrollment.check_open_status(found.status)  # refused as text by the RatingError handler
     if found.storage_key is None:
         return not_found
     data = cache.blob(found.storage_key)
@@ -222,9 +192,9 @@ async def media(
     return Response(data, media_type=media_type(found.storage_key), headers=headers)
 
 
-def _media_lookup(request: Request, study_id: int, clip_id: int) -> service.MediaFound | None:
+def _media_lookup(request: Request, study_id: int, clip_id: int) -> MediaFound | None:
     with request.app.state.read_session_factory() as session:
-        found = service.media_lookup(session=session, study_id=study_id, clip_id=clip_id)
+        found = rating_media.media_lookup(session=session, study_id=study_id, clip_id=clip_id)
     if found is not None:
         request.app.state.media_cache.keep(study_id=study_id, clip_id=clip_id, found=found)
     return found

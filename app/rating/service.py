@@ -1,4 +1,7 @@
-"""Rating use cases: matchups, evaluators, assignment, votes. Keyword-only, callers commit.
+"""Assignment, counters and answers: one algorithm, kept in one module (longer than the rest on
+purpose: every write here changes the matchup counters under the same locks, and its invariants,
+balanced coverage, counterbalanced sides, no matchup twice, would otherwise span modules).
+Keyword-only, callers commit; `app.rating.flow` composes these into the next/submit requests.
 
 Assignment. An evaluator has at most two unanswered trials: the *current* one (lowest position,
 `shown_at` set) and one assigned ahead so the browser can prefetch its clips (`shown_at` NULL
@@ -12,8 +15,8 @@ matchup's live trials, at random when equal, so left/right never differ by more 
 Repeats (quality control) re-show an answered matchup with the sides swapped, spread through the
 session.
 
-Counters. Coverage, sides and "still-rating judges" are counters on the matchup (live_trials,
-a_left, open_judges), changed in the transaction that assigns, answers, releases or completes,
+Counters. Coverage, sides and "still-rating evaluators" are counters on the matchup (live_trials,
+a_left, open_evaluators), changed in the transaction that assigns, answers, releases or completes,
 so choosing a trial is one indexed statement however large the study grows. A trial unanswered
 for ASSIGNMENT_HOLD is released (stops counting) by the next assignment; answered later, it
 counts again.
@@ -34,110 +37,41 @@ from __future__ import annotations
 
 import math
 import random
-import re
 import secrets
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from itertools import combinations
 from typing import Literal
 
 from sqlalchemy import bindparam, case, false, func, insert, select, true, update
-from sqlalchemy.orm import Session, aliased, make_transient_to_detached
+from sqlalchemy.orm import Session, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
 
 from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
 from app.ops.metrics import count_on_commit
-from app.rating import tokens
+from app.rating import matchups
+from app.rating.enrollment import check_open, rating_spec
+from app.rating.errors import (
+    NotCurrentError,
+    TimingError,
+    TooEarlyError,
+    TrialNotFoundError,
+    VoteConflictError,
+    VoteValidationError,
+)
+from app.rating.matchups import ensure_matchups, lock_study
 from app.rating.models import Choice, Evaluator, Matchup, Trial, Vote
 from app.rating.schemas import ClientTiming
 from app.studies.models import Prompt, Study, StudyStatus
-from app.studies.studyfile import RatingSpec
 
 # An unanswered trial counts towards its matchup's coverage this long; after that the matchup
 # may be given to others (the trial stays its evaluator's, should they come back).
 ASSIGNMENT_HOLD = timedelta(minutes=30)
-MEDIA_CACHE_CLIPS = 100_000  # storage keys kept per web process (about 20 MB at most)
-# Class id of the PostgreSQL advisory lock that serializes assignment within a study.
-_ADVISORY_CLASS = 0x76A1  # "va"
 _CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I
-_EXTERNAL_ID = re.compile(r"[\x21-\x7e]{1,200}")  # printable ASCII, no spaces
 
 
 # --- errors -----------------------------------------------------------------------------------
-
-
-class RatingError(Exception):
-    """A request the rating flow refuses; `status_code` and `code` say how to answer it."""
-
-    status_code = 400
-    code = "bad_request"
-
-    def __init__(self, message: str, *, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        if code is not None:
-            self.code = code
-
-
-class StudyNotOpenError(RatingError):
-    status_code = 403
-    code = "study_not_open"
-
-
-class StudyClosedError(RatingError):
-    status_code = 409
-    code = "study_closed"
-
-
-class EnrollmentError(RatingError):
-    status_code = 403
-    code = "invite_required"
-
-
-class InviteUsedError(RatingError):
-    """A personal invite, or a participant id, already bound to someone else."""
-
-    status_code = 409
-    code = "invite_used"
-
-
-class NotAnEvaluatorError(RatingError):
-    status_code = 401
-    code = "not_joined"
-
-
-class TrialNotFoundError(RatingError):
-    status_code = 404
-    code = "trial_not_found"
-
-
-class VoteValidationError(RatingError):
-    status_code = 422
-    code = "invalid_votes"
-
-
-class VoteConflictError(RatingError):
-    status_code = 409
-    code = "already_answered"
-
-
-class NotCurrentError(RatingError):
-    status_code = 409
-    code = "not_current"
-
-
-class TooEarlyError(RatingError):
-    status_code = 409
-    code = "too_early"
-
-
-class TimingError(RatingError):
-    status_code = 422
-    code = "invalid_timing"
 
 
 # --- results ----------------------------------------------------------------------------------
@@ -169,12 +103,6 @@ class NextResult:
 
 
 @dataclass(frozen=True)
-class JoinResult:
-    evaluator: Evaluator
-    resumed: bool
-
-
-@dataclass(frozen=True)
 class SubmitResult:
     trial: Trial
     votes: dict[str, Choice]
@@ -184,127 +112,7 @@ class SubmitResult:
 # --- study access -----------------------------------------------------------------------------
 
 
-def rating_spec(study: Study) -> RatingSpec:
-    return RatingSpec.model_validate(study.settings or {})
-
-
-def check_open(study: Study) -> None:
-    """Only open studies take evaluators, trials and votes."""
-    check_open_status(study.status)
-
-
-def check_open_status(status: StudyStatus) -> None:
-    if status == StudyStatus.open:
-        return
-    if status == StudyStatus.closed:
-        raise StudyClosedError("This study has closed and no longer takes answers. Thank you!")
-    raise StudyNotOpenError("This study is not open yet. Please try again later.")
-
-
-def study_link(*, secret: str, study: Study, base_url: str = "") -> str:
-    return f"{base_url.rstrip('/')}/r/{tokens.study_key(secret, study.id)}"
-
-
-def get_study_by_key(*, session: Session, secret: str, key: str) -> Study | None:
-    study_id = tokens.parse_study_key(secret, key)
-    return session.get(Study, study_id) if study_id is not None else None
-
-
-def _lock_study(session: Session, study_id: int) -> None:
-    """Serialize the writes to a study's matchup counters, and joins (SQLite: BEGIN IMMEDIATE
-    already did). PostgreSQL: a transaction-scoped advisory lock, taken after the evaluator's
-    row lock (never before), so the two cannot deadlock."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(_ADVISORY_CLASS, study_id)))
-
-
 # --- matchups ---------------------------------------------------------------------------------
-
-
-def ensure_matchups(
-    *, session: Session, study: Study | int, prompt_ids: list[int] | None = None
-) -> int:
-    """Create the missing matchups of a study: every pair of arms of every prompt whose two
-    clips are both `done`. Idempotent and cheap (two queries and one INSERT of what is missing);
-    safe to call concurrently (conflicting inserts are skipped). Returns how many were created.
-
-    Render workers call it after a clip turns done, with `prompt_ids=[clip.prompt_id]`; the web
-    app calls it when an evaluator joins. A matchup whose clip later stops being done (re-render)
-    stays, but is not assigned until both clips are done again.
-    """
-    study_id = study if isinstance(study, int) else study.id
-    query = (
-        select(Clip.id, Clip.prompt_id, Clip.arm_id)
-        .join(Prompt, Prompt.id == Clip.prompt_id)
-        .where(Prompt.study_id == study_id, Clip.status == ClipStatus.done)
-        .order_by(Clip.prompt_id, Clip.arm_id)
-    )
-    existing_query = select(Matchup.clip_a_id, Matchup.clip_b_id).where(
-        Matchup.study_id == study_id
-    )
-    if prompt_ids is not None:
-        query = query.where(Clip.prompt_id.in_(prompt_ids))
-        existing_query = existing_query.where(Matchup.prompt_id.in_(prompt_ids))
-    by_prompt: dict[int, list[tuple[int, int]]] = {}
-    for clip_id, prompt_id, arm_id in session.execute(query):
-        by_prompt.setdefault(prompt_id, []).append((arm_id, clip_id))
-    existing = {(a, b) for a, b in session.execute(existing_query)}
-    now = utcnow()
-    rows = [
-        {
-            "study_id": study_id,
-            "prompt_id": prompt_id,
-            "clip_a_id": clip_a,
-            "clip_b_id": clip_b,
-            "arm_a_id": arm_a,
-            "arm_b_id": arm_b,
-            "created_at": now,
-        }
-        for prompt_id, clips in by_prompt.items()
-        for (arm_a, clip_a), (arm_b, clip_b) in combinations(sorted(clips), 2)
-        if (clip_a, clip_b) not in existing
-    ]
-    if not rows:
-        return 0
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
-    else:  # pragma: no cover - we support SQLite and PostgreSQL
-        session.execute(insert(Matchup), rows)
-        return len(rows)
-    statement = dialect_insert(Matchup).on_conflict_do_nothing(
-        index_elements=["clip_a_id", "clip_b_id"]
-    )
-    result = session.execute(statement.returning(Matchup.id), rows)
-    return len(result.all())
-
-
-def ensure_matchups_for_prompt(*, session: Session, clip_id: int) -> int:
-    """`ensure_matchups` for the prompt of one clip (what a render worker calls once the clip is
-    done, in the transaction that marks it done). Returns how many matchups were created."""
-    row = session.execute(
-        select(Prompt.study_id, Prompt.id)
-        .join(Clip, Clip.prompt_id == Prompt.id)
-        .where(Clip.id == clip_id)
-    ).first()
-    if row is None:
-        return 0
-    return ensure_matchups(session=session, study=row.study_id, prompt_ids=[row.id])
-
-
-_CLIP_A = aliased(Clip, name="clip_a")
-_CLIP_B = aliased(Clip, name="clip_b")
-
-
-def _ready(query):  # type: ignore[no-untyped-def]
-    """`query` (over Matchup) limited to matchups whose two clips are both done."""
-    return (
-        query.join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)
-        .join(_CLIP_B, _CLIP_B.id == Matchup.clip_b_id)
-        .where(_CLIP_A.status == ClipStatus.done, _CLIP_B.status == ClipStatus.done)
-    )
 
 
 def _run(session: Session, statement, params=None):  # type: ignore[no-untyped-def]
@@ -315,167 +123,6 @@ def _run(session: Session, statement, params=None):  # type: ignore[no-untyped-d
 
 
 # --- evaluators -------------------------------------------------------------------------------
-
-
-def new_invites(*, secret: str, study: Study, count: int, base_url: str = "") -> list[str]:
-    """`count` personal invite links (stateless: each becomes an evaluator when first used)."""
-    if not 1 <= count <= 10_000:
-        raise ValueError(f"count must be 1..10000, got {count}")
-    link = study_link(secret=secret, study=study, base_url=base_url)
-    return [f"{link}?invite={tokens.new_invite(secret, study.id)[0]}" for _ in range(count)]
-
-
-def clean_external_id(value: str | None) -> str | None:
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    if not _EXTERNAL_ID.fullmatch(value):
-        raise EnrollmentError(
-            "The participant id in this link is not valid (1-200 printable characters, no "
-            "spaces). Please use the link exactly as your platform gave it.",
-            code="invalid_external_id",
-        )
-    return value
-
-
-def check_invite(*, secret: str, study: Study, invite: str | None) -> str | None:
-    """The nonce of a valid invite, None when there is none; raises for a forged one."""
-    if not invite:
-        return None
-    nonce = tokens.parse_invite(secret, invite, study.id)
-    if nonce is None:
-        raise EnrollmentError(
-            "This invite link is not valid. Please check that you copied all of it.",
-            code="invalid_invite",
-        )
-    return nonce
-
-
-def study_and_evaluator(
-    *, session: Session, secret: str, key: str, token: str | None
-) -> tuple[Study | None, Evaluator | None]:
-    """The study a link key names and the evaluator a token names in it, in one statement."""
-    study_id = tokens.parse_study_key(secret, key)
-    if study_id is None:
-        return None, None
-    public_id = tokens.parse_evaluator_token(secret, token, study_id) if token else None
-    found = session.execute(
-        _STUDY_AND_EVALUATOR, {"study_id": study_id, "public_id": public_id}
-    ).first()
-    return (found[0], found[1]) if found is not None else (None, None)
-
-
-_STUDY_AND_EVALUATOR = (
-    select(Study, Evaluator)
-    .outerjoin(
-        Evaluator,
-        (Evaluator.study_id == Study.id) & (Evaluator.public_id == bindparam("public_id")),
-    )
-    .where(Study.id == bindparam("study_id"))
-)
-
-
-def evaluator_from_token(*, session: Session, secret: str, study: Study, token: str | None):
-    """The evaluator a cookie or bearer token names, or None (missing, forged, other study)."""
-    if not token:
-        return None
-    public_id = tokens.parse_evaluator_token(secret, token, study.id)
-    if public_id is None:
-        return None
-    return session.scalar(
-        select(Evaluator).where(Evaluator.public_id == public_id, Evaluator.study_id == study.id)
-    )
-
-
-def join(
-    *,
-    session: Session,
-    secret: str,
-    study: Study,
-    invite: str | None = None,
-    external_id: str | None = None,
-    current: Evaluator | None = None,
-) -> JoinResult:
-    """Enroll or resume an evaluator.
-
-    - a personal invite (its nonce) binds exactly one evaluator, for good: opening it again, on
-      any device, resumes that evaluator. A participant id sent with it is recorded on that
-      evaluator (the first one), never a new evaluator; a different id later is refused
-      (InviteUsedError), so an invite cannot be shared. The only shared link is the
-      open-enrollment study link;
-    - without an invite, a participant id (e.g. a Prolific PID) is one evaluator: open
-      enrollment only;
-    - otherwise the evaluator of the cookie resumes;
-    - otherwise, with open enrollment, a new anonymous evaluator.
-    """
-    check_open(study)
-    spec = rating_spec(study)
-    nonce = check_invite(secret=secret, study=study, invite=invite)
-    external_id = clean_external_id(external_id)
-    _lock_study(session, study.id)
-    if nonce is not None:
-        return _join_invited(session, study=study, nonce=nonce, external_id=external_id)
-    existing: Evaluator | None = None
-    if external_id is not None:
-        if not spec.open_enrollment:
-            raise EnrollmentError(
-                "This study is by invitation only: please use the invite link you were given."
-            )
-        existing = _evaluator_with(session, study, Evaluator.external_id == external_id)
-    elif current is not None and current.study_id == study.id:
-        existing = current
-    elif not spec.open_enrollment:
-        raise EnrollmentError(
-            "This study is by invitation only: please use the invite link you were given."
-        )
-    if existing is not None:
-        return JoinResult(evaluator=existing, resumed=True)
-    return _new_evaluator(session, study=study, external_id=external_id, nonce=None)
-
-
-def _join_invited(
-    session: Session, *, study: Study, nonce: str, external_id: str | None
-) -> JoinResult:
-    """The one evaluator of an invite: resumed, or made; a participant id recorded on it."""
-    bound = _evaluator_with(session, study, Evaluator.invite == nonce)
-    if external_id is not None and (bound is None or bound.external_id != external_id):
-        if bound is not None and bound.external_id is not None:
-            raise InviteUsedError(
-                "This invite link was already used with another participant id. Each invite "
-                "link is for one person: please use your own link, or ask the study's "
-                "organizers for one."
-            )
-        if _evaluator_with(session, study, Evaluator.external_id == external_id) is not None:
-            raise InviteUsedError(
-                "This participant id has already joined this study with another link. Please "
-                "use the link you joined with first.",
-                code="external_id_used",
-            )
-    if bound is None:
-        return _new_evaluator(session, study=study, external_id=external_id, nonce=nonce)
-    if external_id is not None and bound.external_id is None:
-        bound.external_id = external_id
-        session.flush()
-    return JoinResult(evaluator=bound, resumed=True)
-
-
-def _evaluator_with(session: Session, study: Study, condition) -> Evaluator | None:  # type: ignore[no-untyped-def]
-    return session.scalar(select(Evaluator).where(Evaluator.study_id == study.id, condition))
-
-
-def _new_evaluator(
-    session: Session, *, study: Study, external_id: str | None, nonce: str | None
-) -> JoinResult:
-    evaluator = Evaluator(
-        study_id=study.id,
-        public_id=secrets.token_urlsafe(16),
-        external_id=external_id,
-        invite=nonce,
-    )
-    session.add(evaluator)
-    session.flush()
-    ensure_matchups(session=session, study=study)
-    return JoinResult(evaluator=evaluator, resumed=False)
 
 
 # --- assignment -------------------------------------------------------------------------------
@@ -557,7 +204,7 @@ def _state(session: Session, evaluator: Evaluator) -> _State:
 _COMING = (ClipStatus.queued, ClipStatus.rendering)
 
 
-def _count_pairs(session: Session, study: Study, statuses: tuple[ClipStatus, ...]) -> int:
+def _count_matchups(session: Session, study: Study, statuses: tuple[ClipStatus, ...]) -> int:
     """Pairs of clips per prompt among the study's clips in `statuses`."""
     per_prompt = (
         select(func.count(Clip.id).label("k"))
@@ -570,15 +217,15 @@ def _count_pairs(session: Session, study: Study, statuses: tuple[ClipStatus, ...
     return int(pairs or 0)
 
 
-def count_ready_pairs(*, session: Session, study: Study) -> int:
+def count_ready_matchups(*, session: Session, study: Study) -> int:
     """Pairs of done clips per prompt: the ready matchups once `ensure_matchups` has run (counted
     from the clips, so it is right even before it has)."""
-    return _count_pairs(session, study, (ClipStatus.done,))
+    return _count_matchups(session, study, (ClipStatus.done,))
 
 
-def count_possible_pairs(*, session: Session, study: Study) -> int:
+def count_possible_matchups(*, session: Session, study: Study) -> int:
     """Pairs ready now plus those still to come (a clip of the pair queued or rendering)."""
-    return _count_pairs(session, study, (ClipStatus.done, *_COMING))
+    return _count_matchups(session, study, (ClipStatus.done, *_COMING))
 
 
 # Possible pairs per study, remembered while they cover the quota: then the plan does not depend
@@ -597,13 +244,13 @@ def _plan(session: Session, study: Study, *, exact: bool = False) -> tuple[int, 
     checked_at, possible = _POSSIBLE.get(key, (0.0, 0))
     stale = time.monotonic() - checked_at > _POSSIBLE_TTL
     if exact or not quota or possible < quota or stale:
-        possible = count_possible_pairs(session=session, study=study)
+        possible = count_possible_matchups(session=session, study=study)
         _POSSIBLE[key] = (time.monotonic(), possible)
     fresh = min(quota, possible) if quota else possible
     return fresh, min(spec.repeat_trials, fresh)
 
 
-def planned_total(*, session: Session, study: Study) -> int:
+def planned_trials(*, session: Session, study: Study) -> int:
     """Trials an evaluator of this study will answer in all (fresh plus repeats)."""
     fresh, repeats = _plan(session, study)
     return fresh + repeats
@@ -626,20 +273,20 @@ _COUNT = (
     .values(
         live_trials=_MATCHUP.c.live_trials + bindparam("d_live"),
         a_left=_MATCHUP.c.a_left + bindparam("d_left"),
-        open_judges=_MATCHUP.c.open_judges + bindparam("d_open"),
+        open_evaluators=_MATCHUP.c.open_evaluators + bindparam("d_open"),
     )
 )
 
 
 def _count(session: Session, changes: list[tuple[int, int, int, int]]) -> None:
-    """Apply (matchup id, +live trials, +A on the left, +open judges) to the counters."""
+    """Apply (matchup id, +live trials, +A on the left, +open evaluators) to the counters."""
     if changes:
         _run(
             session,
             _COUNT,
             [
-                {"m_id": m, "d_live": live, "d_left": left, "d_open": judges}
-                for m, live, left, judges in changes
+                {"m_id": m, "d_live": live, "d_left": left, "d_open": opening}
+                for m, live, left, opening in changes
             ],
         )
 
@@ -719,9 +366,9 @@ def _new_trial(
     return trial
 
 
-# The next fresh matchup for an evaluator (built once, see _MEDIA).
+# The next fresh matchup for an evaluator (built once: building costs more than running it).
 _CANDIDATE = (
-    _ready(
+    matchups.ready(
         select(
             Matchup.id,
             Matchup.prompt_id,
@@ -740,7 +387,7 @@ _CANDIDATE = (
     .order_by(
         Matchup.live_trials,
         case((Matchup.prompt_id == bindparam("last_prompt"), 1), else_=0),
-        Matchup.open_judges.desc(),
+        Matchup.open_evaluators.desc(),
         case((Matchup.prompt_id.in_(bindparam("seen", expanding=True)), 1), else_=0),
         func.random(),
     )
@@ -795,7 +442,7 @@ def _assign_fresh(
 
 
 def _stop_judging(session: Session, *, evaluator: Evaluator) -> None:
-    """The evaluator takes no more fresh trials: its matchups stop counting it in open_judges."""
+    """The evaluator takes no more fresh trials: its matchups stop counting it as open."""
     trial = Trial.__table__
     matchups = session.scalars(
         update(trial)
@@ -820,7 +467,9 @@ def _assign_repeat(
         return None
     ready = set(
         session.scalars(
-            _ready(select(Matchup.id)).where(Matchup.id.in_([t.matchup_id for t in originals]))
+            matchups.ready(select(Matchup.id)).where(
+                Matchup.id.in_([t.matchup_id for t in originals])
+            )
         )
     )
     candidates = [t for t in originals if t.matchup_id in ready]
@@ -867,7 +516,7 @@ def _assign(
     fresh_total, repeat_total = plan
     if state.total >= fresh_total + repeat_total:
         return None, "quota"
-    _lock_study(session, study.id)
+    lock_study(session, study.id)
     if _repeat_due(state, plan):
         trial = _assign_repeat(session, evaluator=evaluator, state=state, now=now, shown=shown)
         if trial is not None:
@@ -918,7 +567,7 @@ def _complete(
     evaluator.completion_code = rating_spec(study).completion_code or "".join(
         secrets.choice(_CODE_ALPHABET) for _ in range(10)
     )
-    _lock_study(session, study.id)
+    lock_study(session, study.id)
     _stop_judging(session, evaluator=evaluator)
     session.flush()
 
@@ -992,7 +641,7 @@ def peek_current(
     return _peek_waiting(session, study=study, state=state)
 
 
-_READY_MATCHUPS = _ready(select(func.count(Matchup.id))).where(
+_READY_MATCHUPS = matchups.ready(select(func.count(Matchup.id))).where(
     Matchup.study_id == bindparam("study_id")
 )
 
@@ -1007,7 +656,7 @@ def _peek_waiting(session: Session, *, study: Study, state: _State) -> NextResul
     if _run(session, _CANDIDATE, _candidate_params(study, state)).first() is not None:
         return None
     made = _run(session, _READY_MATCHUPS, {"study_id": study.id}).scalar_one()
-    if count_ready_pairs(session=session, study=study) > made:
+    if count_ready_matchups(session=session, study=study) > made:
         return None  # clips done whose matchups are not made yet
     return _waiting(state, plan)
 
@@ -1332,7 +981,7 @@ def store_submission(
             raise VoteConflictError("This pair was answered meanwhile; nothing was changed.")
         return again.stored
     if row.released_at is not None and not trial.is_repeat:
-        _lock_study(session, study.id)
+        lock_study(session, study.id)
         _count(session, [(trial.matchup_id, 1, int(trial.a_on_left), 0)])  # it counts again
     _run(
         session,
@@ -1343,36 +992,6 @@ def store_submission(
     for name, value in (values | {"released_at": row.released_at}).items():
         set_committed_value(trial, name, value)  # what the UPDATE stored, without a reload
     return SubmitResult(trial=trial, votes=submission.votes, created=True)
-
-
-def submit_votes(
-    *,
-    session: Session,
-    study: Study,
-    evaluator: Evaluator,
-    trial_id: int,
-    votes: dict[str, str],
-    timing: ClientTiming | None = None,
-    now: datetime | None = None,
-) -> SubmitResult:
-    """Store one answer per criterion for a trial, all at once (the caller commits).
-
-    Idempotent: the same votes again return the stored result; different votes for an answered
-    trial raise VoteConflictError. Nothing is stored when anything is wrong.
-    """
-    _lock_evaluator(session, evaluator)
-    submission = check_submission(
-        session=session,
-        study=study,
-        evaluator=evaluator,
-        trial_id=trial_id,
-        votes=votes,
-        timing=timing,
-        now=now,
-    )
-    return store_submission(
-        session=session, study=study, evaluator=evaluator, submission=submission
-    )
 
 
 def next_after_submit(
@@ -1475,97 +1094,3 @@ def _repeat_consistency(session: Session, *, trial: Trial, votes: dict[str, Choi
 
 
 # --- media ------------------------------------------------------------------------------------
-
-
-def media_token(
-    *, secret: str, study_id: int, trial: Trial, side: Literal["l", "r"], clip_id: int
-) -> str:
-    return tokens.media_token(secret, tokens.MediaRef(study_id, trial.id, clip_id, side))
-
-
-@dataclass(frozen=True, slots=True)
-class MediaFound:
-    status: StudyStatus
-    storage_key: str | None  # None: no done clip of this study behind the token
-
-
-# Built once: constructing a statement and its cache key costs more than running it on SQLite.
-_MEDIA = (
-    select(Study.status, Prompt.id, Clip.status, Clip.storage_key)
-    .select_from(Study)
-    .outerjoin(Clip, Clip.id == bindparam("clip_id"))
-    .outerjoin(Prompt, (Prompt.id == Clip.prompt_id) & (Prompt.study_id == Study.id))
-    .where(Study.id == bindparam("study_id"))
-)
-
-
-def media_lookup(*, session: Session, study_id: int, clip_id: int) -> MediaFound | None:
-    """The study's status and the storage key of one of its done clips; None when there is no
-    such study. One statement."""
-    row = _run(session, _MEDIA, {"clip_id": clip_id, "study_id": study_id}).first()
-    if row is None:
-        return None
-    status, prompt_id, clip_status, key = row
-    done = prompt_id is not None and clip_status == ClipStatus.done and bool(key)
-    return MediaFound(status, key if done else None)
-
-
-class MediaCache:
-    """What the media route needs, kept per web process so that a clip's views touch neither
-    the database nor storage: a study's status for `status_seconds` (closing a study stops its
-    media within that), a done clip's storage key for `clip_seconds` (a key only changes by hand
-    in the database: `vidarena clips import --replace` refuses clips that were in a trial), and
-    clip bytes, which never change under their content-hash key, in an LRU of at most
-    `max_bytes`. Thread-safe."""
-
-    def __init__(
-        self, *, max_bytes: int, status_seconds: float = 2.0, clip_seconds: float = 60.0
-    ) -> None:
-        self.max_bytes = max_bytes
-        self.status_seconds = status_seconds
-        self.clip_seconds = clip_seconds
-        self._status: dict[int, tuple[StudyStatus, float]] = {}
-        self._clips: OrderedDict[tuple[int, int], tuple[str, float]] = OrderedDict()
-        self._blobs: OrderedDict[str, bytes] = OrderedDict()
-        self._blob_bytes = 0
-        self._lock = threading.Lock()
-
-    def found(self, *, study_id: int, clip_id: int) -> MediaFound | None:
-        now = time.monotonic()
-        with self._lock:
-            status = self._status.get(study_id)
-            clip = self._clips.get((study_id, clip_id))
-        if status is None or clip is None:
-            return None
-        if now - status[1] > self.status_seconds or now - clip[1] > self.clip_seconds:
-            return None
-        return MediaFound(status[0], clip[0])
-
-    def keep(self, *, study_id: int, clip_id: int, found: MediaFound) -> None:
-        now = time.monotonic()  # when it was read: the ages above are checked on use
-        with self._lock:
-            self._status[study_id] = (found.status, now)
-            if found.storage_key is not None:  # not-yet-done clips are looked up again
-                self._clips[(study_id, clip_id)] = (found.storage_key, now)
-                self._clips.move_to_end((study_id, clip_id))
-                while len(self._clips) > MEDIA_CACHE_CLIPS:
-                    self._clips.popitem(last=False)
-
-    def blob(self, key: str) -> bytes | None:
-        with self._lock:
-            data = self._blobs.get(key)
-            if data is not None:
-                self._blobs.move_to_end(key)
-            return data
-
-    def keep_blob(self, key: str, data: bytes) -> None:
-        if len(data) > self.max_bytes // 8:  # one big clip must not flush the rest
-            return
-        with self._lock:
-            if key in self._blobs:
-                return
-            self._blobs[key] = data
-            self._blob_bytes += len(data)
-            while self._blob_bytes > self.max_bytes:
-                _, old = self._blobs.popitem(last=False)
-                self._blob_bytes -= len(old)

@@ -7,7 +7,7 @@ has its own salt, so a token made for one purpose is refused for every other:
 - study link key (`/r/<key>`): the study's id plus an HMAC, so evaluator URLs never carry the
   slug (slugs often name pipelines, e.g. `lightning-vs-animatediff`) and cannot be guessed;
 - invite token (`?invite=`): a study id and a random nonce; one nonce is one evaluator, for good
-  (a personal invite cannot be shared: see `service.join`);
+  (a personal invite cannot be shared: see `enrollment.join`);
 - evaluator token (cookie `vidarena_eval`, or `Authorization: Bearer` for API clients);
 
 Invite and evaluator tokens are accepted in one spelling only: base64 leaves spare bits in the

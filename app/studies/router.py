@@ -18,6 +18,7 @@ from app.auth import service as auth_service
 from app.auth.deps import admin_router
 from app.clips import service as clips_service
 from app.deps import ReadSessionDep, SessionDep, StudyDep
+from app.rating import matchups
 from app.studies import service as studies_service
 from app.studies.models import Study, StudyStatus
 from app.studies.studyfile import (
@@ -209,7 +210,7 @@ def change_status(
         return _render_study(request, session=session, study=study, error=error, status_code=422)
     new_status = StudyStatus(status)
     try:
-        studies_service.set_status(session=session, study=study, status=new_status)
+        matchups.set_study_status(session=session, study=study, status=new_status)
         session.commit()
     except studies_service.TransitionError as exc:
         session.rollback()

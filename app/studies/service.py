@@ -144,9 +144,5 @@ def set_status(*, session: Session, study: Study, status: StudyStatus) -> Study:
         )
     study.status = status
     session.flush()
-    if status == StudyStatus.open:
-        # Pairs whose clips were imported or rendered before opening become ratable at once.
-        from app.rating import service as rating_service
-
-        rating_service.ensure_matchups(session=session, study=study)
+    # Opening also makes matchups: callers open through rating.matchups.set_study_status.
     return study

@@ -3,6 +3,8 @@
 - `http_error_page`: HTTP errors as HTML pages under /admin (unless JSON is asked for), FastAPI's
   JSON elsewhere.
 - `request_validation_error`: request-validation errors that never echo the input back.
+- `rating_error`: what the rating flow refuses (app/rating/errors.py): JSON on the evaluator
+  API, text on the media route, a page on the evaluator pages.
 
 FastAPI's default 422 repeats each refused input: a 5 MB body comes back whole, and NaN or
 Infinity (which Python's json accepts) make the error response itself fail with a 500. Here only
@@ -20,6 +22,8 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app.auth.deps import wants_json
+from app.rating.deps import PRIVATE_HEADERS
+from app.rating.errors import RatingError
 from app.studies.studyfile import MAX_FILE_BYTES
 from app.web.pages import templates
 
@@ -27,8 +31,22 @@ RATING_API = re.compile(r"^/r/[^/]+/api/")
 EVALUATOR_PATHS = "/r/"
 MAX_LISTED = 10
 MAX_ECHOED = 40  # characters of a refused name (e.g. an unknown criterion key) said back
-# Evaluator answers are personal: as the rating routes' own (app.rating.deps.PRIVATE_HEADERS).
-PRIVATE = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+RATING_MEDIA = re.compile(r"^/r/[^/]+/media/")
+# Evaluator answers are personal: as the rating routes' own.
+PRIVATE = PRIVATE_HEADERS
+# Titles of the evaluator's message page, by error code.
+RATING_TITLES = {
+    "study_closed": "This study has closed",
+    "study_not_open": "Not open yet",
+    "unknown_link": "Link not found",
+    "invite_required": "Invitation needed",
+    "invalid_invite": "Invitation not valid",
+    "invalid_external_id": "Participant id not valid",
+    "invite_used": "Invitation already used",
+    "external_id_used": "Already joined",
+    "cross_site": "Please start from your link",
+    "not_joined": "Please start from your link",
+}
 
 
 ERROR_TITLES = {
@@ -86,4 +104,20 @@ async def http_error_page(request: Request, exc: Exception) -> Response:
     }
     return templates.TemplateResponse(
         request, "error.html", context, status_code=exc.status_code, headers=exc.headers
+    )
+
+
+async def rating_error(request: Request, exc: Exception) -> Response:
+    """A refused evaluator request: `{"detail": {"code", "message"}}` on the API, the message as
+    text on the media route, the evaluator's message page elsewhere. Nothing was stored."""
+    assert isinstance(exc, RatingError)
+    path = request.url.path
+    if RATING_API.match(path) or not path.startswith(EVALUATOR_PATHS):
+        detail = {"code": exc.code, "message": exc.message}
+        return JSONResponse({"detail": detail}, status_code=exc.status_code, headers=PRIVATE)
+    if RATING_MEDIA.match(path):
+        return Response(exc.message, status_code=exc.status_code, headers=PRIVATE)
+    context = {"title": RATING_TITLES.get(exc.code, "Sorry"), "message": exc.message}
+    return templates.TemplateResponse(
+        request, "rate/message.html", context, status_code=exc.status_code, headers=PRIVATE
     )
