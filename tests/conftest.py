@@ -1,4 +1,6 @@
-"""Shared fixtures: real databases (SQLite and PostgreSQL), settings, apps and live servers.
+"""Shared fixtures: real databases (SQLite and PostgreSQL), settings, apps, live servers, a
+signed-in admin client and headless Chromium. The helpers they are built on (and every other
+helper shared between test files) live in tests/kit/.
 
 Tests that take `database_url` (or anything built on it) run once on SQLite and once on
 PostgreSQL. PostgreSQL comes from VIDARENA_TEST_POSTGRES_URL (default: the machine's server,
@@ -9,34 +11,21 @@ PostgreSQL runs are skipped locally and FAIL under CI=true, so CI cannot pass wi
 from __future__ import annotations
 
 import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
 from app.config import Settings
-from app.db import import_all_models, make_engine, session_factory, upgrade_schema
-
-IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
-POSTGRES_URL = os.environ.get(
-    "VIDARENA_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-)
-ROOT = Path(__file__).resolve().parent.parent
-EXAMPLE_STUDY = ROOT / "examples" / "lightning-vs-animatediff" / "study.toml"
-ADMIN_PASSWORD = "correct horse battery staple"
-
-
-def require_service(name: str, reason: str) -> None:
-    """Skip locally, fail loudly in CI: CI must exercise every real service."""
-    if IN_CI:
-        pytest.fail(f"{name} is required in CI but unavailable: {reason}", pytrace=False)
-    pytest.skip(f"{name} unavailable: {reason}")
+from app.db import make_engine, session_factory, upgrade_schema
+from tests.kit.admin import ADMIN_PASSWORD, log_in
+from tests.kit.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP
+from tests.kit.db import POSTGRES_URL, empty_tables, postgres_database
+from tests.kit.services import free_port, require_service
 
 
 @pytest.fixture(scope="session")
@@ -53,15 +42,8 @@ def postgres_server_url() -> str:
 @pytest.fixture(scope="session")
 def fresh_postgres_database(postgres_server_url: str) -> Iterator[str]:
     """An empty PostgreSQL database for this test session, dropped afterwards."""
-    name = f"vidarena_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(postgres_server_url, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = make_url(postgres_server_url).set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_database(postgres_server_url, prefix="vidarena_test") as url:
+        yield url
 
 
 @pytest.fixture(scope="session", params=["sqlite", "postgres"])
@@ -79,19 +61,8 @@ def database_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPa
 def engine(database_url: str) -> Iterator[sa.Engine]:
     engine = make_engine(database_url)
     yield engine
-    _empty_tables(engine)
+    empty_tables(engine)
     engine.dispose()
-
-
-def _empty_tables(engine: sa.Engine) -> None:
-    tables = list(reversed(import_all_models().sorted_tables))
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":
-            names = ", ".join(f'"{t.name}"' for t in tables)
-            conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
-        else:
-            for table in tables:
-                conn.execute(table.delete())
 
 
 @pytest.fixture
@@ -127,12 +98,6 @@ def client(app):  # type: ignore[no-untyped-def]
         yield client
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture
 def live_server(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
     """The app under a real uvicorn on a loopback port; yields its base URL."""
@@ -150,3 +115,46 @@ def live_server(app) -> Iterator[str]:  # type: ignore[no-untyped-def]
     yield f"http://127.0.0.1:{port}"
     server.should_exit = True
     thread.join(timeout=10)
+
+
+@pytest.fixture
+def admin(client):  # type: ignore[no-untyped-def]
+    """The test client, signed in as the admin."""
+    assert log_in(client).status_code == 303
+    return client
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Iterator[Any]:
+    """One headless Chromium per test session (a playwright Browser)."""
+    if not CHROMIUM.exists():
+        require_service("Chromium", f"{CHROMIUM} not found (apt-get install chromium)")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError as exc:
+        require_service("Playwright", f"the playwright package is not installed: {exc}")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS
+        )
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def chromium_page(chromium: Any) -> Iterator[Any]:
+    """A fresh page (own cookies) at a desktop viewport; failing expectations wait 10 s."""
+    context = chromium.new_context(viewport=DESKTOP)
+    context.set_default_timeout(10_000)
+    page = context.new_page()
+    yield page
+    context.close()
+
+
+@pytest.fixture
+def shots(tmp_path: Path) -> Path:
+    """Where browser tests put screenshots: VIDARENA_TEST_SCREENSHOTS to keep and look at them,
+    else the test's tmp folder."""
+    folder = Path(os.environ.get("VIDARENA_TEST_SCREENSHOTS") or tmp_path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder

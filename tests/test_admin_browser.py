@@ -7,9 +7,9 @@ import re
 
 import pytest
 
-from tests.conftest import ADMIN_PASSWORD, EXAMPLE_STUDY
-
-pytest_plugins = ["tests.browser"]  # the chromium and chromium_page fixtures
+from tests.kit.admin import ADMIN_PASSWORD
+from tests.kit.browser import PHONE
+from tests.kit.paths import EXAMPLE_STUDY
 
 EXAMPLE_PROMPTS = EXAMPLE_STUDY.parent / "prompts.csv"
 STUDY_NAME = "AnimateDiff-Lightning vs AnimateDiff"
@@ -29,8 +29,6 @@ def fits_the_viewport(page) -> bool:  # type: ignore[no-untyped-def]
 
 def test_admin_flow_in_chromium(live_server, chromium_page, shots):
     from playwright.sync_api import expect
-
-    from tests.browser import PHONE  # after pytest_plugins loaded it (assertion rewriting)
 
     page = chromium_page
     page.goto(f"{live_server}/admin/")

@@ -15,12 +15,9 @@ from sqlalchemy import update
 
 from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
-from tests.conftest import ADMIN_PASSWORD
-from tests.factories import SMALL_PROMPTS_CSV, SMALL_STUDY_TOML, example_study
-from tests.rating_factories import rating_study
-from tests.results_factories import cast_votes
-
-pytest_plugins = ["tests.browser"]  # the chromium fixture
+from tests.kit.browser import DESKTOP, PHONE, sign_in
+from tests.kit.studies import SMALL_PROMPTS_CSV, SMALL_STUDY_TOML, example_study, rating_study
+from tests.kit.votes import cast_votes
 
 pytestmark = pytest.mark.browser
 
@@ -49,8 +46,6 @@ CLIPPED = """() => Array.from(document.querySelectorAll(".table-scroll, .card, .
 @pytest.fixture
 def admin_page(chromium, live_server):  # type: ignore[no-untyped-def]
     """A signed-in admin in a context that may use the clipboard, recording failed requests."""
-    from tests.browser import DESKTOP
-
     context = chromium.new_context(viewport=DESKTOP, timezone_id="America/New_York", locale="en-US")
     context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_server)
     context.set_default_timeout(10_000)
@@ -60,10 +55,7 @@ def admin_page(chromium, live_server):  # type: ignore[no-untyped-def]
         "response",
         lambda r: r.status >= 400 and page.failed.append(f"{r.status} {r.url}"),  # type: ignore[attr-defined]
     )
-    page.goto(f"{live_server}/admin/login")
-    page.get_by_label("Admin password").fill(ADMIN_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(f"{live_server}/admin/")
+    sign_in(page, live_server)
     yield page
     context.close()
 
@@ -86,8 +78,6 @@ def assert_laid_out(page: Any, *, columns_line_up: bool) -> int:
 def test_admin_tables_line_up_and_fit_at_laptop_and_phone_widths(
     admin_page, live_server, session, settings, shots
 ):
-    from tests.browser import DESKTOP, PHONE
-
     demo = example_study(session)
     # Every clip of the example study failed (as when queued without tiny models offline).
     error = "OSError: cannot reach huggingface.co to fetch emilianJR/epiCRealism (5 retries)"
@@ -127,8 +117,6 @@ def test_admin_tables_line_up_and_fit_at_laptop_and_phone_widths(
 def test_a_refused_upload_keeps_its_files_and_lists_problems_in_order(
     admin_page, live_server, engine, shots, tmp_path
 ):
-    from tests.browser import DESKTOP, PHONE
-
     page = admin_page
     toml = tmp_path / "study.toml"
     toml.write_text(

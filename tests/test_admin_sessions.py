@@ -11,9 +11,10 @@ from fastapi.testclient import TestClient
 
 from app.auth import service as auth_service
 from app.main import create_app
-from tests.ops_helpers import configured
-from tests.rating_factories import invite_token, link, rating_study
-from tests.test_admin_web import csrf_of, log_in
+from tests.kit.admin import csrf_of, log_in
+from tests.kit.config import configured
+from tests.kit.rating import invite_token, link
+from tests.kit.studies import rating_study
 
 COOKIE = auth_service.SESSION_COOKIE
 NEW_SECRET = "the-rotated-secret-key-" + "n" * 32

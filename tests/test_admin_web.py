@@ -3,56 +3,28 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import httpx
 import pytest
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import iter_route_contexts
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from app.auth import service as auth_service
 from app.auth.deps import PUBLIC_ADMIN_PATHS, assert_admin_routes_protected
-from app.db import session_factory
 from app.studies.models import Arm, Prompt, Study, StudyStatus
 from app.studies.router import UPLOAD_BODY_LIMIT
 from app.studies.studyfile import MAX_FILE_BYTES
-from tests.conftest import ADMIN_PASSWORD, EXAMPLE_STUDY
-from tests.factories import SMALL_PROMPTS_CSV, SMALL_STUDY_TOML, small_study
+from tests.kit.admin import ADMIN_PASSWORD, admin_token, csrf_of, log_in, upload
+from tests.kit.db import db
+from tests.kit.paths import EXAMPLE_STUDY
+from tests.kit.studies import SMALL_PROMPTS_CSV, SMALL_STUDY_TOML, small_study
 
 EXAMPLE_TOML = EXAMPLE_STUDY.read_bytes()
 EXAMPLE_CSV = (EXAMPLE_STUDY.parent / "prompts.csv").read_bytes()
-CSRF_INPUT = re.compile(r'name="csrf_token" value="([^"]+)"')
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def csrf_of(html: str) -> str:
-    match = CSRF_INPUT.search(html)
-    assert match, "page has no CSRF field"
-    return match[1]
-
-
-def log_in(client, password: str = ADMIN_PASSWORD, next_url: str = "/admin/"):  # type: ignore[no-untyped-def]
-    token = csrf_of(client.get("/admin/login").text)
-    data = {"password": password, "csrf_token": token, "next": next_url}
-    return client.post("/admin/login", data=data, follow_redirects=False)
-
-
-def admin_token(client) -> str:  # type: ignore[no-untyped-def]
-    return csrf_of(client.get("/admin/").text)
-
-
-def upload(client, toml: bytes, csv: bytes, *, token: str | None = None):  # type: ignore[no-untyped-def]
-    files = {
-        "study_file": ("study.toml", toml, "application/toml"),
-        "prompts_file": ("prompts.csv", csv, "text/csv"),
-    }
-    data = {"csrf_token": token if token is not None else admin_token(client)}
-    return client.post("/admin/studies", data=data, files=files, follow_redirects=False)
 
 
 def set_status(client, slug: str, status: str, *, token: str | None = None):  # type: ignore[no-untyped-def]
@@ -62,22 +34,9 @@ def set_status(client, slug: str, status: str, *, token: str | None = None):  # 
     return client.post(f"/admin/studies/{slug}/status", data=data, follow_redirects=False)
 
 
-@contextmanager
-def db(engine) -> Iterator[Session]:  # type: ignore[no-untyped-def]
-    """A short read transaction, so the app's writers are never blocked by the test."""
-    with session_factory(engine, read_only=True)() as session:
-        yield session
-
-
 def study_rows(engine) -> dict[str, StudyStatus]:  # type: ignore[no-untyped-def]
     with db(engine) as session:
         return {slug: status for slug, status in session.execute(select(Study.slug, Study.status))}
-
-
-@pytest.fixture
-def admin(client):  # type: ignore[no-untyped-def]
-    assert log_in(client).status_code == 303
-    return client
 
 
 # --- every admin route is protected ---------------------------------------------------------

@@ -32,11 +32,12 @@ from app.main import create_app
 from app.rating.models import Evaluator, Trial, Vote
 from app.studies.models import Arm, Prompt, Study, StudyStatus
 from app.studies.studyfile import parse_study
-from tests.factories import SMALL_PROMPTS_CSV, SMALL_STUDY_TOML
-from tests.ops_helpers import configured
-from tests.rating_factories import all_left, invite_token, link, mark_clips_done, rating_study
-from tests.results_factories import cast_votes
-from tests.test_admin_web import admin_token, db, log_in, upload
+from tests.kit.admin import admin_token, log_in, upload
+from tests.kit.config import configured
+from tests.kit.db import db
+from tests.kit.rating import all_left, invite_token, link
+from tests.kit.studies import SMALL_PROMPTS_CSV, SMALL_STUDY_TOML, mark_clips_done, rating_study
+from tests.kit.votes import cast_votes
 
 TOML = SMALL_STUDY_TOML.format(slug="bad").encode()
 CSV = SMALL_PROMPTS_CSV.encode()
@@ -48,12 +49,6 @@ def settings(settings):  # type: ignore[no-untyped-def]
     return settings.model_copy(
         update={"rate_limit_join_per_minute": 0, "rate_limit_submit_per_minute": 0}
     )
-
-
-@pytest.fixture
-def admin(client):  # type: ignore[no-untyped-def]
-    assert log_in(client).status_code == 303
-    return client
 
 
 def stored(engine) -> dict[str, int]:  # type: ignore[no-untyped-def]

@@ -12,71 +12,20 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from pathlib import Path
 
 import httpx
 from sqlalchemy import func, select
 
-from app.config import Settings
 from app.rating.models import Matchup, Trial, Vote
-from tests.conftest import ROOT, free_port
-from tests.ops_helpers import env_without_vidarena, wait_until_healthy
-from tests.rating_factories import link, rating_study
+from tests.kit.rating import link
+from tests.kit.servers import uvicorn_server
+from tests.kit.studies import rating_study
 
 EVALUATORS = 16
 KILL_AFTER = 25  # acknowledged submits before the kill: well inside the burst
-
-
-def server_env(settings: Settings) -> dict[str, str]:
-    return {
-        **env_without_vidarena(),
-        "VIDARENA_ENV": "test",
-        "VIDARENA_DATABASE_URL": settings.database_url,
-        "VIDARENA_STORAGE_URL": settings.storage_url,
-        "VIDARENA_VAR_DIR": str(settings.var_dir),
-        "VIDARENA_SECRET_KEY": settings.resolved_secret_key(),
-        "VIDARENA_ADMIN_PASSWORD": settings.resolved_admin_password(),
-        "VIDARENA_RATE_LIMIT_JOIN_PER_MINUTE": "0",
-        "VIDARENA_RATE_LIMIT_SUBMIT_PER_MINUTE": "0",
-        "VIDARENA_LOG_LEVEL": "WARNING",
-        "PYTHONUNBUFFERED": "1",
-    }
-
-
-@contextmanager
-def uvicorn_server(
-    settings: Settings, log: Path, *, workers: int = 2, env: dict[str, str] | None = None
-) -> Iterator[tuple[subprocess.Popen, str]]:
-    port = free_port()
-    command = [
-        sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers),
-        "--log-level", "warning", "--no-access-log",
-    ]  # fmt: skip
-    with log.open("ab") as out:
-        process = subprocess.Popen(
-            command,
-            env=server_env(settings) | (env or {}),
-            cwd=ROOT,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    base_url = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_healthy(process, base_url, log, "uvicorn")
-        yield process, base_url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=30)
 
 
 def partial_trials(engine, study_id: int, criteria: int) -> list[tuple[int, bool, int]]:  # type: ignore[no-untyped-def]

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import sqlalchemy as sa
 
-from tests.factories import EXAMPLE_STUDY
-
-VIDARENA = [sys.executable, "-m", "app"]
-
-
-def run(*args: str, database_url: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "VIDARENA_DATABASE_URL": database_url,
-        "VIDARENA_VAR_DIR": str(cwd / "var"),
-    }
-    return subprocess.run(
-        [*VIDARENA, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
+from tests.kit.cli import VIDARENA, run
+from tests.kit.paths import EXAMPLE_STUDY
 
 
 def count(engine: sa.Engine, table: str) -> int:

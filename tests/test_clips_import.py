@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-import csv
-
-import numpy as np
 import pytest
-from PIL import Image
 from sqlalchemy import select
 
 from app.analysis import speed_summary
@@ -14,28 +10,16 @@ from app.clips.importer import import_manifest
 from app.clips.models import Clip, ClipStatus
 from app.dashboard.service import clip_telemetry
 from app.exports import service as exports_service
+from app.rating import matchups
 from app.rating import service as rating_service
 from app.rating.models import Evaluator, Matchup
 from app.storage import get_storage
 from app.studies.models import StudyStatus
 from app.studies.studyfile import StudyFileError
-from tests.factories import small_study
-from workers.gif import encode_gif
-
-
-def gif_bytes(seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    frames = [Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)) for _ in range(4)]
-    return encode_gif(frames, fps=8)
-
-
-def write_manifest(folder, rows, header=("prompt", "arm", "path")):
-    path = folder / "manifest.csv"
-    with path.open("w", newline="") as file:
-        writer = csv.writer(file)
-        writer.writerow(header)
-        writer.writerows(rows)
-    return path
+from tests.kit.clips import write_manifest
+from tests.kit.media import encoded_gif_bytes
+from tests.kit.rating import store_answer
+from tests.kit.studies import small_study
 
 
 def every_clip(study, folder, *, seed: int = 0) -> list[list[str]]:
@@ -44,14 +28,14 @@ def every_clip(study, folder, *, seed: int = 0) -> list[list[str]]:
     for i, (prompt, arm) in enumerate(
         [(p.text, a.name) for p in study.prompts for a in study.arms]
     ):
-        (folder / f"{i}.gif").write_bytes(gif_bytes(seed + i))
+        (folder / f"{i}.gif").write_bytes(encoded_gif_bytes(seed + i))
         rows.append([prompt, arm, f"{i}.gif"])
     return rows
 
 
 def test_import_validates_every_row_and_stores_nothing_when_one_is_bad(session, settings, tmp_path):
     study = small_study(session)
-    (tmp_path / "ok.gif").write_bytes(gif_bytes(1))
+    (tmp_path / "ok.gif").write_bytes(encoded_gif_bytes(1))
     (tmp_path / "fake.gif").write_bytes(b"\x89PNG\r\n\x1a\nnot a gif")
     manifest = write_manifest(
         tmp_path,
@@ -100,15 +84,15 @@ def test_replace_refuses_clips_evaluators_were_given(session, settings, tmp_path
         session=session, study=study, manifest=write_manifest(tmp_path, rows), storage=storage
     )
     study.status = StudyStatus.open
-    rating_service.ensure_matchups(session=session, study=study)
+    matchups.ensure_matchups(session=session, study=study)
     evaluator = Evaluator(study_id=study.id, public_id="replace-test")
     session.add(evaluator)
     session.commit()
     shown = rating_service.current_trial(session=session, study=study, evaluator=evaluator)
-    rating_service.submit_votes(
-        session=session,
-        study=study,
-        evaluator=evaluator,
+    store_answer(
+        session,
+        study,
+        evaluator,
         trial_id=shown.trial.id,
         votes={c: "left" for c in study.criterion_keys},
     )
@@ -174,7 +158,7 @@ def test_cost_columns_are_stored_as_the_render_telemetry(session, settings, tmp_
         dict(zip(columns, r, strict=True))
         for r in exports_service.clip_rows(session=session, study=study, columns=columns)
     ]
-    assert {(r["arm"], r["total_s"], r["device"]) for r in exported} == {
+    assert {(r["arm"], r["telemetry_total_s"], r["telemetry_device"]) for r in exported} == {
         ("slow", 12.5, "NVIDIA H100 80GB"), ("fast", 1.25, None),
     }  # fmt: skip
     speed = {s.arm: s for s in speed_summary(clip_telemetry(session=session, study=study))}

@@ -14,7 +14,8 @@ import pytest
 import yaml
 
 from app.config import Settings
-from tests.conftest import ROOT, require_service
+from tests.kit.paths import ROOT
+from tests.kit.services import require_service
 
 COMPOSE = ROOT / "docker-compose.yml"
 ENV_EXAMPLE = ROOT / ".env.example"

@@ -20,9 +20,9 @@ from app.dashboard.schemas import Filters
 from app.exports import service as exports_service
 from app.rating.models import Trial, Vote
 from app.studies.models import Study
-from tests.rating_factories import rating_study
-from tests.results_factories import cast_votes, flagged_evaluator_ids
-from tests.test_admin_web import log_in
+from tests.kit.admin import log_in
+from tests.kit.studies import rating_study
+from tests.kit.votes import cast_votes, flagged_evaluator_ids
 
 FAVORED = "quokka-arm"  # the second arm; results are read as its win rate
 RATES = {"video_text_relevance": 0.75, "motion_naturalness": 0.5, "overall_quality": 0.3}
@@ -227,12 +227,6 @@ def test_sse_events_carry_every_line():
     assert sse_event("summary", "a\nb\r\nc") == "event: summary\ndata: a\ndata: b\ndata: c\n\n"
 
 
-def _login(http: httpx.Client) -> None:
-    token = re.search(r'name="csrf_token" value="([^"]+)"', http.get("/admin/login").text)[1]
-    data = {"password": "correct horse battery staple", "csrf_token": token, "next": "/admin/"}
-    assert http.post("/admin/login", data=data).status_code == 303
-
-
 def _next_summary(lines) -> str:  # type: ignore[no-untyped-def]
     event, data = None, []
     for line in lines:
@@ -253,7 +247,7 @@ def test_the_event_stream_pushes_a_new_summary_after_a_vote(live_server, session
     session.rollback()
     votes = re.compile(r'data-stat="votes">([\d,]+)<')
     with httpx.Client(base_url=live_server, timeout=10) as http:
-        _login(http)
+        assert log_in(http).status_code == 303
         url = f"/admin/studies/{study.slug}/dashboard/events"
         with http.stream("GET", url) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")

@@ -10,13 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.browser import DESKTOP, PHONE
-from tests.conftest import ADMIN_PASSWORD
-from tests.cost_factories import imported_study
-from tests.rating_factories import link, rating_study
-from tests.results_factories import cast_votes
-
-pytest_plugins = ["tests.browser"]  # the chromium fixture
+from tests.kit.browser import DESKTOP, PHONE, sign_in
+from tests.kit.clips import imported_study
+from tests.kit.rating import link
+from tests.kit.studies import rating_study
+from tests.kit.votes import cast_votes
 
 pytestmark = pytest.mark.browser
 
@@ -54,10 +52,7 @@ def test_dashboard_changes_after_a_vote_without_a_reload(
     # transaction (SQLite: the write lock) that the app's sign-in (a session row) waits behind.
     session.commit()
     page = chromium_page
-    page.goto(f"{live_server}/admin/login?next=/admin/studies/{study.slug}/dashboard")
-    page.fill("input[name=password]", ADMIN_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**/admin/studies/{study.slug}/dashboard")
+    sign_in(page, live_server, f"/admin/studies/{study.slug}/dashboard")
     votes = page.locator('[data-stat="votes"]')
     assert votes.inner_text() == "3"
     expect(page.locator("#live-status")).to_have_attribute("data-state", "live")
@@ -141,10 +136,7 @@ def test_nothing_is_clipped_in_the_dashboard_or_the_report(
         seconds={"zebra-arm": 21.0, "quokka-arm": 2.4, "narwhal-arm": 9.5},
     )  # fmt: skip
     page = chromium_page
-    page.goto(f"{live_server}/admin/login?next=/admin/studies/{study.slug}/dashboard")
-    page.fill("input[name=password]", ADMIN_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"**/admin/studies/{study.slug}/dashboard")
+    sign_in(page, live_server, f"/admin/studies/{study.slug}/dashboard")
     page.click("#advanced-body [data-load-advanced]")
     expect(page.locator("#advanced-body table").first).to_be_visible()
     report = page.request.get(f"{live_server}/admin/studies/{study.slug}/export/report.html")

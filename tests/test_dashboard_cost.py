@@ -9,8 +9,8 @@ import re
 from typer.testing import CliRunner
 
 from app.config import get_settings
-from tests.cost_factories import imported_study
-from tests.test_admin_web import log_in
+from tests.kit.admin import log_in
+from tests.kit.clips import imported_study
 
 NO_COST = "No render cost recorded for arm zebra-arm"
 

@@ -3,23 +3,22 @@ real run serves a ratable pair soon after the server is up."""
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import signal
 import sqlite3
 import subprocess
 import sys
 import threading
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
 
 from app.cli import DEMO_STUDY
 from app.studies.studyfile import load_study_file
-from tests.conftest import EXAMPLE_STUDY, free_port
+from tests.kit.config import env_without_vidarena
+from tests.kit.paths import EXAMPLE_STUDY
+from tests.kit.servers import answers, get_json, stop_group
+from tests.kit.services import free_port
 
 LINK = re.compile(r"http://\S+/r/([^?\s]+)\?invite=(\S+)")
 
@@ -42,41 +41,10 @@ def test_the_demo_study_is_the_example_study_made_small():
     assert len(demo.prompts) == 20
 
 
-def get_json(url: str, body: object = None, token: str | None = None) -> dict:
-    request = urllib.request.Request(url, data=None if body is None else json.dumps(body).encode())
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.load(response)
-
-
-def up(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except OSError:
-        return False
-
-
-def stop_group(process: subprocess.Popen[str]) -> None:
-    """SIGTERM the demo and its render worker (one process group); wait until both are gone."""
-    os.killpg(process.pid, signal.SIGTERM)
-    process.wait(timeout=60)
-    deadline = time.monotonic() + 60
-    try:
-        while time.monotonic() < deadline:
-            os.killpg(process.pid, 0)  # raises once no process of the group is left
-            time.sleep(0.1)
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-
-
 @pytest.mark.slow
 def test_demo_opens_its_study_and_renders_the_first_pair_first(tmp_path: Path):
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDARENA_")}
+    env = env_without_vidarena()
     env.update(VIDARENA_VAR_DIR=str(tmp_path / "var"), HF_HUB_OFFLINE="1")
     process = subprocess.Popen(
         [sys.executable, "-m", "app", "demo", "--port", str(port)],
@@ -92,7 +60,7 @@ def test_demo_opens_its_study_and_renders_the_first_pair_first(tmp_path: Path):
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 300  # generous: the machine may be busy
     try:
-        while not up(f"{base}/healthz"):
+        while not answers(f"{base}/healthz"):
             assert process.poll() is None and time.monotonic() < deadline, "".join(lines)
             time.sleep(0.2)
         key, invite = next(m.groups() for line in lines if (m := LINK.search(line)))
@@ -110,7 +78,7 @@ def test_demo_opens_its_study_and_renders_the_first_pair_first(tmp_path: Path):
                 "WHERE clip.status = 'done' ORDER BY clip.finished_at LIMIT 2"
             ).fetchall()
     finally:
-        stop_group(process)
+        stop_group(process, timeout=60)
     assert study == [("lightning-vs-animatediff-demo", "open")]
     assert clips == 40
     assert first_done == [(1,), (1,)]  # both clips of the first prompt came first

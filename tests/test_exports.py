@@ -23,9 +23,9 @@ from app.rating.models import Evaluator, Vote
 from app.studies import service as studies_service
 from app.studies.models import StudyStatus
 from app.studies.studyfile import parse_study
-from tests.rating_factories import mark_clips_done, rating_study, study_toml
-from tests.results_factories import cast_votes
-from tests.test_admin_web import log_in
+from tests.kit.admin import log_in
+from tests.kit.studies import mark_clips_done, rating_study, study_toml
+from tests.kit.votes import cast_votes
 
 FAVORED = "quokka-arm"
 RATES = {"video_text_relevance": 0.7, "motion_naturalness": 0.5, "overall_quality": 0.4}

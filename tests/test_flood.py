@@ -1,7 +1,7 @@
 """No request anyone can send stalls the app for others, on SQLite and PostgreSQL.
 
 A real uvicorn process serves a study while evaluators rate in threads of this process. A
-separate flood process (tests/flood.py) sends, route after route, 200 concurrent requests to
+separate flood process (tests/kit/flood.py) sends, route after route, 200 concurrent requests to
 every public route (without an evaluator token) and then 200 concurrent exports as an admin.
 The evaluators' requests must all succeed (no 5xx: each class of work is bounded, so the flood
 gets 503/429/401, never the evaluators' threads, connections or locks), no request of theirs
@@ -24,10 +24,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ADMIN_PASSWORD, ROOT
-from tests.rating_factories import all_left, link, rating_study
-from tests.test_admin_web import csrf_of
-from tests.test_burst_kill import uvicorn_server
+from tests.kit.admin import log_in
+from tests.kit.paths import ROOT
+from tests.kit.rating import all_left, link
+from tests.kit.servers import uvicorn_server
+from tests.kit.studies import rating_study
 
 EVALUATORS = 4
 FLOOD = 200
@@ -68,8 +69,7 @@ class Evaluator(threading.Thread):
 
 def admin_cookie(server: str) -> str:
     with httpx.Client(base_url=server) as client:
-        token = csrf_of(client.get("/admin/login").text)
-        client.post("/admin/login", data={"password": ADMIN_PASSWORD, "csrf_token": token})
+        log_in(client)
         return "; ".join(f"{k}={v}" for k, v in client.cookies.items())
 
 
@@ -131,7 +131,7 @@ def test_a_flood_of_public_requests_and_exports_does_not_stall_evaluators(
             json.dumps(flood_spec(server, base_path, study.slug, admin_cookie(server)))
         )
         flood = subprocess.run(
-            [sys.executable, "-m", "tests.flood", str(spec_file)],
+            [sys.executable, "-m", "tests.kit.flood", str(spec_file)],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -149,10 +149,7 @@ def test_a_flood_of_public_requests_and_exports_does_not_stall_evaluators(
         with httpx.Client(base_url=server, timeout=STALL_SECONDS) as client:
             assert client.get("/healthz").status_code == 200
             assert client.get(f"{base_path}/api/study").status_code == 200
-            token = csrf_of(client.get("/admin/login").text)
-            login = client.post(
-                "/admin/login", data={"password": ADMIN_PASSWORD, "csrf_token": token}
-            )
+            login = log_in(client)
             assert login.status_code in (200, 303), login.text
             assert client.get(f"/admin/studies/{study.slug}").status_code == 200
             assert client.get(f"/admin/studies/{study.slug}/export/votes.csv").status_code == 200

@@ -5,8 +5,6 @@ on its own SQLite database."""
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,9 +13,11 @@ from pathlib import Path
 
 import httpx
 
-from tests.conftest import ROOT, free_port
-from tests.ops_helpers import env_without_vidarena, wait_until_healthy
-from tests.test_admin_web import csrf_of
+from tests.kit.admin import csrf_of
+from tests.kit.config import env_without_vidarena
+from tests.kit.paths import ROOT
+from tests.kit.servers import stop_group, wait_until_healthy
+from tests.kit.services import free_port
 
 PASSWORD = "a long enough admin password"
 FAILURES_ALLOWED = 10  # the login throttle's default, per client address
@@ -50,8 +50,7 @@ def served(tmp_path: Path, **env: str) -> Iterator[str]:
         wait_until_healthy(process, base_url, log, "serve")
         yield base_url
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_group(process)
 
 
 def wrong_passwords_from(base_url: str, addresses: list[str]) -> list[int]:

@@ -31,11 +31,13 @@ from sqlalchemy import func, select
 from app.clips.models import Clip, ClipStatus
 from app.rating.models import Vote
 from app.storage import get_storage
-from tests.conftest import ROOT
-from tests.ops_helpers import configured
-from tests.render_helpers import redis_broker_url, running_worker, wait_until, worker_env
-from tests.s3server import running_s3_server, s3_client, s3_settings
-from tests.test_admin_web import admin_token, db, log_in, upload
+from tests.kit.admin import admin_token, log_in, upload
+from tests.kit.config import configured
+from tests.kit.db import db
+from tests.kit.paths import ROOT
+from tests.kit.s3 import running_s3_server, s3_client, s3_settings
+from tests.kit.services import redis_broker_url
+from tests.kit.workers import running_worker, wait_until, worker_env
 
 pytestmark = pytest.mark.slow
 

@@ -26,9 +26,9 @@ from schemathesis import GenerationMode
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import response_schema_conformance
 
-from tests.conftest import ADMIN_PASSWORD
-from tests.rating_factories import link, rating_study
-from tests.test_admin_web import csrf_of
+from tests.kit.admin import ADMIN_PASSWORD, csrf_of
+from tests.kit.rating import link
+from tests.kit.studies import rating_study
 
 # Not fuzzed: a server-sent event stream (open for minutes by design), and the two routes that
 # would end or replace the admin session the other requests run under (test_admin_web.py covers

@@ -13,8 +13,9 @@ from app.clips.models import Clip, ClipStatus
 from app.storage import get_storage
 from app.studies.studyfile import StudyFileError
 from app.text import char_name, first_refused, is_refused, visible
-from tests.factories import small_study
-from tests.test_clips_import import gif_bytes, write_manifest
+from tests.kit.clips import write_manifest
+from tests.kit.media import encoded_gif_bytes
+from tests.kit.studies import small_study
 
 
 def test_every_control_character_and_direction_control_is_refused_and_nothing_else():
@@ -86,7 +87,7 @@ def test_manifest_cells_with_refused_characters_are_named_and_nothing_is_stored(
     row, column, cell, name, session, settings, tmp_path
 ):
     study = small_study(session)
-    (tmp_path / "ok.gif").write_bytes(gif_bytes(1))
+    (tmp_path / "ok.gif").write_bytes(encoded_gif_bytes(1))
     manifest = write_manifest(tmp_path, [["a city at night", "fast", "ok.gif"], row])
     with pytest.raises(StudyFileError) as info:
         import_manifest(
@@ -100,7 +101,7 @@ def test_manifest_cells_with_refused_characters_are_named_and_nothing_is_stored(
 
 def test_a_device_name_with_a_terminal_escape_is_refused(session, settings, tmp_path):
     study = small_study(session)
-    (tmp_path / "ok.gif").write_bytes(gif_bytes(1))
+    (tmp_path / "ok.gif").write_bytes(encoded_gif_bytes(1))
     manifest = write_manifest(
         tmp_path,
         [["a city at night", "fast", "ok.gif", "12.5", "NVIDIA \x1b]0;owned\x07H100"]],

@@ -15,13 +15,11 @@ from sqlalchemy import select
 from sqlalchemy.orm.attributes import flag_modified
 
 from app.studies.models import Prompt, Study, StudyStatus
-from tests.browser import DESKTOP, PHONE
-from tests.conftest import ADMIN_PASSWORD
-from tests.rating_factories import link, mark_clips_done
-from tests.results_factories import cast_votes
-from tests.test_admin_web import log_in, upload
-
-pytest_plugins = ["tests.browser"]  # the chromium fixture
+from tests.kit.admin import log_in, upload
+from tests.kit.browser import DESKTOP, PHONE, sign_in
+from tests.kit.rating import link
+from tests.kit.studies import mark_clips_done
+from tests.kit.votes import cast_votes
 
 pytestmark = pytest.mark.browser
 
@@ -91,13 +89,6 @@ def long_study(client, session, settings) -> Study:  # type: ignore[no-untyped-d
     # A commit, not a rollback: reloading `study` later would take SQLite's write lock.
     session.commit()
     return study
-
-
-def sign_in(page: Any, live_server: str) -> None:
-    page.goto(f"{live_server}/admin/login")
-    page.fill("input[name=password]", ADMIN_PASSWORD)
-    page.click("button[type=submit]")
-    page.wait_for_url(f"{live_server}/admin/")
 
 
 def start_rating(page: Any, live_server: str, base: str) -> None:

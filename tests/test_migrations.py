@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import uuid
-
 import pytest
 import sqlalchemy as sa
 from alembic import command
-from sqlalchemy.engine import make_url
 
 from app.db import alembic_config, downgrade_schema, make_engine, pending_migrations, upgrade_schema
+from tests.kit.db import postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -18,14 +16,8 @@ def empty_database_url(request, tmp_path):
         yield f"sqlite:///{tmp_path / 'mig.sqlite'}"
         return
     server = request.getfixturevalue("postgres_server_url")
-    name = f"vidarena_mig_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(server, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield make_url(server).set(database=name).render_as_string(hide_password=False)
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with postgres_database(server, prefix="vidarena_mig") as url:
+        yield url
 
 
 def tables(url: str) -> set[str]:

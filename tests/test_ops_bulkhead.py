@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from app.ops import bulkhead
-from tests.ops_helpers import configured
+from tests.kit.config import configured
 
 
 @pytest.mark.parametrize(

@@ -15,10 +15,11 @@ from sqlalchemy import select
 from app.clips.models import Clip, ClipStatus
 from app.main import create_app
 from app.studies.models import Prompt, Study
-from tests.factories import small_study
-from tests.ops_helpers import configured, private_redis
-from tests.rating_factories import all_left, link, rating_study
-from tests.test_admin_web import admin_token, log_in
+from tests.kit.admin import admin_token, log_in
+from tests.kit.config import configured
+from tests.kit.rating import all_left, link
+from tests.kit.services import private_redis
+from tests.kit.studies import rating_study, small_study
 
 JSON = {"Accept": "application/json"}
 

@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from app.main import create_app
-from tests.conftest import free_port
-from tests.ops_helpers import configured
-from tests.s3server import running_s3_server, s3_settings
+from tests.kit.config import configured
+from tests.kit.s3 import running_s3_server, s3_settings
+from tests.kit.services import free_port
 
 
 def test_healthz_answers_while_the_process_lives(client):

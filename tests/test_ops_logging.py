@@ -18,9 +18,10 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.ops.logging import configure_logging, connect_celery_signals, redact
-from tests.conftest import free_port
-from tests.ops_helpers import configured, env_without_vidarena
-from tests.rating_factories import link, rating_study
+from tests.kit.config import configured, env_without_vidarena
+from tests.kit.rating import link
+from tests.kit.services import free_port
+from tests.kit.studies import rating_study
 
 
 @pytest.fixture
@@ -76,7 +77,7 @@ def test_no_secrets_reach_the_logs(captured, settings):
     start, buffer = captured
     with TestClient(start(app_settings)) as client:
         # A wrong guess and the right password, through the login form.
-        from tests.test_admin_web import log_in
+        from tests.kit.admin import log_in
 
         log_in(client, password="guess-Pa55word-abc")
         assert log_in(client, password=secrets_["admin_password"]).status_code == 303

@@ -16,10 +16,10 @@ from app.clips import service as clips_service
 from app.clips.models import Clip
 from app.main import create_app
 from app.ops import metrics
-from tests.conftest import free_port
-from tests.factories import small_study
-from tests.ops_helpers import configured
-from tests.rating_factories import all_left, link, rating_study
+from tests.kit.config import configured
+from tests.kit.rating import all_left, link
+from tests.kit.services import free_port
+from tests.kit.studies import rating_study, small_study
 
 
 def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -13,12 +13,11 @@ from fastapi.testclient import TestClient
 
 from app.main import create_app
 from app.ops.security import RateLimiter, content_security_policy
-from tests.conftest import ROOT
-from tests.ops_helpers import configured
-from tests.rating_factories import all_left, link, rating_study
-from tests.test_admin_web import log_in
-
-pytest_plugins = ["tests.browser"]  # chromium fixtures, for the CSP check in a real browser
+from tests.kit.admin import log_in
+from tests.kit.config import configured
+from tests.kit.paths import ROOT
+from tests.kit.rating import all_left, link
+from tests.kit.studies import rating_study
 
 
 def directives(csp: str) -> dict[str, list[str]]:
@@ -174,7 +173,7 @@ def test_pages_run_in_chromium_without_csp_violations(
     """The rating page (its script and JSON config) and the admin study page (render panel
     script) work under the policy: no violation is reported and their scripts run."""
     study = rating_study(session, settings, prompts=2, open_enrollment=True)
-    from tests.factories import small_study
+    from tests.kit.studies import small_study
 
     small_study(session, slug="csp")
     page = chromium_page
@@ -285,7 +284,7 @@ def test_rate_limit_over_real_http(session, settings):
 
     import uvicorn
 
-    from tests.conftest import free_port
+    from tests.kit.services import free_port
 
     limited = configured(settings, rate_limit_join_per_minute=1)
     port = free_port()

@@ -6,29 +6,15 @@ from __future__ import annotations
 import re
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from app.rating import tokens
 from app.rating.models import Evaluator, Trial, Vote
 from app.studies.models import StudyStatus
-from tests.rating_factories import all_left, invite_token, link, rating_study
-from tests.test_admin_web import csrf_of, log_in
-
-
-def count(session, model) -> int:  # type: ignore[no-untyped-def]
-    # Commit (there is nothing to write) rather than roll back: that ends the transaction, so the
-    # query sees what the app committed, without expiring loaded objects (expire_on_commit=False);
-    # an expired object would reload in a new transaction and hold SQLite's write lock.
-    session.commit()
-    n = session.scalar(select(func.count(model.id)))
-    session.commit()
-    return n
-
-
-def join(client, base: str, **body):  # type: ignore[no-untyped-def]
-    response = client.post(f"{base}/api/join", json=body)
-    assert response.status_code == 200, response.text
-    return response.json()
+from tests.kit.admin import csrf_of, log_in
+from tests.kit.db import count
+from tests.kit.rating import all_left, invite_token, join, link
+from tests.kit.studies import rating_study
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -488,7 +474,7 @@ def test_media_of_a_closed_study_is_refused(app, client, session, settings, stud
 def test_later_views_of_a_clip_read_neither_database_nor_storage(
     app, client, session, settings, study, monkeypatch
 ):
-    from app.rating import service
+    from app.rating import media
     from app.storage.local import LocalStorage
 
     base = link(settings, study)
@@ -497,10 +483,8 @@ def test_later_views_of_a_clip_read_neither_database_nor_storage(
     first = client.get(url).content
     reads, lookups = [], []
     monkeypatch.setattr(LocalStorage, "read", lambda self, key: reads.append(key))
-    real_lookup = service.media_lookup
-    monkeypatch.setattr(
-        service, "media_lookup", lambda **kw: lookups.append(kw) or real_lookup(**kw)
-    )
+    real_lookup = media.media_lookup
+    monkeypatch.setattr(media, "media_lookup", lambda **kw: lookups.append(kw) or real_lookup(**kw))
     again = client.get(url)
     assert again.status_code == 200 and again.content == first
     assert reads == [] and lookups == []

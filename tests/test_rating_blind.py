@@ -13,7 +13,8 @@ import re
 from sqlalchemy import select
 
 from app.clips.models import Clip
-from tests.rating_factories import ARMS, all_left, invite_token, link, rating_study
+from tests.kit.rating import all_left, invite_token, link
+from tests.kit.studies import ARMS, rating_study
 
 SLUG = "hidden-slug-7g"
 

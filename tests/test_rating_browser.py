@@ -10,14 +10,13 @@ from sqlalchemy import select, update
 from app.clips.models import Clip
 from app.rating.models import Trial, Vote
 from app.studies.schemas import DEFAULT_CRITERIA
-from tests.rating_factories import CRITERIA, invite_token, link, mark_clips_done, rating_study
-
-pytest_plugins = ["tests.browser"]  # the chromium fixture
+from tests.kit.browser import DESKTOP as LAPTOP
+from tests.kit.browser import PHONE
+from tests.kit.rating import invite_token, link
+from tests.kit.studies import CRITERIA, mark_clips_done, rating_study
 
 pytestmark = pytest.mark.browser
 
-PHONE = {"width": 390, "height": 844}
-LAPTOP = {"width": 1280, "height": 800}
 KEYS = ["1", "2", "3"]
 CHOICE = {"1": "left", "2": "tie", "3": "right"}
 MIN_VIEW = 0.6

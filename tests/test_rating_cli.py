@@ -2,26 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-from pathlib import Path
 
 from app.studies.models import StudyStatus
-from tests.rating_factories import rating_study
-from tests.test_cli import VIDARENA
-
-
-def run(*args: str, database_url: str, cwd: Path, secret: str) -> subprocess.CompletedProcess[str]:
-    env = {
-        **os.environ,
-        "VIDARENA_DATABASE_URL": database_url,
-        "VIDARENA_VAR_DIR": str(cwd / "var"),
-        "VIDARENA_SECRET_KEY": secret,
-    }
-    return subprocess.run(
-        [*VIDARENA, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
-    )
+from tests.kit.cli import run
+from tests.kit.studies import rating_study
 
 
 def test_invite_prints_working_links(database_url, session, settings, tmp_path, client):

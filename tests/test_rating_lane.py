@@ -11,7 +11,8 @@ import httpx
 import pytest
 
 from app.rating import service
-from tests.rating_factories import invite_token, link, rating_study
+from tests.kit.rating import invite_token, link
+from tests.kit.studies import rating_study
 
 EVALUATORS = 4
 

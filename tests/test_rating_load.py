@@ -17,7 +17,8 @@ import pytest
 from sqlalchemy import func, select
 
 from app.rating.models import Evaluator, Matchup, Trial, Vote
-from tests.rating_factories import invite_token, link, rating_study
+from tests.kit.rating import invite_token, link
+from tests.kit.studies import rating_study
 
 EVALUATORS = 30
 QUOTA = 4

@@ -11,68 +11,25 @@ from sqlalchemy import func, select
 
 from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
-from app.rating import service
+from app.rating import enrollment, errors, flow, service
+from app.rating import matchups as rating_matchups
 from app.rating.models import Evaluator, Matchup, Trial, Vote
 from app.studies.models import Prompt, StudyStatus
-from tests.rating_factories import all_left, mark_clips_done, rating_study
-
-
-def secret(settings) -> str:  # type: ignore[no-untyped-def]
-    return settings.resolved_secret_key()
-
-
-def evaluator(session, settings, study, **kwargs) -> Evaluator:  # type: ignore[no-untyped-def]
-    kwargs.setdefault("invite", None)
-    if kwargs["invite"] is None and "external_id" not in kwargs:
-        # Open-enrollment style anonymous evaluator, whatever the study says.
-        ev = Evaluator(
-            study_id=study.id, public_id=f"p{session.scalar(select(func.count(Evaluator.id)))}"
-        )
-        session.add(ev)
-        session.flush()
-        service.ensure_matchups(session=session, study=study)
-        session.commit()
-        return ev
-    result = service.join(session=session, secret=secret(settings), study=study, **kwargs)
-    session.commit()
-    return result.evaluator
-
-
-def answer(session, study, ev, result, *, now=None, votes=None):  # type: ignore[no-untyped-def]
-    assert result.status == "trial", result
-    out = service.submit_votes(
-        session=session,
-        study=study,
-        evaluator=ev,
-        trial_id=result.trial.id,
-        votes=votes or all_left(study),
-        now=now,
-    )
-    session.commit()
-    return out
-
-
-def run_session(session, study, ev) -> list[Trial]:  # type: ignore[no-untyped-def]
-    trials = []
-    while True:
-        result = service.current_trial(session=session, study=study, evaluator=ev)
-        session.commit()
-        if result.status != "trial":
-            return trials
-        trials.append(result.trial)
-        answer(session, study, ev, result)
-
+from tests.kit.rating import all_left, answer, evaluator, run_session, secret
+from tests.kit.studies import mark_clips_done, rating_study
 
 # --- matchups -----------------------------------------------------------------------------
 
 
 def test_ensure_matchups_pairs_done_clips_once(session, settings):
     study = rating_study(session, settings, prompts=4, arms=3, done=False)
-    assert service.ensure_matchups(session=session, study=study) == 0
+    assert rating_matchups.ensure_matchups(session=session, study=study) == 0
     first_two = [p.id for p in study.prompts[:2]]
     mark_clips_done(session, settings, study, prompt_ids=first_two)
-    assert service.ensure_matchups(session=session, study=study) == 6  # 2 prompts x 3 arm pairs
-    assert service.ensure_matchups(session=session, study=study) == 0  # idempotent
+    assert (
+        rating_matchups.ensure_matchups(session=session, study=study) == 6
+    )  # 2 prompts x 3 arm pairs
+    assert rating_matchups.ensure_matchups(session=session, study=study) == 0  # idempotent
     session.commit()
     # A worker finishing the clips of a third prompt, one at a time.
     third = study.prompts[2]
@@ -81,9 +38,9 @@ def test_ensure_matchups_pairs_done_clips_once(session, settings):
     clips[2].status = ClipStatus.rendering
     clips[2].storage_key = clips[2].sha256 = None
     session.flush()
-    assert service.ensure_matchups_for_prompt(session=session, clip_id=clips[1].id) == 1
+    assert rating_matchups.ensure_matchups_for_prompt(session=session, clip_id=clips[1].id) == 1
     mark_clips_done(session, settings, study, prompt_ids=[third.id])
-    assert service.ensure_matchups_for_prompt(session=session, clip_id=clips[2].id) == 2
+    assert rating_matchups.ensure_matchups_for_prompt(session=session, clip_id=clips[2].id) == 2
     session.commit()
     matchups = session.scalars(select(Matchup)).all()
     assert len(matchups) == 9
@@ -147,7 +104,7 @@ def test_no_ready_pairs_is_unavailable_not_done(session, settings):
     assert result.status == "unavailable"
     session.commit()
     mark_clips_done(session, settings, study)
-    service.ensure_matchups(session=session, study=study)
+    rating_matchups.ensure_matchups(session=session, study=study)
     session.commit()
     assert service.current_trial(session=session, study=study, evaluator=ev).status == "trial"
 
@@ -201,7 +158,7 @@ def assert_counters_match_trials(session) -> None:  # type: ignore[no-untyped-de
         judging = [t for t in fresh if t.matchup_id == matchup.id and t.judging]
         assert matchup.live_trials == len(mine), matchup.id
         assert matchup.a_left == sum(t.a_on_left for t in mine), matchup.id
-        assert matchup.open_judges == len(judging), matchup.id
+        assert matchup.open_evaluators == len(judging), matchup.id
 
 
 @pytest.fixture
@@ -223,7 +180,7 @@ def test_counters_match_the_trials_through_releases_late_answers_and_completion(
             answer(session, study, ev, current)
     assert_counters_match_trials(session)
     # Only evaluators with fresh trials to come judge: none has reached 6 yet.
-    assert session.scalar(select(func.sum(Matchup.open_judges))) == 6 * 2
+    assert session.scalar(select(func.sum(Matchup.open_evaluators))) == 6 * 2
     idle = evaluators[0]
     held = service.current_trial(session=session, study=study, evaluator=idle).trial
     assert not held.is_repeat
@@ -245,7 +202,7 @@ def test_counters_match_the_trials_through_releases_late_answers_and_completion(
     for ev in [*evaluators, late]:
         run_session(session, study, ev)
     assert_counters_match_trials(session)
-    assert session.scalar(select(func.sum(Matchup.open_judges))) == 0
+    assert session.scalar(select(func.sum(Matchup.open_evaluators))) == 0
     assert session.scalar(select(func.count()).where(Evaluator.completed_at.is_(None))) == 0
 
 
@@ -316,8 +273,8 @@ def test_prefetch_assigns_one_trial_ahead_once(session, settings):
     assert beyond.status == "unavailable"
     assert session.scalar(select(func.count(Trial.id))) == 2
     # The prefetched pair cannot be answered before the current one.
-    with pytest.raises(service.NotCurrentError):
-        service.submit_votes(
+    with pytest.raises(errors.NotCurrentError):
+        flow.submit(
             session=session,
             study=study,
             evaluator=ev,
@@ -352,7 +309,7 @@ def test_min_view_time_fast_flags_and_times(session, settings):
     result = service.current_trial(session=session, study=study, evaluator=ev)
     session.commit()
     shown = result.trial.shown_at
-    with pytest.raises(service.TooEarlyError):
+    with pytest.raises(errors.TooEarlyError):
         answer(session, study, ev, result, now=shown + timedelta(seconds=1))
     session.rollback()
     assert session.scalar(select(func.count(Vote.id))) == 0
@@ -371,18 +328,18 @@ def test_votes_are_checked_and_idempotent(session, settings):
     session.commit()
     keys = study.criterion_keys
     bad = [
-        ({**all_left(study), "made_up": "left"}, service.VoteValidationError),
-        ({k: "left" for k in keys[:-1]}, service.VoteValidationError),
-        ({**all_left(study), keys[0]: "sideways"}, service.VoteValidationError),
+        ({**all_left(study), "made_up": "left"}, errors.VoteValidationError),
+        ({k: "left" for k in keys[:-1]}, errors.VoteValidationError),
+        ({**all_left(study), keys[0]: "sideways"}, errors.VoteValidationError),
     ]
     for votes, error in bad:
         with pytest.raises(error):
-            service.submit_votes(
+            flow.submit(
                 session=session, study=study, evaluator=ev, trial_id=result.trial.id, votes=votes
             )
         session.rollback()
-    with pytest.raises(service.TrialNotFoundError):
-        service.submit_votes(
+    with pytest.raises(errors.TrialNotFoundError):
+        flow.submit(
             session=session,
             study=study,
             evaluator=other,
@@ -395,7 +352,7 @@ def test_votes_are_checked_and_idempotent(session, settings):
     again = answer(session, study, ev, result)
     assert first.created and not again.created
     assert again.votes == first.votes and again.trial.answered_at == first.trial.answered_at
-    with pytest.raises(service.VoteConflictError):
+    with pytest.raises(errors.VoteConflictError):
         answer(session, study, ev, result, votes={**all_left(study), keys[0]: "tie"})
     session.rollback()
     stored = session.scalars(select(Vote.choice).where(Vote.trial_id == result.trial.id)).all()
@@ -407,36 +364,36 @@ def test_votes_are_checked_and_idempotent(session, settings):
 
 def test_invites_and_external_ids_map_to_one_evaluator(session, settings):
     study = rating_study(session, settings, prompts=2)
-    link = service.new_invites(secret=secret(settings), study=study, count=1)[0]
+    link = enrollment.new_invites(secret=secret(settings), study=study, count=1)[0]
     token = link.split("invite=")[1]
-    first = service.join(session=session, secret=secret(settings), study=study, invite=token)
+    first = enrollment.join(session=session, secret=secret(settings), study=study, invite=token)
     session.commit()
-    again = service.join(session=session, secret=secret(settings), study=study, invite=token)
+    again = enrollment.join(session=session, secret=secret(settings), study=study, invite=token)
     assert again.resumed and again.evaluator.id == first.evaluator.id
-    with pytest.raises(service.EnrollmentError, match="invitation only"):
-        service.join(session=session, secret=secret(settings), study=study, external_id="PID1")
+    with pytest.raises(errors.EnrollmentError, match="invitation only"):
+        enrollment.join(session=session, secret=secret(settings), study=study, external_id="PID1")
     # A participant id with the invite is recorded on the invite's one evaluator.
-    with_pid = service.join(
+    with_pid = enrollment.join(
         session=session, secret=secret(settings), study=study, invite=token, external_id="PID1"
     )
     session.commit()
     assert with_pid.resumed and with_pid.evaluator.id == first.evaluator.id
     assert with_pid.evaluator.external_id == "PID1"
-    back = service.join(
+    back = enrollment.join(
         session=session, secret=secret(settings), study=study, invite=token, external_id=" PID1 "
     )
     assert back.resumed and back.evaluator.id == with_pid.evaluator.id
-    with pytest.raises(service.InviteUsedError, match="another participant id"):
-        service.join(
+    with pytest.raises(errors.InviteUsedError, match="another participant id"):
+        enrollment.join(
             session=session, secret=secret(settings), study=study, invite=token, external_id="P2"
         )
-    with pytest.raises(service.EnrollmentError, match="not valid"):
-        service.join(
+    with pytest.raises(errors.EnrollmentError, match="not valid"):
+        enrollment.join(
             session=session, secret=secret(settings), study=study, invite=token[:-2] + "xx"
         )
     other = rating_study(session, settings, slug="other", prompts=1)
-    with pytest.raises(service.EnrollmentError, match="not valid"):
-        service.join(session=session, secret=secret(settings), study=other, invite=token)
+    with pytest.raises(errors.EnrollmentError, match="not valid"):
+        enrollment.join(session=session, secret=secret(settings), study=other, invite=token)
     assert session.scalar(select(func.count(Evaluator.id))) == 1
 
 
@@ -444,14 +401,14 @@ def test_only_open_studies_take_evaluators(session, settings):
     study = rating_study(
         session, settings, prompts=1, open_enrollment=True, status=StudyStatus.draft
     )
-    with pytest.raises(service.StudyNotOpenError):
-        service.join(session=session, secret=secret(settings), study=study)
+    with pytest.raises(errors.StudyNotOpenError):
+        enrollment.join(session=session, secret=secret(settings), study=study)
     study.status = StudyStatus.open
-    ev = service.join(session=session, secret=secret(settings), study=study).evaluator
+    ev = enrollment.join(session=session, secret=secret(settings), study=study).evaluator
     session.commit()
     study.status = StudyStatus.closed
     session.commit()
-    with pytest.raises(service.StudyClosedError):
+    with pytest.raises(errors.StudyClosedError):
         service.current_trial(session=session, study=study, evaluator=ev)
     assert session.scalar(select(func.count(Prompt.id))) == 1
 
@@ -489,7 +446,7 @@ def test_matchups_missing_after_an_import_are_made_when_needed(session, settings
 def test_media_cache_bounds_bytes_and_forgets_on_time(monkeypatch):
     import time as time_module
 
-    from app.rating.service import MediaCache, MediaFound
+    from app.rating.media import MediaCache, MediaFound
     from app.studies.models import StudyStatus
 
     cache = MediaCache(max_bytes=800, status_seconds=2.0, clip_seconds=60.0)

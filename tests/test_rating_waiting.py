@@ -16,13 +16,13 @@ from sqlalchemy import select, update
 
 from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
-from app.rating import service
+from app.rating import errors, service
 from app.rating.models import Evaluator, Trial, Vote
 from app.rating.schemas import ClientTiming
-from tests.rating_factories import all_left, link, mark_clips_done, rating_study
-from tests.test_admin_web import log_in
-from tests.test_rating_api import count, join
-from tests.test_rating_service import evaluator, run_session
+from tests.kit.admin import log_in
+from tests.kit.db import count
+from tests.kit.rating import all_left, evaluator, join, link, run_session, store_answer
+from tests.kit.studies import mark_clips_done, rating_study
 
 
 def set_status(session, study, status, *, prompts) -> None:  # type: ignore[no-untyped-def]
@@ -153,14 +153,8 @@ def shown_trial(session, settings, **rating):  # type: ignore[no-untyped-def]
 
 
 def submit(session, study, ev, result, *, at, timing):  # type: ignore[no-untyped-def]
-    return service.submit_votes(
-        session=session,
-        study=study,
-        evaluator=ev,
-        trial_id=result.trial.id,
-        votes=all_left(study),
-        now=at,
-        timing=timing,
+    return store_answer(
+        session, study, ev, trial_id=result.trial.id, votes=all_left(study), now=at, timing=timing
     )
 
 
@@ -179,7 +173,7 @@ def test_the_fast_flag_uses_the_pages_timing_not_the_servers(session, settings):
 def test_the_minimum_viewing_time_uses_the_pages_timing(session, settings):
     study, ev, result, shown = shown_trial(session, settings, min_view_seconds=2)
     late = shown + timedelta(seconds=3)  # by the server's clock, long enough
-    with pytest.raises(service.TooEarlyError):
+    with pytest.raises(errors.TooEarlyError):
         submit(
             session,
             study,
@@ -199,7 +193,7 @@ def test_the_minimum_viewing_time_uses_the_pages_timing(session, settings):
 @pytest.mark.parametrize(("load", "view"), [(0.0, 5.0), (3.0, 2.5), (4.9, 0.2)])
 def test_impossible_timing_is_refused_and_nothing_is_stored(session, settings, load, view):
     study, ev, result, shown = shown_trial(session, settings)
-    with pytest.raises(service.TimingError, match=r"longer than the 3\.000 s"):
+    with pytest.raises(errors.TimingError, match=r"longer than the 3\.000 s"):
         submit(
             session,
             study,

@@ -15,8 +15,9 @@ from app.clips.models import Clip, ClipStatus
 from app.config import Settings
 from app.db import session_factory
 from app.storage import get_storage
-from tests.factories import small_study
-from tests.render_helpers import kill_worker, redis_broker_url, running_worker, wait_until
+from tests.kit.services import redis_broker_url
+from tests.kit.studies import small_study
+from tests.kit.workers import kill_worker, running_worker, wait_until
 
 pytestmark = pytest.mark.slow
 

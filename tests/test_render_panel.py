@@ -10,8 +10,8 @@ from sqlalchemy import select, update
 from app.clips import service as clips_service
 from app.clips.models import Clip, ClipStatus
 from app.main import create_app
-from tests.factories import small_study
-from tests.test_admin_web import admin_token, log_in
+from tests.kit.admin import admin_token, log_in
+from tests.kit.studies import small_study
 
 
 @pytest.fixture

@@ -17,8 +17,8 @@ from app.config import Settings
 from app.main import create_app
 from app.studies import service as studies_service
 from app.studies.models import Study, StudyStatus
-from tests.factories import small_study
-from tests.test_admin_web import admin_token, log_in
+from tests.kit.admin import admin_token, log_in
+from tests.kit.studies import small_study
 
 
 def delivery_order(queue: Path) -> list[int]:

@@ -10,9 +10,9 @@ from typer.testing import CliRunner
 
 from app.config import get_settings
 from app.exports import report
-from tests.rating_factories import rating_study
-from tests.results_factories import cast_votes
-from tests.test_admin_web import log_in
+from tests.kit.admin import log_in
+from tests.kit.studies import rating_study
+from tests.kit.votes import cast_votes
 
 FAVORED = "quokka-arm"
 RATES = {"video_text_relevance": 0.8, "motion_naturalness": 0.5, "overall_quality": 0.35}

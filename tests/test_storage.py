@@ -30,7 +30,7 @@ from app.storage import (
     object_response,
 )
 from app.storage import local as local_module
-from tests.s3server import REGION, running_s3_server, s3_client, s3_settings
+from tests.kit.s3 import REGION, running_s3_server, s3_client, s3_settings
 
 BUCKET = "vidarena-test"
 GIF = b"GIF89a" + bytes(range(256)) * 40  # not a real GIF; storage never looks inside

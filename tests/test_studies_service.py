@@ -8,7 +8,7 @@ from sqlalchemy import func, select
 from app.clips.models import Clip, ClipStatus
 from app.studies import service as studies_service
 from app.studies.models import Arm, Prompt, Study, StudyStatus
-from tests.factories import example_study, small_study
+from tests.kit.studies import example_study, small_study
 
 
 def test_example_study_has_two_arms_100_prompts_and_ten_themes(session):

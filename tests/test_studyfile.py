@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from app.studies.studyfile import StudyFileError, load_study_file, parse_study
-from tests.factories import EXAMPLE_STUDY, SMALL_PROMPTS_CSV, SMALL_STUDY_TOML
+from tests.kit.paths import EXAMPLE_STUDY
+from tests.kit.studies import SMALL_PROMPTS_CSV, SMALL_STUDY_TOML
 
 TOML = SMALL_STUDY_TOML.format(slug="s")
 

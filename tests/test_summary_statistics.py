@@ -18,10 +18,10 @@ import pytest
 from app.dashboard.schemas import Filters
 from app.exports import service as exports_service
 from app.studies.models import Study
-from tests.rating_factories import PROMPT_TEXTS
-from tests.results_factories import cast_votes, copy_votes, flagged_evaluator_ids, listed_study
-from tests.test_admin_web import log_in
-from tests.test_cli import run
+from tests.kit.admin import log_in
+from tests.kit.cli import run
+from tests.kit.studies import PROMPT_TEXTS, listed_study
+from tests.kit.votes import cast_votes, copy_votes, flagged_evaluator_ids
 
 ARMS = ("zebra-arm", "quokka-arm", "narwhal-arm")
 FAVORED = "quokka-arm"
@@ -108,7 +108,7 @@ def expected_agreement(rows: list[dict[str, Any]], criterion: str) -> dict[str, 
         ),
         "n_units": sum(1 for n in raters.values() if n >= 2),
         "repeat_consistency": sum(same) / len(same) if same else None,
-        "n_repeat_pairs": len(same),
+        "n_repeat_comparisons": len(same),
     }
 
 
@@ -161,9 +161,9 @@ def test_every_statistic_comes_from_the_votes_the_filters_keep(
             got = agreement[criterion]
             assert got["alpha"] == pytest.approx(expected["alpha"], abs=1e-12), (how, criterion)
             assert got["n_units"] == expected["n_units"]
-            assert got["n_repeat_pairs"] == expected["n_repeat_pairs"], (how, criterion)
+            assert got["n_repeat_comparisons"] == expected["n_repeat_comparisons"], (how, criterion)
             assert got["repeat_consistency"] == pytest.approx(expected["repeat_consistency"])
-        repeat_pairs[how] = sum(r["n_repeat_pairs"] for r in agreement.values())
+        repeat_pairs[how] = sum(r["n_repeat_comparisons"] for r in agreement.values())
         quality = {r["evaluator"]: r for r in tables["evaluator_quality"]}
         expected_q = expected_quality(mine)
         assert set(quality) == set(expected_q), how
@@ -189,7 +189,7 @@ def test_every_statistic_comes_from_the_votes_the_filters_keep(
     section = html[html.index("Inter-rater agreement") :]
     row = section[section.index("Overall quality</bdi></th>") :].split("</tr>")[0]
     assert f"{expected['alpha']:.3f}</td>" in row
-    assert f"n={expected['n_repeat_pairs']}</span>" in row
+    assert f"n={expected['n_repeat_comparisons']}</span>" in row
     result = run(
         "export", "summary", study.slug, "--format", "json", "--exclude-flagged-evaluators",
         "--arm", FAVORED, database_url=database_url, cwd=tmp_path,
@@ -199,7 +199,7 @@ def test_every_statistic_comes_from_the_votes_the_filters_keep(
     mine = kept(rows, "evaluators", flagged_evaluators)
     for criterion in CRITERIA:
         expected = expected_agreement(mine, criterion)
-        assert cli[criterion]["n_repeat_pairs"] == expected["n_repeat_pairs"]
+        assert cli[criterion]["n_repeat_comparisons"] == expected["n_repeat_comparisons"]
         assert cli[criterion]["alpha"] == pytest.approx(expected["alpha"], abs=1e-12)
 
 

@@ -1,8 +1,8 @@
-"""A request flood, as an attacker would send it: `python -m tests.flood SPEC.json` fires, for each
-target in turn, `count` concurrent requests at once and prints one JSON object: per target, the
-status codes seen and the slowest answer. A process of its own (asyncio + aiohttp), so the
-tests' evaluators measure the server, not this client's event loop. Loopback only; it stops when
-every request has been answered or timed out.
+"""A request flood, as an attacker would send it: `python -m tests.kit.flood SPEC.json` fires,
+for each target in turn, `count` concurrent requests at once and prints one JSON object: per
+target, the status codes seen and the slowest answer. A process of its own (asyncio + aiohttp),
+so the tests' evaluators measure the server, not this client's event loop. Loopback only; it
+stops when every request has been answered or timed out.
 
 SPEC: {"base": "http://127.0.0.1:PORT", "timeout": 60,
        "targets": [{"name": ..., "method": "GET", "path": ..., "count": 200,

@@ -1,7 +1,7 @@
 """A real S3-compatible HTTP server for tests: moto's ThreadedMotoServer on 127.0.0.1.
 
 moto does not verify signatures, so any credentials work; these dummy ones are passed explicitly
-so nothing falls back to a developer's real AWS profile. A conftest can wrap it as a fixture:
+so nothing falls back to a developer's real AWS profile. A test module wraps it as a fixture:
 
     @pytest.fixture(scope="session")
     def s3_endpoint():
