@@ -47,7 +47,8 @@ def _delta(level: Level, n_c: np.ndarray, values: np.ndarray) -> np.ndarray:
     if level == "nominal":
         return 1.0 - np.eye(v)
     if level == "interval":
-        return (values[:, None] - values[None, :]) ** 2
+        squared: np.ndarray = (values[:, None] - values[None, :]) ** 2  # numpy types ** Any
+        return squared
     if level == "ordinal":
         cum = np.concatenate([[0.0], np.cumsum(n_c)])
         d = np.zeros((v, v))

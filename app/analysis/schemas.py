@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 Choice = Literal["left", "right", "tie"]
 CHOICES: tuple[str, ...] = ("left", "right", "tie")
@@ -41,12 +41,14 @@ class _Row:
     """Mixin: `as_row()` flattens a result into a dict of scalars (one CSV row)."""
 
     __slots__ = ()
+    # Declared, not set: every subclass is a dataclass, which is what asdict() asks for.
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]
 
     def as_row(self) -> dict[str, Any]:
         return _flat(self)
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)  # type: ignore[call-overload]
+        return dataclasses.asdict(self)
 
 
 # --------------------------------------------------------------------------------------- inputs
