@@ -36,14 +36,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from sqlalchemy import Engine, select, update
 
 from app.clips.models import Clip, ClipStatus
-from app.db import make_engine, session_factory, upgrade_schema
-from app.rating import service as rating_service
+from app.db import make_engine, session_factory
+from app.rating import matchups as rating_matchups
 from app.rating.models import Matchup
-from app.studies import service as studies_service
 from app.studies.models import Arm, Study, StudyStatus
-from app.studies.studyfile import load_study_file
+from tests.kit.db import fresh_database
 
-STUDY_FILE = Path(__file__).resolve().parent.parent / "examples/lightning-vs-animatediff/study.toml"
 TRIALS_PER_EVALUATOR = 20  # the example study's quota
 REPEATS_PER_EVALUATOR = 2
 # P(the fast arm wins a decisive vote) per criterion, and the tie rate: a plausible study.
@@ -67,17 +65,19 @@ SQLITE_TIME = "%Y-%m-%d %H:%M:%S.%f"
 def seed_study(engine: Engine) -> tuple[int, list[int], list[int]]:
     """The example study, open, clips done with telemetry, matchups made.
     Returns (study id, matchup ids, arm ids)."""
+    from tests.kit.studies import example_study  # here: the export processes need none of it
+
     with session_factory(engine)() as session:
-        study = studies_service.create(session=session, draft=load_study_file(STUDY_FILE))
+        study = example_study(session)
         study.status = StudyStatus.open
-        study.settings = {
-            **study.settings,
+        study.rating = {
+            **study.rating,
             "trials_per_evaluator": TRIALS_PER_EVALUATOR,
             "repeat_trials": REPEATS_PER_EVALUATOR,
         }
         session.flush()
         _finish_clips(session, study)
-        rating_service.ensure_matchups(session=session, study=study)
+        rating_matchups.ensure_matchups(session=session, study=study)
         session.commit()
         matchups = list(session.scalars(select(Matchup.id).where(Matchup.study_id == study.id)))
         arms = list(session.scalars(select(Arm.id).where(Arm.study_id == study.id)))
@@ -347,17 +347,16 @@ def main() -> None:
         return
     folder = args.keep or Path(tempfile.mkdtemp(prefix="vidarena-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    url = f"sqlite:///{folder / 'bench.sqlite'}"
     try:
-        upgrade_schema(url)
-        engine = make_engine(url)
-        started = time.perf_counter()
-        study_id, matchups, _ = seed_study(engine)
-        n = seed_votes(engine, votes=args.votes, study_id=study_id, matchups=matchups)
-        seeded = time.perf_counter() - started
-        rows = measure_dashboard(engine, study_id=study_id, matchups=matchups)
-        votes = measure_export(url, "votes")
-        clips = measure_export(url, "clips")
+        with fresh_database("sqlite", folder, name="bench") as url:
+            engine = make_engine(url)
+            started = time.perf_counter()
+            study_id, matchups, _ = seed_study(engine)
+            n = seed_votes(engine, votes=args.votes, study_id=study_id, matchups=matchups)
+            seeded = time.perf_counter() - started
+            rows = measure_dashboard(engine, study_id=study_id, matchups=matchups)
+            votes = measure_export(url, "votes")
+            clips = measure_export(url, "clips")
     finally:
         if args.keep is None:
             shutil.rmtree(folder, ignore_errors=True)

@@ -21,8 +21,6 @@ import json
 import os
 import re
 import shutil
-import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -30,13 +28,17 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from tests.kit.config import env_without_vidarena
+from tests.kit.paths import ROOT
+from tests.kit.servers import answers, get_json, stop_group
+from tests.kit.services import free_port
+
 LINK = re.compile(r"(http://\S+/r/([^?\s]+)\?invite=(\S+))")
 
 
@@ -71,7 +73,7 @@ def run_demo(
     folder: Path, *, timeout: float, whole_study: bool = True, timeline: bool = False
 ) -> dict[str, Any]:
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("VIDARENA_")}
+    env = env_without_vidarena()
     env.update(VIDARENA_VAR_DIR=str(folder / "var"), HF_HUB_OFFLINE="1", PYTHONPATH=str(ROOT))
     started, wall_start = time.monotonic(), datetime.now(UTC)
     process = subprocess.Popen(
@@ -136,24 +138,6 @@ def run_demo(
         stop_group(process)
 
 
-def stop_group(process: subprocess.Popen[str]) -> None:
-    """Stop the demo and its render worker (one process group), and wait until both are gone:
-    a worker finishing its clip would otherwise write into a folder being removed."""
-    os.killpg(process.pid, signal.SIGTERM)
-    deadline = time.monotonic() + 30
-    try:
-        process.wait(timeout=30)
-        while time.monotonic() < deadline:
-            os.killpg(process.pid, 0)  # raises once no process of the group is left
-            time.sleep(0.1)
-        os.killpg(process.pid, signal.SIGKILL)
-    except subprocess.TimeoutExpired:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    process.wait()
-
-
 def print_timeline(events: list[tuple[float, str]], database: Path, wall_start: datetime) -> None:
     """The demo's output and the first clips' claim and finish times, in seconds from start."""
     with sqlite3.connect(f"file:{database}?mode=ro", uri=True, timeout=10) as conn:
@@ -177,33 +161,16 @@ def print_timeline(events: list[tuple[float, str]], database: Path, wall_start: 
 
 def wait_for_first_pair(base: str, *, key: str, invite: str, elapsed) -> float:  # type: ignore[no-untyped-def]
     """Join as an evaluator, then ask for the next trial until there is one."""
-    joined = request(f"{base}/r/{key}/api/join", {"invite": invite})
+    joined = get_json(f"{base}/r/{key}/api/join", {"invite": invite})
     headers = {"Authorization": f"Bearer {joined['evaluator_token']}"}
     while True:
-        answer = request(f"{base}/r/{key}/api/next", headers=headers)
+        answer = get_json(f"{base}/r/{key}/api/next", headers=headers)
         if answer["status"] == "trial":
             return elapsed()
         if answer["status"] == "done":
             raise SystemExit(f"the evaluator was sent away: {answer}")
         elapsed()
         time.sleep(0.2)
-
-
-def request(url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers=headers or {})
-    if data is not None:
-        req.add_header("Content-Type", "application/json")
-    with urllib.request.urlopen(req, timeout=30) as response:
-        return json.load(response)
-
-
-def answers(url: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=2) as response:
-            return response.status == 200
-    except (OSError, urllib.error.URLError):
-        return False
 
 
 def clip_counts(database: Path) -> dict[str, int]:
@@ -221,12 +188,6 @@ def median_seconds(database: Path) -> dict[str, float]:
     for arm, telemetry in rows:
         seconds.setdefault(arm, []).append(json.loads(telemetry)["total_s"])
     return {arm: round(statistics.median(s), 2) for arm, s in sorted(seconds.items())}
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 if __name__ == "__main__":
