@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, TypeVar
 
-from sqlalchemy import ColumnElement, Select, case, select
+from sqlalchemy import ColumnElement, ColumnExpressionArgument, Select, case, select
 
 from app.rating.models import Matchup, Trial, Vote
 
@@ -42,10 +42,9 @@ def in_study(study_id: int, *, dialect: str | None = None) -> ColumnElement[bool
     stream in primary-key order from the first one (faster there than walking the index and
     sorting, at the cost of reading other studies' votes too). Leave it out where a narrower
     condition (an id range, an evaluator) drives the query."""
-    column: ColumnElement[int] = Matchup.study_id
     if dialect == "sqlite":
-        column = Matchup.study_id + 0
-    return column == study_id
+        return Matchup.study_id + 0 == study_id
+    return Matchup.study_id == study_id
 
 
 def study_votes(*columns: Any, study_id: int, dialect: str | None = None) -> Select[Any]:
@@ -56,20 +55,26 @@ def study_votes(*columns: Any, study_id: int, dialect: str | None = None) -> Sel
 # --- orientation ----------------------------------------------------------------------------
 
 
-def on_left(a: ColumnElement[T], b: ColumnElement[T]) -> ColumnElement[T]:
+def on_left(a: ColumnExpressionArgument[T], b: ColumnExpressionArgument[T]) -> ColumnElement[T]:
     """Of the matchup's `a` and `b` column, the one its trial showed on the left."""
     return case((Trial.a_on_left, a), else_=b)
 
 
-def on_right(a: ColumnElement[T], b: ColumnElement[T]) -> ColumnElement[T]:
+def on_right(a: ColumnExpressionArgument[T], b: ColumnExpressionArgument[T]) -> ColumnElement[T]:
     """Of the matchup's `a` and `b` column, the one its trial showed on the right."""
     return case((Trial.a_on_left, b), else_=a)
 
 
-left_arm_id = on_left(Matchup.arm_a_id, Matchup.arm_b_id).label("left_arm_id")
-right_arm_id = on_right(Matchup.arm_a_id, Matchup.arm_b_id).label("right_arm_id")
-left_clip_id = on_left(Matchup.clip_a_id, Matchup.clip_b_id).label("left_clip_id")
-right_clip_id = on_right(Matchup.clip_a_id, Matchup.clip_b_id).label("right_clip_id")
+left_arm_id: ColumnElement[int] = on_left(Matchup.arm_a_id, Matchup.arm_b_id).label("left_arm_id")
+right_arm_id: ColumnElement[int] = on_right(Matchup.arm_a_id, Matchup.arm_b_id).label(
+    "right_arm_id"
+)
+left_clip_id: ColumnElement[int] = on_left(Matchup.clip_a_id, Matchup.clip_b_id).label(
+    "left_clip_id"
+)
+right_clip_id: ColumnElement[int] = on_right(Matchup.clip_a_id, Matchup.clip_b_id).label(
+    "right_clip_id"
+)
 
 
 def sides(a: T, b: T, a_on_left: Any) -> tuple[T, T]:
