@@ -185,14 +185,13 @@ def clips_import(
     from app.clips.importer import import_manifest
     from app.db import session_scope
     from app.storage import get_storage
-    from app.studies import service as studies_service
     from app.studies.studyfile import StudyFileError
 
     settings = get_settings()
     ensure_schema(settings)
     try:
         with session_scope() as session:
-            study = studies_service.get_by_slug(session=session, slug=slug)
+            study = _study_or_exit(session, slug)
             count = import_manifest(
                 session=session,
                 study=study,
@@ -200,7 +199,7 @@ def clips_import(
                 storage=get_storage(settings),
                 replace=replace,
             )
-    except (StudyFileError, studies_service.StudyNotFoundError) as exc:
+    except StudyFileError as exc:
         raise fail(str(exc), code=2) from exc
     typer.echo(f"imported {count} clip(s) into {slug!r}")
 
@@ -391,11 +390,10 @@ def _wait_for_renders(slug: str) -> int:
 
     from app.clips import service as clips_service
     from app.db import session_scope
-    from app.studies import service as studies_service
 
     def snapshot() -> list[clips_service.ArmProgress]:
         with session_scope(read_only=True) as session:
-            study = studies_service.get_by_slug(session=session, slug=slug)
+            study = _study_or_exit(session, slug)
             return clips_service.progress(session=session, study=study)
 
     columns = (
@@ -471,10 +469,9 @@ def _print_demo_invites(settings: Settings, *, slug: str, base_url: str) -> None
     """Rating links for trying the study at once: pairs appear as both clips of a prompt finish."""
     from app.db import session_scope
     from app.rating import enrollment
-    from app.studies import service as studies_service
 
     with session_scope(read_only=True) as session:
-        study = studies_service.get_by_slug(session=session, slug=slug)
+        study = _study_or_exit(session, slug)
         links = enrollment.new_invites(
             secret=settings.resolved_secret_key(), study=study, count=3, base_url=base_url
         )

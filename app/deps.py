@@ -1,11 +1,16 @@
-"""FastAPI dependencies shared by every router: settings, sessions, the current study."""
+"""FastAPI dependencies shared by every router: settings, sessions, the current study.
+
+The study of a route's `{slug}` comes from `StudyDep` (read session) or `StudyForUpdateDep`
+(write session), both over the one lookup, `studies.service.get_by_slug` (the CLI's
+`_study_or_exit` too); an unknown slug raises StudyNotFoundError, which the app's one handler
+answers with 404 (a page under /admin)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
 from app.config import Settings
@@ -45,8 +50,6 @@ ReadSessionDep = Annotated[Session, Depends(get_read_session, scope="function")]
 def get_study(slug: str, session: ReadSessionDep) -> Study:
     try:
         study = studies_service.get_by_slug(session=session, slug=slug)
-    except studies_service.StudyNotFoundError as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from exc
     finally:
         # Give the connection back before the request waits for a thread to run its handler
         # (this dependency runs in one, the handler in another): a burst of queued requests
@@ -55,4 +58,11 @@ def get_study(slug: str, session: ReadSessionDep) -> Study:
     return study
 
 
+def get_study_for_update(slug: str, session: SessionDep) -> Study:
+    """The study loaded in the request's write session (the route's `SessionDep` is the same
+    session: FastAPI makes one per request), for routes that change it or its clips."""
+    return studies_service.get_by_slug(session=session, slug=slug)
+
+
 StudyDep = Annotated[Study, Depends(get_study)]
+StudyForUpdateDep = Annotated[Study, Depends(get_study_for_update)]

@@ -30,6 +30,7 @@ from app.rating import tokens
 from app.rating.errors import RatingError
 from app.rating.media import MediaCache
 from app.studies import router as studies_router
+from app.studies.service import StudyNotFoundError
 from app.web import errors, limits
 from app.web.pages import FAVICON, STATIC_DIR, templates
 
@@ -91,6 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_exception_handler(StarletteHTTPException, errors.http_error_page)
     app.add_exception_handler(RequestValidationError, errors.request_validation_error)
     app.add_exception_handler(RatingError, errors.rating_error)
+    app.add_exception_handler(StudyNotFoundError, errors.study_not_found)
 
     # Evaluator routes first: the busiest, and routes are matched in order.
     app.include_router(rating_api.router)

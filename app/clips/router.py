@@ -26,9 +26,8 @@ from app.auth.deps import admin_router
 from app.clips import service as clips_service
 from app.clips.dispatch import queue_renders
 from app.clips.schemas import ArmProgressOut, RenderProgressOut
-from app.deps import ReadSessionDep, SessionDep, SettingsDep, StudyDep
+from app.deps import ReadSessionDep, SessionDep, SettingsDep, StudyDep, StudyForUpdateDep
 from app.ops import metrics
-from app.studies import service as studies_service
 from app.text import plural
 
 log = logging.getLogger(__name__)
@@ -55,13 +54,13 @@ def render_progress(study: StudyDep, session: ReadSessionDep) -> RenderProgressO
 def render_queue(
     request: Request,
     slug: str,
+    study: StudyForUpdateDep,
     session: SessionDep,
     settings: SettingsDep,
     action: Annotated[str, Form()] = "missing",
     tiny: Annotated[bool, Form()] = False,
 ) -> Response:
     """Queue the missing (or only the failed) clips, commit, then send the tasks."""
-    study = _study(session, slug)
     if action not in {"missing", "retry_failed"}:
         raise HTTPException(status_code=422, detail=f"unknown action {action!r}")
     try:
@@ -81,8 +80,9 @@ def render_queue(
 
 
 @router.post("/studies/{slug}/render/cancel", name="render_cancel")
-def render_cancel(request: Request, slug: str, session: SessionDep) -> Response:
-    study = _study(session, slug)
+def render_cancel(
+    request: Request, slug: str, study: StudyForUpdateDep, session: SessionDep
+) -> Response:
     cancelled = clips_service.cancel(session=session, study=study)
     session.commit()
     auth_service.flash(
@@ -91,13 +91,6 @@ def render_cancel(request: Request, slug: str, session: SessionDep) -> Response:
         message=f"{plural(cancelled, 'clip')} cancelled; rendering ones stop at their next step.",
     )
     return RedirectResponse(f"/admin/studies/{slug}#render", status_code=303)
-
-
-def _study(session, slug: str):  # type: ignore[no-untyped-def]
-    try:
-        return studies_service.get_by_slug(session=session, slug=slug)
-    except studies_service.StudyNotFoundError as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from exc
 
 
 class RenderIn(BaseModel):
@@ -120,11 +113,14 @@ class RenderOut(BaseModel):
     tags=["ops"],
 )
 def queue_renders_json(
-    slug: str, session: SessionDep, settings: SettingsDep, body: RenderIn | None = None
+    slug: str,
+    study: StudyForUpdateDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    body: RenderIn | None = None,
 ) -> JSONResponse:
     """The render panel's form as JSON: 202 with counts, or 503 while the broker is down."""
     body = body or RenderIn()
-    study = _study(session, slug)
     try:
         ids, sent = queue_renders(
             session=session, settings=settings, study=study, action=body.action, tiny=body.tiny

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
 import anyio
-from fastapi import HTTPException, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,8 +26,8 @@ from app.dashboard import charts, service
 from app.dashboard.schemas import Dashboard, Filters
 from app.deps import ReadSessionDep, StudyDep
 from app.ops import bulkhead
-from app.studies import service as studies_service
 from app.studies.models import Study
+from app.studies.service import StudyNotFoundError
 from app.web.pages import templates
 
 router = admin_router(tags=["dashboard"])
@@ -73,7 +73,7 @@ def dashboard_live(
 
 @router.get("/studies/{slug}/dashboard/advanced", response_class=HTMLResponse)
 async def dashboard_advanced(
-    request: Request, slug: str, filters: FiltersDep, fresh: bool = False
+    request: Request, study: StudyDep, filters: FiltersDep, fresh: bool = False
 ) -> Response:
     """Bootstrap, agreement and evaluator quality (seconds at a million votes; cached), on the
     analysis lane (app/ops/bulkhead.py), not the threads evaluators and admin pages share."""
@@ -90,35 +90,29 @@ async def dashboard_advanced(
             a=a, d=d, charts=charts, refresh_url=refresh
         )
 
-    if not await bulkhead.in_analysis_lane(request, _exists, factory, slug):
-        raise HTTPException(status_code=404, detail=f"no study with slug {slug!r}")
-    html = await bulkhead.in_analysis_lane(request, _with_study, factory, slug, render)
+    html = await bulkhead.in_analysis_lane(request, _with_study, factory, study.id, render)
     return HTMLResponse(html, headers=NO_STORE)
 
 
 @router.get("/studies/{slug}/dashboard/events")
-async def dashboard_events(request: Request, slug: str, filters: FiltersDep) -> StreamingResponse:
+async def dashboard_events(
+    request: Request, study: StudyDep, filters: FiltersDep
+) -> StreamingResponse:
     """Server-sent events: `summary` with the re-rendered live part whenever it changes."""
     factory = request.app.state.read_session_factory
-    if not await anyio.to_thread.run_sync(_exists, factory, slug):
-        raise HTTPException(status_code=404, detail=f"no study with slug {slug!r}")
-    stream = _events(request, factory=factory, slug=slug, filters=filters, cache=get_cache(request))
+    cache = get_cache(request)
+    stream = _events(request, factory=factory, study_id=study.id, filters=filters, cache=cache)
     headers = {**NO_STORE, "X-Accel-Buffering": "no"}
     return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
 
 
-def _exists(factory: sessionmaker[Session], slug: str) -> bool:
+def _with_study(factory: sessionmaker[Session], study_id: int, fn: Any) -> Any:
+    """`fn(session, study)` in a session of its own, with the route's study (found by StudyDep)
+    loaded again by id; raises StudyNotFoundError (404) if it was deleted meanwhile."""
     with factory() as session:
-        try:
-            studies_service.get_by_slug(session=session, slug=slug)
-        except studies_service.StudyNotFoundError:
-            return False
-        return True
-
-
-def _with_study(factory: sessionmaker[Session], slug: str, fn: Any) -> Any:
-    with factory() as session:
-        study: Study = studies_service.get_by_slug(session=session, slug=slug)
+        study = session.get(Study, study_id)
+        if study is None:
+            raise StudyNotFoundError(f"study {study_id} is gone")
         return fn(session, study)
 
 
@@ -126,7 +120,7 @@ async def _events(
     request: Request,
     *,
     factory: sessionmaker[Session],
-    slug: str,
+    study_id: int,
     filters: Filters,
     cache: service.DashboardCache,
 ) -> AsyncIterator[str]:
@@ -141,9 +135,11 @@ async def _events(
     started = last_sent = time.monotonic()
     last_token = last_generated = None
     while time.monotonic() - started < STREAM_SECONDS and not await request.is_disconnected():
-        current = await anyio.to_thread.run_sync(_with_study, factory, slug, token)
+        current = await anyio.to_thread.run_sync(_with_study, factory, study_id, token)
         if current != last_token:
-            generated, html = await anyio.to_thread.run_sync(_with_study, factory, slug, summary)
+            generated, html = await anyio.to_thread.run_sync(
+                _with_study, factory, study_id, summary
+            )
             if generated != last_generated:
                 yield sse_event("summary", html)
                 last_sent, last_generated = time.monotonic(), generated

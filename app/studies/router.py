@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import PurePath
 from typing import Annotated, Any
 
-from fastapi import File, Form, HTTPException, Query, Request, UploadFile
+from fastapi import File, Form, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 from app.auth import service as auth_service
 from app.auth.deps import admin_router
 from app.clips import service as clips_service
-from app.deps import ReadSessionDep, SessionDep, StudyDep
+from app.deps import ReadSessionDep, SessionDep, StudyDep, StudyForUpdateDep
 from app.rating import matchups
 from app.studies import service as studies_service
 from app.studies.models import Study, StudyStatus
@@ -202,9 +202,11 @@ def study_page(
 
 @router.post("/studies/{slug}/status", response_class=HTMLResponse)
 def change_status(
-    request: Request, slug: str, session: SessionDep, status: Annotated[str, Form()] = ""
+    request: Request,
+    study: StudyForUpdateDep,
+    session: SessionDep,
+    status: Annotated[str, Form()] = "",
 ) -> Response:
-    study = _get_for_update(session=session, slug=slug)
     if status not in StudyStatus.__members__:
         error = f"unknown status {status!r}"
         return _render_study(request, session=session, study=study, error=error, status_code=422)
@@ -221,14 +223,6 @@ def change_status(
         message=f"Study “{study.name}” is now {new_status.value}.",
     )
     return RedirectResponse(f"/admin/studies/{study.slug}", status_code=303)
-
-
-def _get_for_update(*, session: Session, slug: str) -> Study:
-    """The study loaded in the write session (StudyDep's belongs to the read session)."""
-    try:
-        return studies_service.get_by_slug(session=session, slug=slug)
-    except studies_service.StudyNotFoundError as exc:
-        raise HTTPException(status_code=404, detail=str(exc)) from exc
 
 
 def _render_study(

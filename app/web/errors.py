@@ -3,6 +3,7 @@
 - `http_error_page`: HTTP errors as HTML pages under /admin (unless JSON is asked for), FastAPI's
   JSON elsewhere.
 - `request_validation_error`: request-validation errors that never echo the input back.
+- `study_not_found`: an unknown study slug, as a 404 (a page under /admin).
 - `rating_error`: what the rating flow refuses (app/rating/errors.py): JSON on the evaluator
   API, text on the media route, a page on the evaluator pages.
 
@@ -24,6 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app.auth.deps import wants_json
 from app.rating.deps import PRIVATE_HEADERS
 from app.rating.errors import RatingError
+from app.studies.service import StudyNotFoundError
 from app.studies.studyfile import MAX_FILE_BYTES
 from app.web.pages import templates
 
@@ -121,3 +123,9 @@ async def rating_error(request: Request, exc: Exception) -> Response:
     return templates.TemplateResponse(
         request, "rate/message.html", context, status_code=exc.status_code, headers=PRIVATE
     )
+
+
+async def study_not_found(request: Request, exc: Exception) -> Response:
+    """The one answer to an unknown `{slug}`, wherever it was looked up."""
+    assert isinstance(exc, StudyNotFoundError)
+    return await http_error_page(request, StarletteHTTPException(status_code=404, detail=str(exc)))
