@@ -22,17 +22,20 @@ venv: $(BIN)/.installed
 run: venv
 	$(BIN)/vidarena demo --host $(HOST) --port $(PORT)
 
-## test: ruff, mypy (app/ and workers/, [tool.mypy] in pyproject.toml), then the whole test suite
-## (SQLite and PostgreSQL; Redis, S3 and Chromium where needed)
+## test: ruff, mypy (app/ and workers/, [tool.mypy] in pyproject.toml), the import stack
+## (lint-imports, [tool.importlinter]), then the whole test suite (SQLite and PostgreSQL; Redis,
+## S3 and Chromium where needed)
 test: venv
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest
 
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check app workers tests benchmarks
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 clean:
-	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache
+	rm -rf $(VENV) var .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

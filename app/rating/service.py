@@ -1,5 +1,5 @@
-"""Assignment, counters and answers: one algorithm, kept in one module (longer than the rest on
-purpose: every write here changes the matchup counters under the same locks, and its invariants,
+"""Assignment, counters and answers: one algorithm, kept in one module on purpose (longer than
+the rest: every write here changes the matchup counters under the same locks, and its invariants,
 balanced coverage, counterbalanced sides, no matchup twice, would otherwise span modules).
 Keyword-only, callers commit; `app.rating.flow` composes these into the next/submit requests.
 
