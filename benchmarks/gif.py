@@ -1,4 +1,4 @@
-"""GIF encoders compared: `workers.gif.encode_gif` (one shared imagequant palette) against
+"""GIF encoders compared: `app.clips.gif.encode_gif` (one shared imagequant palette) against
 diffusers' `export_to_gif` (Pillow's per-frame palettes, the common default).
 
 Bytes, PSNR and SSIM of the decoded GIF against the source frames, and encode seconds (best of
@@ -26,7 +26,7 @@ from PIL import Image, ImageFilter, ImageSequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from workers.gif import encode_gif
+from app.clips.gif import encode_gif
 
 FPS = 8
 Encoder = Callable[[list[Image.Image]], bytes]

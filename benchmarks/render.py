@@ -40,8 +40,8 @@ from diffusers import (
 )
 from transformers import CLIPTextConfig, CLIPTextModel
 
-from app.studies.schemas import ArmSpec
 from app.clips.gif import encode_gif
+from app.studies.schemas import ArmSpec
 from workers.pipelines import get_renderer
 from workers.pipelines.base import (
     ModelSources,
