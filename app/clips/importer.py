@@ -1,9 +1,10 @@
 """Bring your own clips: a manifest CSV (prompt, arm, path) of GIFs rendered elsewhere.
 
 Optional cost columns carry what each clip cost to render, under the names the render worker
-stores in a clip's telemetry (and clips.csv exports): total_s, denoise_s, denoiser_passes,
-device, peak_memory_bytes. A blank cell means "not recorded"; without total_s an arm has no
-render cost, and the dashboard says so rather than guessing which arm is fastest.
+stores in a clip's telemetry (clips.csv exports them with a `telemetry_` prefix): total_s,
+denoise_s, denoiser_passes, device, peak_memory_bytes. A blank cell means "not recorded"; without
+total_s an arm has no render cost, and the dashboard says so rather than guessing which arm is
+fastest.
 
 Imported GIFs are stored without comments or application data other than the loop count, so a
 tool name inside a file cannot tell raters which pipeline made it.
@@ -19,7 +20,7 @@ import csv
 import io
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class ImportRow:
     line: int
     clip: Clip
     data: bytes
-    info: dict
+    info: dict[str, Any]  # gif_info's: frames, width, height, duration_ms...
     cost: dict[str, Any] = field(default_factory=dict)  # telemetry keys: total_s, device...
 
 
@@ -120,7 +121,8 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
         if found:
             problems.append(Problem(name, line, 1, found))
             continue
-        clip = clips[(prompt.id, arm.id)]  # type: ignore[union-attr]
+        assert prompt is not None and arm is not None  # else _row_problem said which is missing
+        clip = clips[(prompt.id, arm.id)]
         if clip.id in seen:
             problems.append(Problem(name, line, 1, f"same prompt and arm as line {seen[clip.id]}"))
             continue
@@ -157,7 +159,7 @@ def _validate(*, session: Session, study: Study, manifest: Path, replace: bool) 
     return rows
 
 
-def _check_header(header: list[str], *, name: str, line: str) -> dict[str, int]:
+def _check_header(header: Sequence[str], *, name: str, line: str) -> dict[str, int]:
     """{column: index} of a header holding prompt, arm, path and any of the cost columns."""
     names = [h.strip().lower() for h in header]
     offsets = _field_offsets(line)
@@ -217,7 +219,7 @@ def _clips_in_trials(session: Session, study: Study) -> dict[int, tuple[int, int
 
 
 def _row_problem(
-    record: dict[str, str], prompt: Prompt | None, arm: Arm | None, path: Path, arms: dict
+    record: dict[str, str], prompt: Prompt | None, arm: Arm | None, path: Path, arms: dict[str, Arm]
 ) -> str | None:
     if prompt is None:
         return f"prompt {record['prompt'][:80]!r} is not in this study"

@@ -51,6 +51,7 @@ from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
 from app.ops.metrics import count_on_commit
 from app.rating import matchups
+from app.rating import votes as vote_view
 from app.rating.enrollment import check_open, rating_spec
 from app.rating.errors import (
     NotCurrentError,
@@ -168,7 +169,7 @@ class _State:
     def sides(self, trial: Trial) -> tuple[int, int]:
         """The clip ids shown on the left and on the right of `trial`."""
         a, b = self.clips_of[trial.id]
-        return (a, b) if trial.a_on_left else (b, a)
+        return vote_view.sides(a, b, trial.a_on_left)
 
     def own(self, trial_id: int) -> Trial:
         for trial in self.trials:
@@ -831,12 +832,6 @@ def _check_votes(study: Study, votes: dict[str, str]) -> dict[str, Choice]:
     return {k: checked[k] for k in keys}
 
 
-def _arm_view(choice: Choice, a_on_left: bool) -> str:
-    if choice == Choice.tie:
-        return "tie"
-    return "a" if (choice == Choice.left) == a_on_left else "b"
-
-
 @dataclass
 class Submission:
     """A checked answer to a trial, ready to store: `check_submission` reads (a read session
@@ -1083,8 +1078,8 @@ def _repeat_consistency(session: Session, *, trial: Trial, votes: dict[str, Choi
     )
     if original is None or original.answered_at is None:
         return []
-    before = {v.criterion: _arm_view(v.choice, original.a_on_left) for v in original.votes}
-    differ = [k for k, c in votes.items() if before.get(k) != _arm_view(c, trial.a_on_left)]
+    before = {v.criterion: vote_view.chosen(v.choice, original.a_on_left) for v in original.votes}
+    differ = [k for k, c in votes.items() if before.get(k) != vote_view.chosen(c, trial.a_on_left)]
     if not differ:
         return []
     return [

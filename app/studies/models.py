@@ -14,7 +14,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
 )
-from sqlalchemy.orm import Mapped, mapped_column, relationship, synonym
+from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from app.db import Base, UTCDateTime, str_enum, utcnow
 from app.studies.schemas import ArmSpec, Criterion
@@ -42,9 +42,6 @@ class Study(Base):
     # The study file's [rating] table (quota, enrollment, quality control) as validated by
     # RatingSpec.
     rating: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
-    # The column's name before migration 0006, kept only until the last callers (rating and
-    # study services) say `rating`; then it goes.
-    settings: Mapped[dict[str, Any]] = synonym("rating")
     # The study file as uploaded, kept for provenance (loaded only when read: pages and the
     # rating API load studies on every request).
     study_file: Mapped[str] = mapped_column(Text, default="", deferred=True)

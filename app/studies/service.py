@@ -46,7 +46,7 @@ def create(*, session: Session, draft: StudyDraft) -> Study:
         name=draft.name,
         description=draft.description.strip(),
         criteria=[c.model_dump() for c in draft.criteria],
-        settings=draft.rating.model_dump(),
+        rating=draft.rating.model_dump(),
         study_file=draft.study_file,
     )
     study.arms = [
