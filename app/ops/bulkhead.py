@@ -135,16 +135,20 @@ async def in_analysis_lane(request: Request, function: Callable[..., T], *args: 
     return await anyio.to_thread.run_sync(partial(function, *args), limiter=analysis_lane(request))
 
 
+def _next_chunk(chunks: Iterator[str]) -> str | None:
+    return next(chunks, None)
+
+
 async def iterate_in_lane(
     limiter: anyio.CapacityLimiter | None, chunks: Iterator[str]
 ) -> AsyncIterator[str]:
     """A sync iterator (a streaming export) pulled on the lane's threads, one chunk at a time;
     closed on the lane too when the client goes away."""
-    done = object()
     try:
         while True:
-            chunk = await anyio.to_thread.run_sync(next, chunks, done, limiter=limiter)
-            if chunk is done:
+            # None marks the end: chunks are strings, never None.
+            chunk = await anyio.to_thread.run_sync(_next_chunk, chunks, limiter=limiter)
+            if chunk is None:
                 return
             yield chunk
     finally:

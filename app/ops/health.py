@@ -151,7 +151,7 @@ async def healthz() -> JSONResponse:
 @router.get("/readyz", summary="Readiness: database, broker and storage reachable")
 async def readyz(request: Request, require: str | None = None) -> JSONResponse:
     """200 when every component (or every one named in `require`, comma-separated) is up."""
-    components = COMPONENTS
+    components: tuple[str, ...] = COMPONENTS
     if require:
         wanted = tuple(dict.fromkeys(p.strip() for p in require.split(",") if p.strip()))
         unknown = [c for c in wanted if c not in COMPONENTS]

@@ -27,7 +27,7 @@ import time
 import uuid
 from contextvars import ContextVar
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -114,7 +114,7 @@ def secret_values(settings: Settings) -> list[str]:
             values.append(reveal(secret))
     for url in (settings.database_url, settings.broker_url):
         try:
-            values.append(make_url(url).password)  # type: ignore[arg-type]
+            values.append(make_url(url).password)
         except Exception:  # noqa: S112 - not a URL SQLAlchemy parses: the patterns still apply
             continue
     return [v for v in values if v]
@@ -177,15 +177,15 @@ class TextFormatter(logging.Formatter):
         return redact(f"{text} [{ids}]" if ids else text)
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class _StderrHandler(logging.StreamHandler[TextIO]):
     """Writes to whatever sys.stderr is at the time (test runners swap it)."""
 
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
+    @property
+    def stream(self) -> TextIO:
         return sys.stderr
 
     @stream.setter
-    def stream(self, _value: Any) -> None:
+    def stream(self, _value: TextIO) -> None:
         pass
 
 

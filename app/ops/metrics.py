@@ -51,7 +51,7 @@ from app.ops.logging import reveal, route_template
 
 log = logging.getLogger(__name__)
 # `*_created` series double the output and nothing here reads them.
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -96,7 +96,14 @@ RENDER_SECONDS = Histogram(
 )
 RATE_LIMITED = Counter(
     "vidarena_rate_limited",
-    "Requests refused with 429 by the in-process rate limiter, by rule.",
+    "Requests refused with 429 by the join/submit rate limits, by rule.",
+    ["rule"],
+    registry=REGISTRY,
+)
+RATE_LIMIT_FAILED_OPEN = Counter(
+    "vidarena_rate_limit_failed_open",
+    "Joins and submits let through unchecked because the shared rate-limit storage (Redis) did "
+    "not answer, by rule.",
     ["rule"],
     registry=REGISTRY,
 )
@@ -140,6 +147,10 @@ def record_render(status: str, arm_kind: str, seconds: float | None = None) -> N
 
 def record_rate_limited(rule: str) -> None:
     RATE_LIMITED.labels(rule=rule).inc()
+
+
+def record_rate_limit_failed_open(rule: str) -> None:
+    RATE_LIMIT_FAILED_OPEN.labels(rule=rule).inc()
 
 
 def record_overloaded(work: str) -> None:
@@ -278,13 +289,13 @@ def exposition(engine: Engine | None) -> bytes:
         from prometheus_client import multiprocess
 
         registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]  # prometheus_client: unannotated
         body = generate_latest(registry)
     else:
         body = generate_latest(REGISTRY)
     if engine is not None:
         sql = CollectorRegistry(auto_describe=False)
-        sql.register(SqlCollector(engine))  # type: ignore[arg-type]
+        sql.register(SqlCollector(engine))
         body += generate_latest(sql)
     return body
 
