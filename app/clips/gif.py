@@ -57,7 +57,8 @@ def frame_durations_ms(count: int, *, fps: int) -> list[int]:
     return [10 * (end - start) for start, end in zip([0, *ends], ends, strict=False)]
 
 
-def _check_encode_inputs(frames: Sequence[Image.Image], *, fps: int, dither: float) -> None:
+def _check_encode_inputs(frames: Sequence[Image.Image], *, fps: object, dither: float) -> None:
+    # fps is checked as a runtime value (a bool or float from an untyped caller is refused).
     if not frames:
         raise ValueError("no frames to encode")
     sizes = {frame.size for frame in frames}

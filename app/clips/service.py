@@ -9,9 +9,9 @@ from __future__ import annotations
 import statistics
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, func, select, update
+from sqlalchemy import CursorResult, Engine, Update, func, select, update
 from sqlalchemy.orm import Session
 
 from app.clips.models import Clip, ClipStatus
@@ -30,6 +30,12 @@ class QueueUnavailableError(RuntimeError):
     """The broker cannot take render tasks right now (e.g. Redis is down)."""
 
     queued = 0  # clips marked queued in SQL whose tasks may not have been sent
+
+
+def _matched(session: Session, statement: Update) -> int:
+    """The rows an UPDATE matched. Session.execute returns a CursorResult for one, but is typed
+    to return a plain Result, which has no rowcount."""
+    return cast(CursorResult[Any], session.execute(statement)).rowcount
 
 
 def _study_clips(study: Study) -> Any:
@@ -92,13 +98,14 @@ def retry_failed(*, session: Session, study: Study, tiny: bool) -> list[int]:
 
 def cancel(*, session: Session, study: Study) -> int:
     """Cancel queued and rendering clips; a rendering worker stops at its next step."""
-    result = session.execute(
+    cancelled = _matched(
+        session,
         update(Clip)
         .where(Clip.id.in_(_study_clips(study)), Clip.status.in_(ACTIVE))
         .values(status=ClipStatus.cancelled, lease_expires_at=None, finished_at=utcnow())
-        .execution_options(synchronize_session=False)
+        .execution_options(synchronize_session=False),
     )
-    return result.rowcount or 0
+    return cancelled or 0
 
 
 # --- the worker side ---------------------------------------------------------------------
@@ -122,7 +129,8 @@ def claim(
 ) -> ClipJob | None:
     """Take a queued clip (or one whose lease expired) for this task; None when not ours to do."""
     now = utcnow()
-    claimed = session.execute(
+    claimed = _matched(
+        session,
         update(Clip)
         .where(
             Clip.id == clip_id,
@@ -139,8 +147,8 @@ def claim(
             progress_step=0,
             error=None,
         )
-        .execution_options(synchronize_session=False)
-    ).rowcount
+        .execution_options(synchronize_session=False),
+    )
     if not claimed:
         return None
     clip, prompt, arm = session.execute(
@@ -164,12 +172,13 @@ def _update_if_ours(*, session: Session, clip_id: int, task_id: str, **values: A
     """Change a rendering clip only while this task holds it; False once it is not ours
     (cancelled, or taken over after the lease lapsed)."""
     return bool(
-        session.execute(
+        _matched(
+            session,
             update(Clip)
             .where(Clip.id == clip_id, Clip.task_id == task_id, Clip.status == ClipStatus.rendering)
             .values(**values)
-            .execution_options(synchronize_session=False)
-        ).rowcount
+            .execution_options(synchronize_session=False),
+        )
     )
 
 
