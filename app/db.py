@@ -20,12 +20,17 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
+from typing import TYPE_CHECKING, cast
 
-from sqlalchemy import DateTime, Engine, Enum, MetaData, create_engine, event
+from sqlalchemy import Connection, DateTime, Engine, Enum, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings, get_settings
+
+if TYPE_CHECKING:  # alembic is imported where migrations run, not by every process
+    from alembic.config import Config
 
 # Stable constraint names, so Alembic migrations can drop/alter them on every backend.
 NAMING_CONVENTION = {
@@ -99,7 +104,7 @@ def make_engine(url: str) -> Engine:
     )
 
     @event.listens_for(engine, "connect")
-    def _sqlite_pragmas(dbapi_conn, _record) -> None:  # type: ignore[no-untyped-def]
+    def _sqlite_pragmas(dbapi_conn: _SQLiteConnection, _record: ConnectionPoolEntry) -> None:
         # Let SQLAlchemy, not the sqlite3 module, decide when transactions begin.
         dbapi_conn.isolation_level = None
         dbapi_conn.write_lock = write_lock
@@ -111,9 +116,10 @@ def make_engine(url: str) -> Engine:
         cur.close()
 
     @event.listens_for(engine, "begin")
-    def _sqlite_begin(conn) -> None:  # type: ignore[no-untyped-def]
+    def _sqlite_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get("sqlite_begin", "IMMEDIATE")
-        dbapi_conn = conn.connection.dbapi_connection
+        # The engine's connect_args factory: SQLAlchemy types it as any DB-API connection.
+        dbapi_conn = cast(_SQLiteConnection, conn.connection.dbapi_connection)
         if mode == "IMMEDIATE":
             dbapi_conn.take_write_lock()
         try:
@@ -233,7 +239,7 @@ def session_scope(engine: Engine | None = None, *, read_only: bool = False) -> I
 # --- migrations -------------------------------------------------------------------------------
 
 
-def alembic_config(url: str):  # type: ignore[no-untyped-def]
+def alembic_config(url: str) -> Config:
     """Alembic config pointing at migrations/, whatever the current directory."""
     from alembic.config import Config
 
@@ -269,6 +275,5 @@ def pending_migrations(engine: Engine) -> list[str]:
     heads = set(script.get_heads())
     if current == heads:
         return []
-    return [rev.revision for rev in script.iterate_revisions(heads, current or None)][
-        ::-1
-    ] or sorted(heads - current)
+    revisions = script.iterate_revisions(tuple(heads), tuple(current) or None)
+    return [rev.revision for rev in revisions][::-1] or sorted(heads - current)
