@@ -9,7 +9,7 @@ Templates call, with no import:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import itsdangerous
 from fastapi import Request
@@ -22,7 +22,8 @@ from app.auth import service
 
 
 def _request(context: Any) -> Request:
-    return context["request"]
+    request: Request = context["request"]  # Starlette's template response puts it there
+    return request
 
 
 @pass_context
@@ -59,6 +60,22 @@ class AdminSessionMiddleware(SessionMiddleware):
     """Starlette's session cookie, signed with the last of `keys` and verified with any of them
     (oldest first): sessions signed before a key rotation hold while the previous key is set."""
 
-    def __init__(self, app: ASGIApp, *, keys: list[str], **options: Any) -> None:
-        super().__init__(app, secret_key=keys[-1], **options)
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        keys: list[str],
+        session_cookie: str,
+        max_age: int | None,
+        same_site: Literal["lax", "strict", "none"],
+        https_only: bool,
+    ) -> None:
+        super().__init__(
+            app,
+            secret_key=keys[-1],
+            session_cookie=session_cookie,
+            max_age=max_age,
+            same_site=same_site,
+            https_only=https_only,
+        )
         self.signer = itsdangerous.TimestampSigner(keys)

@@ -68,7 +68,8 @@ def clip(text: str) -> str:
     return text if len(text) <= MAX_ECHOED else text[: MAX_ECHOED - 1] + "…"
 
 
-async def request_validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+async def request_validation_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
     errors = [
         {
             "loc": [clip(str(part)) for part in e.get("loc", ())],
