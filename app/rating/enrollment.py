@@ -7,12 +7,13 @@ import re
 import secrets
 from dataclasses import dataclass
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import ColumnElement, bindparam, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.rating import tokens
 from app.rating.errors import EnrollmentError, InviteUsedError, StudyClosedError, StudyNotOpenError
-from app.rating.matchups import ensure_matchups, lock_study
+from app.rating.matchups import ensure_matchups
 from app.rating.models import Evaluator
 from app.studies.models import Study, StudyStatus
 from app.studies.studyfile import RatingSpec
@@ -110,7 +111,9 @@ _STUDY_AND_EVALUATOR = (
 )
 
 
-def evaluator_from_token(*, session: Session, secret: str, study: Study, token: str | None):
+def evaluator_from_token(
+    *, session: Session, secret: str, study: Study, token: str | None
+) -> Evaluator | None:
     """The evaluator a cookie or bearer token names, or None (missing, forged, other study)."""
     if not token:
         return None
@@ -147,7 +150,26 @@ def join(
     spec = rating_spec(study)
     nonce = check_invite(secret=secret, study=study, invite=invite)
     external_id = clean_external_id(external_id)
-    lock_study(session, study.id)
+    # No study-wide lock: two joins racing with one invite or participant id both try to make
+    # its evaluator; the unique constraints let one win and the other resumes it.
+    try:
+        return _enroll(session, study, spec, nonce, external_id, current)
+    except _Raced:
+        return _enroll(session, study, spec, nonce, external_id, current)
+
+
+class _Raced(Exception):
+    """Another join made this invite's or participant id's evaluator first."""
+
+
+def _enroll(
+    session: Session,
+    study: Study,
+    spec: RatingSpec,
+    nonce: str | None,
+    external_id: str | None,
+    current: Evaluator | None,
+) -> JoinResult:
     if nonce is not None:
         return _join_invited(session, study=study, nonce=nonce, external_id=external_id)
     existing: Evaluator | None = None
@@ -171,8 +193,9 @@ def join(
 def _join_invited(
     session: Session, *, study: Study, nonce: str, external_id: str | None
 ) -> JoinResult:
-    """The one evaluator of an invite: resumed, or made; a participant id recorded on it."""
-    bound = _evaluator_with(session, study, Evaluator.invite == nonce)
+    """The one evaluator of an invite: resumed, or made; a participant id recorded on it.
+    Its row is locked (PostgreSQL) so two joins cannot both record a participant id."""
+    bound = _evaluator_with(session, study, Evaluator.invite == nonce, for_update=True)
     if external_id is not None and (bound is None or bound.external_id != external_id):
         if bound is not None and bound.external_id is not None:
             raise InviteUsedError(
@@ -194,8 +217,13 @@ def _join_invited(
     return JoinResult(evaluator=bound, resumed=True)
 
 
-def _evaluator_with(session: Session, study: Study, condition) -> Evaluator | None:  # type: ignore[no-untyped-def]
-    return session.scalar(select(Evaluator).where(Evaluator.study_id == study.id, condition))
+def _evaluator_with(
+    session: Session, study: Study, condition: ColumnElement[bool], *, for_update: bool = False
+) -> Evaluator | None:
+    query = select(Evaluator).where(Evaluator.study_id == study.id, condition)
+    if for_update:  # a no-op on SQLite, whose writers are serialized already
+        query = query.with_for_update().execution_options(populate_existing=True)
+    return session.scalar(query)
 
 
 def _new_evaluator(
@@ -207,7 +235,10 @@ def _new_evaluator(
         external_id=external_id,
         invite=nonce,
     )
-    session.add(evaluator)
-    session.flush()
+    try:
+        with session.begin_nested():  # a savepoint: losing the race keeps the transaction
+            session.add(evaluator)
+    except IntegrityError as exc:  # (study, invite) or (study, external id) taken meanwhile
+        raise _Raced() from exc
     ensure_matchups(session=session, study=study)
     return JoinResult(evaluator=evaluator, resumed=False)

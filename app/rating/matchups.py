@@ -1,12 +1,12 @@
 """Matchups: every pair of arms of a prompt whose two clips are done, made once (when a clip
-turns done, when an evaluator joins, when a study opens), and the study lock their counters are
-changed under."""
+turns done, when an evaluator joins, when a study opens)."""
 
 from __future__ import annotations
 
 from itertools import combinations
+from typing import TypeVarTuple
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Select, insert, select
 from sqlalchemy.orm import Session, aliased
 
 from app.clips.models import Clip, ClipStatus
@@ -14,17 +14,6 @@ from app.db import utcnow
 from app.rating.models import Matchup
 from app.studies import service as studies_service
 from app.studies.models import Prompt, Study, StudyStatus
-
-# Class id of the PostgreSQL advisory lock that serializes assignment within a study.
-_ADVISORY_CLASS = 0x76A1  # "va"
-
-
-def lock_study(session: Session, study_id: int) -> None:
-    """Serialize the writes to a study's matchup counters, and joins (SQLite: BEGIN IMMEDIATE
-    already did). PostgreSQL: a transaction-scoped advisory lock, taken after the evaluator's
-    row lock (never before), so the two cannot deadlock."""
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(select(func.pg_advisory_xact_lock(_ADVISORY_CLASS, study_id)))
 
 
 def ensure_matchups(
@@ -72,18 +61,26 @@ def ensure_matchups(
     ]
     if not rows:
         return 0
+    pair = ["clip_a_id", "clip_b_id"]
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        statement = (
+            postgresql_insert(Matchup)
+            .on_conflict_do_nothing(index_elements=pair)
+            .returning(Matchup.id)
+        )
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as dialect_insert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = (
+            sqlite_insert(Matchup).on_conflict_do_nothing(index_elements=pair).returning(Matchup.id)
+        )
     else:  # pragma: no cover - we support SQLite and PostgreSQL
         session.execute(insert(Matchup), rows)
         return len(rows)
-    statement = dialect_insert(Matchup).on_conflict_do_nothing(
-        index_elements=["clip_a_id", "clip_b_id"]
-    )
-    result = session.execute(statement.returning(Matchup.id), rows)
+    result = session.execute(statement, rows)
     return len(result.all())
 
 
@@ -105,7 +102,10 @@ _CLIP_A = aliased(Clip, name="clip_a")
 _CLIP_B = aliased(Clip, name="clip_b")
 
 
-def ready(query):  # type: ignore[no-untyped-def]
+_Ts = TypeVarTuple("_Ts")
+
+
+def ready(query: Select[*_Ts]) -> Select[*_Ts]:
     """`query` (over Matchup) limited to matchups whose two clips are both done."""
     return (
         query.join(_CLIP_A, _CLIP_A.id == Matchup.clip_a_id)

@@ -48,7 +48,11 @@ def media_lookup(*, session: Session, study_id: int, clip_id: int) -> MediaFound
     row = session.connection().execute(_MEDIA, {"clip_id": clip_id, "study_id": study_id}).first()
     if row is None:
         return None
-    status, prompt_id, clip_status, key = row
+    status: StudyStatus = row[0]
+    # The outer joins: all None when the clip is not one of this study's.
+    prompt_id: int | None = row[1]
+    clip_status: ClipStatus | None = row[2]
+    key: str | None = row[3]
     done = prompt_id is not None and clip_status == ClipStatus.done and bool(key)
     return MediaFound(status, key if done else None)
 
