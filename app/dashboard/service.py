@@ -21,7 +21,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from itertools import pairwise
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from sqlalchemy import Integer, String, func, select, type_coerce
@@ -69,14 +69,18 @@ _LOAD_BATCH = 50_000
 CACHED_VIEWS = 64  # dashboards and robustness panels kept (per filter set and study)
 
 
-class Recent(OrderedDict[Any, Any]):
+_K = TypeVar("_K")
+_V = TypeVar("_V")
+
+
+class Recent(OrderedDict[_K, _V]):
     """A dict that forgets its least recently stored entries beyond `limit`."""
 
     def __init__(self, limit: int = CACHED_VIEWS) -> None:
         super().__init__()
         self.limit = limit
 
-    def store(self, key: Any, value: Any) -> None:
+    def store(self, key: _K, value: _V) -> None:
         self[key] = value
         self.move_to_end(key)
         while len(self) > self.limit:
@@ -88,9 +92,10 @@ class DashboardCache:
     """Per-process caches shared by every dashboard client of one app."""
 
     tallies: TallyCache = field(default_factory=TallyCache)
-    dashboards: Recent = field(default_factory=Recent)
-    advanced: Recent = field(default_factory=Recent)
-    telemetry: Recent = field(default_factory=Recent)
+    # Keyed by study (and filters); a dashboard and the telemetry carry their fingerprint.
+    dashboards: Recent[Any, tuple[Any, Dashboard]] = field(default_factory=Recent)
+    advanced: Recent[Any, Advanced] = field(default_factory=Recent)
+    telemetry: Recent[Any, tuple[Any, tuple[ClipTelemetry, ...]]] = field(default_factory=Recent)
     lock: threading.Lock = field(default_factory=threading.Lock)
     advanced_locks: dict[Any, threading.Lock] = field(default_factory=dict)
 

@@ -247,7 +247,9 @@ class Tally:
             if n > 0:
                 yield criterion, theme, left_arm, right_arm, choice, n
 
-    def snapshot(self, *, arms: Iterable[str], criteria: Iterable[str], **filters: bool):
+    def snapshot(
+        self, *, arms: Iterable[str], criteria: Iterable[str], **filters: bool
+    ) -> TallySnapshot:
         counts = VoteCounts.from_grouped(
             list(self.grouped_rows(**filters)), arms=tuple(arms), criteria=tuple(criteria)
         )

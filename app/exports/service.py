@@ -66,12 +66,12 @@ def export_chunks(
     """The text of one export, in chunks (votes and clips stream; the summary is computed first).
     `bom`: start CSV with a UTF-8 byte-order mark (files for spreadsheets; not for pipes)."""
     if kind == "votes":
-        rows = vote_rows(session=session, study=study)
-        yield from csv_chunks(VOTE_COLUMNS, rows, bom=bom, sanitize=False)
+        vote_table = vote_rows(session=session, study=study)
+        yield from csv_chunks(VOTE_COLUMNS, vote_table, bom=bom, sanitize=False)
     elif kind == "clips":
         columns = clip_columns(session=session, study=study)
-        rows = clip_rows(session=session, study=study, columns=columns)
-        yield from csv_chunks(columns, rows, bom=bom)
+        clip_table = clip_rows(session=session, study=study, columns=columns)
+        yield from csv_chunks(columns, clip_table, bom=bom)
     elif kind in ("summary", "summary.json"):
         d, a = dashboard_service.full(session=session, study=study, filters=filters or Filters())
         if kind == "summary":
@@ -303,7 +303,9 @@ def summary_tables(d: Dashboard, a: Advanced) -> dict[str, list[dict[str, Any]]]
     }
 
 
-def summary_csv_rows(tables: dict[str, list[dict[str, Any]]]) -> tuple[list[str], list[list]]:
+def summary_csv_rows(
+    tables: dict[str, list[dict[str, Any]]],
+) -> tuple[list[str], list[list[Any]]]:
     """One long table: a `table` column naming the statistic, then the union of all columns."""
     columns: dict[str, None] = dict.fromkeys(SUMMARY_LEADING)
     for rows in tables.values():
