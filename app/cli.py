@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from app.config import Settings, get_settings
 from app.text import visible
+
+if TYPE_CHECKING:  # imported where used, so that each command loads only what it needs
+    import subprocess
+
+    from sqlalchemy.orm import Session
+
+    from app.exports.service import Kind
+    from app.studies.models import Study
 
 EXAMPLE_STUDY = (
     Path(__file__).resolve().parent.parent / "examples/lightning-vs-animatediff/study.toml"
@@ -71,7 +79,7 @@ def ensure_schema(settings: Settings) -> None:
     )
 
 
-def _study_or_exit(session, slug: str):  # type: ignore[no-untyped-def]
+def _study_or_exit(session: Session, slug: str) -> Study:
     """The study with this slug, or exit 2 with the message saying how to list studies."""
     from app.studies import service as studies_service
 
@@ -229,9 +237,9 @@ def invite(
         status, spec = study.status, enrollment.rating_spec(study)
     for link in links:
         typer.echo(link)
-    enrollment = "open enrollment" if spec.open_enrollment else "invitation only: refused alone"
+    admission = "open enrollment" if spec.open_enrollment else "invitation only: refused alone"
     typer.secho(
-        f"study link ({enrollment}; a participant id goes in ?{spec.external_id_param}=): "
+        f"study link ({admission}; a participant id goes in ?{spec.external_id_param}=): "
         f"{study_link}",
         err=True,
     )
@@ -289,7 +297,7 @@ def serve(
         _stop_process(child)
 
 
-def _start_worker_process(log: Path | None = None):  # type: ignore[no-untyped-def]
+def _start_worker_process(log: Path | None = None) -> subprocess.Popen[bytes]:
     """A `vidarena worker` child process; its log goes to LOG when given (keeps a progress bar
     readable), else to this terminal."""
     import subprocess
@@ -305,7 +313,7 @@ def _start_worker_process(log: Path | None = None):  # type: ignore[no-untyped-d
         return subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT)  # noqa: S603
 
 
-def _stop_process(process) -> None:  # type: ignore[no-untyped-def]
+def _stop_process(process: subprocess.Popen[bytes] | None) -> None:
     if process is None or process.poll() is not None:
         return
     process.terminate()
@@ -501,7 +509,7 @@ Margin = Annotated[
 ]
 
 
-def _write_export(slug: str, kind: str, output: Path | None, filters: Any = None) -> None:
+def _write_export(slug: str, kind: Kind, output: Path | None, filters: Any = None) -> None:
     """Stream one export to OUTPUT (with a byte-order mark, for spreadsheets) or stdout."""
     import sys
 

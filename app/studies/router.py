@@ -105,10 +105,11 @@ def create(
             prompts_bytes=csv.data,
             prompts_name=csv.name,
         )
-        created = studies_service.create(session=session, draft=draft)
-        session.commit()
     except StudyFileError as exc:
         return _render_new(request, problems=[str(p) for p in exc.problems], kept=kept)
+    try:
+        created = studies_service.create(session=session, draft=draft)
+        session.commit()
     except studies_service.StudyExistsError as exc:
         return _render_new(request, problems=[str(exc)], kept=kept, status_code=409)
     except IntegrityError:  # the same slug created concurrently, between check and insert
