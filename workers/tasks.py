@@ -7,6 +7,7 @@ import random
 import threading
 import time
 
+from celery import Task
 from celery.signals import worker_ready, worker_shutdown
 
 from app.broker import RENDER_TASK, SWEEP_TASK
@@ -28,7 +29,7 @@ def _quiet_library_progress_bars() -> None:
     import transformers.utils.logging
 
     diffusers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]  # transformers leaves it unannotated
 
 
 _quiet_library_progress_bars()
@@ -36,15 +37,15 @@ connect_celery_signals()  # JSON logs with task ids (VIDARENA_LOG_FORMAT), secre
 
 
 @celery_app.task(name=RENDER_TASK, bind=True, acks_late=True)
-def render_clip(self, clip_id: int, tiny: bool = False) -> str:  # type: ignore[no-untyped-def]
+def render_clip(self: Task[[int, bool], str], clip_id: int, tiny: bool = False) -> str:
     """Render clip `clip_id`; `tiny` is recorded on the clip row when it is queued."""
     settings = get_settings()
     retries = self.request.retries
     last_try = retries >= settings.render_max_retries
     started = time.perf_counter()
-    outcome = render_one(
-        clip_id=clip_id, task_id=self.request.id, settings=settings, last_try=last_try
-    )
+    task_id = self.request.id
+    assert task_id is not None  # a worker always runs a task with its id
+    outcome = render_one(clip_id=clip_id, task_id=task_id, settings=settings, last_try=last_try)
     ops_metrics.record_render(
         outcome.status,
         clips_service.arm_kind_of(get_engine(settings), clip_id),
