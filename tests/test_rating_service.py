@@ -15,7 +15,14 @@ from app.rating import enrollment, errors, flow, service
 from app.rating import matchups as rating_matchups
 from app.rating.models import Evaluator, Matchup, Trial, Vote
 from app.studies.models import Prompt, StudyStatus
-from tests.kit.rating import all_left, answer, evaluator, run_session, secret
+from tests.kit.rating import (
+    all_left,
+    answer,
+    assert_counters_match_trials,
+    evaluator,
+    run_session,
+    secret,
+)
 from tests.kit.studies import mark_clips_done, rating_study
 
 # --- matchups -----------------------------------------------------------------------------
@@ -144,21 +151,6 @@ def test_coverage_stays_balanced_and_sides_counterbalanced(session, settings):
             session.scalars(select(Trial.a_on_left).where(Trial.matchup_id == matchup_id))
         )
         assert abs(sides[True] - sides[False]) <= 1, sides
-
-
-def assert_counters_match_trials(session) -> None:  # type: ignore[no-untyped-def]
-    """Matchup counters equal a recount of the trials they stand for."""
-    reload = {"populate_existing": True}  # the service writes some columns with plain UPDATEs
-    fresh = session.scalars(
-        select(Trial).where(Trial.is_repeat.is_(False)).execution_options(**reload)
-    ).all()
-    live = [t for t in fresh if t.answered_at is not None or t.released_at is None]
-    for matchup in session.scalars(select(Matchup).execution_options(**reload)):
-        mine = [t for t in live if t.matchup_id == matchup.id]
-        judging = [t for t in fresh if t.matchup_id == matchup.id and t.judging]
-        assert matchup.live_trials == len(mine), matchup.id
-        assert matchup.a_left == sum(t.a_on_left for t in mine), matchup.id
-        assert matchup.open_evaluators == len(judging), matchup.id
 
 
 @pytest.fixture

@@ -16,16 +16,28 @@ Repeats (quality control) re-show an answered matchup with the sides swapped, sp
 session.
 
 Counters. Coverage, sides and "still-rating evaluators" are counters on the matchup (live_trials,
-a_left, open_evaluators), changed in the transaction that assigns, answers, releases or completes,
+a_left, open_evaluators), changed by the transactions that assign, answer, release or complete,
 so choosing a trial is one indexed statement however large the study grows. A trial unanswered
-for ASSIGNMENT_HOLD is released (stops counting) by the next assignment; answered later, it
-counts again.
+for ASSIGNMENT_HOLD is released (stops counting) by a sweep at most every RELEASE_EVERY per study
+and process; answered later, it counts again.
 
-Concurrency. Every write first locks its evaluator (PostgreSQL: the evaluator row FOR UPDATE),
-so two tabs get the same trial; writes to a study's counters then take the study's lock
-(PostgreSQL: a transaction-scoped advisory lock), always in that order, so they cannot deadlock
-and the release sweep skips trials being answered (SKIP LOCKED). On SQLite write transactions
-begin IMMEDIATE, which serializes them (app.db.WriteLock hands the lock over without polling).
+Concurrency. No lock is shared by a whole study: on PostgreSQL the writers of one study run side
+by side, coordinated by row locks on what they change, taken so that no two can wait for each
+other in a circle:
+- every write first locks its evaluator (the row FOR UPDATE), so two tabs get the same trial,
+  then changes that evaluator's own trial rows (mark shown, answer);
+- a late answer to a released trial then waits for its one matchup row (it counts again);
+- an assignment takes its matchup with FOR UPDATE SKIP LOCKED (`_CANDIDATE_LOCKED`): a row
+  another transaction holds is skipped for the next least covered, and it never waits on a row
+  lock (`_locked_candidate`); the counters change on the row it holds, so coverage and sides
+  stay exact per matchup;
+- releasing expired holds never waits either (trial and matchup rows with SKIP LOCKED);
+- what would wait for several matchup rows (stop judging) runs after the commit, in a
+  transaction of its own that holds no other matchup row and takes them in id order (`_settle`).
+Skipping can give one assignment the second least covered matchup, so coverage may differ by
+two among live trials (one when assignments come one at a time). On SQLite write transactions
+begin IMMEDIATE, which serializes them (app.db.WriteLock hands the lock over without polling),
+and all of the above runs in the writing transaction.
 Reads that change nothing (the current trial already shown, the prefetched trial already
 assigned, an evaluator waiting for pairs still rendering) run in read sessions: `peek_current`,
 `peek_after`. Unique constraints are the
@@ -35,20 +47,38 @@ criterion) for votes, (study, invite) and (study, external id) for evaluators.
 
 from __future__ import annotations
 
+import logging
 import math
 import random
 import secrets
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from typing import Literal
+from typing import Any, Literal
 
-from sqlalchemy import bindparam, case, false, func, insert, select, true, update
-from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy import (
+    Connection,
+    Engine,
+    Row,
+    bindparam,
+    case,
+    event,
+    false,
+    func,
+    insert,
+    select,
+    true,
+    update,
+)
+from sqlalchemy.engine import CursorResult
+from sqlalchemy.orm import Session, SessionTransaction, make_transient_to_detached
 from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.schema import Table
+from sqlalchemy.sql import Executable
 
 from app.clips.models import Clip, ClipStatus
-from app.db import utcnow
+from app.db import Base, utcnow
 from app.ops.metrics import count_on_commit
 from app.rating import matchups
 from app.rating import votes as vote_view
@@ -61,10 +91,12 @@ from app.rating.errors import (
     VoteConflictError,
     VoteValidationError,
 )
-from app.rating.matchups import ensure_matchups, lock_study
+from app.rating.matchups import ensure_matchups
 from app.rating.models import Choice, Evaluator, Matchup, Trial, Vote
 from app.rating.schemas import ClientTiming
 from app.studies.models import Prompt, Study, StudyStatus
+
+log = logging.getLogger(__name__)
 
 # An unanswered trial counts towards its matchup's coverage this long; after that the matchup
 # may be given to others (the trial stays its evaluator's, should they come back).
@@ -116,11 +148,23 @@ class SubmitResult:
 # --- matchups ---------------------------------------------------------------------------------
 
 
-def _run(session: Session, statement, params=None):  # type: ignore[no-untyped-def]
+def _run(
+    session: Session,
+    statement: Executable,
+    params: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+) -> CursorResult[Any]:
     """Execute a statement that loads no objects on the session's connection (same
     transaction): the ORM's execute layer costs more than the statement itself on SQLite, and
     this runs inside the write lock."""
     return session.connection().execute(statement, params)
+
+
+def _table(model: type[Base]) -> Table:
+    """The Table a model maps, for Core statements: SQLAlchemy types `__table__` as any
+    FromClause (a class may map a subquery), and insert() and update() want a table."""
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
 
 
 # --- evaluators -------------------------------------------------------------------------------
@@ -241,7 +285,7 @@ def _plan(session: Session, study: Study, *, exact: bool = False) -> tuple[int, 
     starts while clips render is not finished early. `exact`: count now, whatever is cached."""
     spec = rating_spec(study)
     quota = spec.trials_per_evaluator
-    key = (str(session.get_bind().url), study.id, study.created_at)
+    key = (str(session.get_bind().engine.url), study.id, study.created_at)
     checked_at, possible = _POSSIBLE.get(key, (0.0, 0))
     stale = time.monotonic() - checked_at > _POSSIBLE_TTL
     if exact or not quota or possible < quota or stale:
@@ -267,7 +311,7 @@ def progress(
     return _progress(_state(session, evaluator), plan or _plan(session, study))
 
 
-_MATCHUP = Matchup.__table__
+_MATCHUP = _table(Matchup)
 _COUNT = (
     update(_MATCHUP)
     .where(_MATCHUP.c.id == bindparam("m_id"))
@@ -280,8 +324,10 @@ _COUNT = (
 
 
 def _count(session: Session, changes: list[tuple[int, int, int, int]]) -> None:
-    """Apply (matchup id, +live trials, +A on the left, +open evaluators) to the counters."""
+    """Apply (matchup id, +live trials, +A on the left, +open evaluators) to the counters, in
+    matchup id order (PostgreSQL: row locks taken in one order cannot deadlock)."""
     if changes:
+        changes = sorted(changes)
         _run(
             session,
             _COUNT,
@@ -299,13 +345,15 @@ _RELEASED: dict[tuple[str, int], datetime] = {}
 
 def _release_expired(session: Session, *, study_id: int, now: datetime) -> None:
     """Unanswered fresh trials past their hold stop counting towards coverage (so the matchup
-    goes to someone else); cheap when there are none, through a partial index."""
-    key = (str(session.get_bind().url), study_id)
+    goes to someone else); cheap when there are none, through a partial index. PostgreSQL: it
+    never waits (see "Concurrency"): trials being answered and matchup rows others hold are
+    left for the next sweep, which also repairs what a lost `_settle` left."""
+    key = (str(_engine(session).url), study_id)
     last = _RELEASED.get(key)
     if last is not None and last <= now < last + RELEASE_EVERY:
         return
     _RELEASED[key] = now
-    trial = Trial.__table__
+    trial = _TRIAL
     expired = select(trial.c.id).where(
         trial.c.answered_at.is_(None),
         trial.c.released_at.is_(None),
@@ -313,8 +361,16 @@ def _release_expired(session: Session, *, study_id: int, now: datetime) -> None:
         trial.c.is_repeat == false(),
         trial.c.matchup_id.in_(select(Matchup.id).where(Matchup.study_id == study_id)),
     )
-    if session.get_bind().dialect.name == "postgresql":
-        expired = expired.with_for_update(skip_locked=True)  # not one being answered right now
+    if _postgres(session):
+        free = select(Matchup.id).where(
+            Matchup.id.in_(
+                select(trial.c.matchup_id).where(trial.c.id.in_(expired.scalar_subquery()))
+            )
+        )
+        expired = expired.where(
+            trial.c.matchup_id.in_(free.with_for_update(skip_locked=True).scalar_subquery())
+        ).with_for_update(of=trial, skip_locked=True)
+        _after_commit(session, ("repair", study_id))
     released = session.execute(
         update(trial)
         .where(trial.c.id.in_(expired), trial.c.answered_at.is_(None))
@@ -324,7 +380,7 @@ def _release_expired(session: Session, *, study_id: int, now: datetime) -> None:
     _count(session, [(m, -1, -int(a_on_left), 0) for m, a_on_left in released])
 
 
-_TRIAL = Trial.__table__
+_TRIAL = _table(Trial)
 _INSERT_TRIAL = insert(_TRIAL).returning(_TRIAL.c.id)
 
 
@@ -396,6 +452,27 @@ _CANDIDATE = (
 )
 
 
+# PostgreSQL: the chosen matchup row is locked until commit, and rows other assignments hold
+# are skipped (the next least covered is taken): assignments of one study run side by side.
+_CANDIDATE_LOCKED = _CANDIDATE.with_for_update(of=Matchup, skip_locked=True)
+# Every candidate may be held for a moment (assignments, counter changes after a commit): try
+# again this many times, a little later each time, before answering that none is free.
+PICK_TRIES = 8
+PICK_BACKOFF_S = 0.002
+
+
+def _locked_candidate(session: Session, params: dict[str, object]) -> Row[Any] | None:
+    """The candidate row, locked (PostgreSQL). Only when none can be locked, whether any exists
+    (unlocked) is asked: then the holders are waited out with backoff (they commit within
+    milliseconds), never by waiting on a row lock, which could close a circle."""
+    for attempt in range(PICK_TRIES):
+        row = _run(session, _CANDIDATE_LOCKED, params).first()
+        if row is not None or _run(session, _CANDIDATE, params).first() is None:
+            return row
+        time.sleep(PICK_BACKOFF_S * 2**attempt * (0.5 + random.random()))
+    return None
+
+
 def _candidate_params(study: Study, state: _State) -> dict[str, object]:
     return {
         "study_id": study.id,
@@ -417,7 +494,11 @@ def _assign_fresh(
 ) -> Trial | None:
     """One indexed pass over the study's matchups, ordered by the counters (see module doc)."""
     _release_expired(session, study_id=study.id, now=now)
-    row = _run(session, _CANDIDATE, _candidate_params(study, state)).first()
+    params = _candidate_params(study, state)
+    if _postgres(session):
+        row = _locked_candidate(session, params)
+    else:
+        row = _run(session, _CANDIDATE, params).first()
     if row is None:
         return None
     # Counterbalance: A goes to the side it has been on less often in the matchup's live trials.
@@ -443,15 +524,102 @@ def _assign_fresh(
 
 
 def _stop_judging(session: Session, *, evaluator: Evaluator) -> None:
-    """The evaluator takes no more fresh trials: its matchups stop counting it as open."""
-    trial = Trial.__table__
+    """The evaluator takes no more fresh trials: its matchups stop counting it as open.
+    PostgreSQL: in a transaction of its own after this one commits (see "Concurrency")."""
+    if _postgres(session):
+        _after_commit(session, ("stop", evaluator.id))
+    else:
+        _stop_judging_now(session, evaluator_id=evaluator.id)
+
+
+def _stop_judging_now(session: Session, *, evaluator_id: int) -> None:
+    trial = _TRIAL
     matchups = session.scalars(
         update(trial)
-        .where(trial.c.evaluator_id == evaluator.id, trial.c.judging == true())
+        .where(trial.c.evaluator_id == evaluator_id, trial.c.judging == true())
         .values(judging=False)
         .returning(trial.c.matchup_id)
     ).all()
     _count(session, [(m, 0, 0, -1) for m in matchups])
+
+
+def _stop_judging_completed(session: Session, *, study_id: int) -> None:
+    """What a `_stop_judging` lost to a crash between its two transactions left: judging trials
+    of evaluators who completed. Trials being changed right now are left for the next sweep."""
+    trial = _TRIAL
+    stale = (
+        select(trial.c.id)
+        .join(Evaluator, Evaluator.id == trial.c.evaluator_id)
+        .where(
+            trial.c.judging == true(),
+            Evaluator.study_id == study_id,
+            Evaluator.completed_at.is_not(None),
+        )
+        .with_for_update(of=trial, skip_locked=True)
+    )
+    matchups = session.scalars(
+        update(trial)
+        .where(trial.c.id.in_(stale))
+        .values(judging=False)
+        .returning(trial.c.matchup_id)
+    ).all()
+    _count(session, [(m, 0, 0, -1) for m in matchups])
+
+
+# --- PostgreSQL: the counter changes that wait, each after its transaction commits -----------
+
+_AFTER_COMMIT = "vidarena_rating_after_commit"  # work of the transaction in progress
+_SETTLE = "vidarena_rating_settle"  # work of the transaction that committed
+
+
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind.engine if isinstance(bind, Connection) else bind
+
+
+def _postgres(session: Session) -> bool:
+    return _engine(session).dialect.name == "postgresql"
+
+
+def _after_commit(session: Session, work: tuple[str, int]) -> None:
+    session.info.setdefault(_AFTER_COMMIT, []).append(work)
+
+
+@event.listens_for(Session, "after_commit")
+def _committed(session: Session) -> None:
+    if not session.in_nested_transaction():  # a savepoint's commit is not the commit
+        work = session.info.pop(_AFTER_COMMIT, None)
+        if work:
+            session.info[_SETTLE] = work
+
+
+@event.listens_for(Session, "after_transaction_end")
+def _settle(session: Session, transaction: SessionTransaction) -> None:
+    """Run the counter changes a committed transaction left (stop judging, repairs), each
+    in a short transaction of its own that holds no other matchup row while it waits for rows
+    in id order. Runs once the committed transaction has given its connection back (a request
+    never holds two). A failure here loses no answer: the next release sweep repairs it."""
+    if transaction.parent is not None:
+        return
+    work = session.info.pop(_SETTLE, None)
+    if not work:
+        return
+    engine = _engine(session)
+    for kind, arg in dict.fromkeys(work):  # each once, in order
+        try:
+            with Session(engine) as side, side.begin():
+                if kind == "stop":
+                    _stop_judging_now(side, evaluator_id=arg)
+                else:
+                    _stop_judging_completed(side, study_id=arg)
+        except Exception:
+            log.warning("rating counters: %s %s left for the next sweep", kind, arg, exc_info=True)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget(session: Session) -> None:
+    session.info.pop(_AFTER_COMMIT, None)
+    session.info.pop(_SETTLE, None)
 
 
 def _assign_repeat(
@@ -517,7 +685,6 @@ def _assign(
     fresh_total, repeat_total = plan
     if state.total >= fresh_total + repeat_total:
         return None, "quota"
-    lock_study(session, study.id)
     if _repeat_due(state, plan):
         trial = _assign_repeat(session, evaluator=evaluator, state=state, now=now, shown=shown)
         if trial is not None:
@@ -568,7 +735,6 @@ def _complete(
     evaluator.completion_code = rating_spec(study).completion_code or "".join(
         secrets.choice(_CODE_ALPHABET) for _ in range(10)
     )
-    lock_study(session, study.id)
     _stop_judging(session, evaluator=evaluator)
     session.flush()
 
@@ -676,11 +842,11 @@ def current_trial(
     if evaluator.completed_at is not None:
         return _done(session, study=study, evaluator=evaluator, state=state)
     if state.open:
-        trial = state.open[0]
-        if trial.shown_at is None:
-            trial.shown_at = now  # the prefetched trial becomes the current one
+        current = state.open[0]
+        if current.shown_at is None:
+            current.shown_at = now  # the prefetched trial becomes the current one
             session.flush()
-        return _trial_result(session, study=study, state=state, trial=trial)
+        return _trial_result(session, study=study, state=state, trial=current)
     plan = _plan(session, study)
     trial, reason = _assign(
         session, study=study, evaluator=evaluator, state=state, now=now, shown=True, plan=plan
@@ -942,7 +1108,7 @@ _ANSWER = (
     )
     .returning(_TRIAL.c.released_at)
 )
-_INSERT_VOTES = insert(Vote.__table__)
+_INSERT_VOTES = insert(_table(Vote))
 _SHOW = (
     update(_TRIAL)
     .where(_TRIAL.c.id == bindparam("trial_id"), _TRIAL.c.answered_at.is_(None))
@@ -976,8 +1142,9 @@ def store_submission(
             raise VoteConflictError("This pair was answered meanwhile; nothing was changed.")
         return again.stored
     if row.released_at is not None and not trial.is_repeat:
-        lock_study(session, study.id)
-        _count(session, [(trial.matchup_id, 1, int(trial.a_on_left), 0)])  # it counts again
+        # It counts again. The one matchup row this transaction waits for, before any other
+        # (see "Concurrency"), so it cannot deadlock.
+        _count(session, [(trial.matchup_id, 1, int(trial.a_on_left), 0)])
     _run(
         session,
         _INSERT_VOTES,
@@ -1002,21 +1169,20 @@ def next_after_submit(
     it, assigned ahead (as `trial_after` would), so the answer carries both and the browser
     needs no prefetch request."""
     now = now or utcnow()
-    state: _State | None = submission.state
+    state = submission.state
     ahead = [t for t in state.open if t.position > submission.trial.position]
     result = None
+    known: _State | None = state  # the trials the result was read from, for the pair after
     if ahead and evaluator.completed_at is None:
         shown = _run(session, _SHOW, {"trial_id": ahead[0].id, "now": now}).first()
         if shown is not None:
             set_committed_value(ahead[0], "shown_at", shown.shown_at)
             result = _trial_result(session, study=study, state=state, trial=ahead[0])
     if result is None:
-        result, state = (
-            current_trial(session=session, study=study, evaluator=evaluator, now=now),
-            None,
-        )
+        result = current_trial(session=session, study=study, evaluator=evaluator, now=now)
+        known = None  # current_trial read the trials afresh
     return with_following(
-        session=session, study=study, evaluator=evaluator, result=result, now=now, known=state
+        session=session, study=study, evaluator=evaluator, result=result, now=now, known=known
     )
 
 

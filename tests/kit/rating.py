@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 
 from app.config import Settings
 from app.rating import enrollment, matchups, service, tokens
-from app.rating.models import Evaluator, Trial
+from app.rating.models import Evaluator, Matchup, Trial
 from app.studies.models import Study
 
 MEDIA_URL = re.compile(r"/r/[^/]+/media/[A-Za-z0-9._-]+")
@@ -98,3 +98,18 @@ def run_session(session, study, ev) -> list[Trial]:  # type: ignore[no-untyped-d
             return trials
         trials.append(result.trial)
         answer(session, study, ev, result)
+
+
+def assert_counters_match_trials(session) -> None:  # type: ignore[no-untyped-def]
+    """Matchup counters equal a recount of the trials they stand for."""
+    reload = {"populate_existing": True}  # the service writes some columns with plain UPDATEs
+    fresh = session.scalars(
+        select(Trial).where(Trial.is_repeat.is_(False)).execution_options(**reload)
+    ).all()
+    live = [t for t in fresh if t.answered_at is not None or t.released_at is None]
+    for matchup in session.scalars(select(Matchup).execution_options(**reload)):
+        mine = [t for t in live if t.matchup_id == matchup.id]
+        judging = [t for t in fresh if t.matchup_id == matchup.id and t.judging]
+        assert matchup.live_trials == len(mine), matchup.id
+        assert matchup.a_left == sum(t.a_on_left for t in mine), matchup.id
+        assert matchup.open_evaluators == len(judging), matchup.id
