@@ -8,7 +8,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 # Refused as SECRET_KEY outside development: it is in the docs, so anyone could forge sessions.
@@ -16,6 +16,7 @@ PLACEHOLDER_SECRET = "change-me"  # noqa: S105 - the value we refuse, not a cred
 # Shortest secrets production accepts: a guessable key forges every session and link.
 MIN_SECRET_KEY = 32
 MIN_ADMIN_PASSWORD = 12
+REDIS_SCHEMES = ("redis://", "rediss://")
 
 
 class Settings(BaseSettings):
@@ -53,6 +54,10 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     rate_limit_join_per_minute: int = Field(default=30, ge=0)
     rate_limit_submit_per_minute: int = Field(default=60, ge=0)
+    # Where those limits count: `memory://` (each web process its own budgets) or a Redis URL
+    # (`redis://host:6379/1`, `rediss://` for TLS: one budget shared by every web process). Empty:
+    # the broker's Redis when the broker is Redis, else memory:// (see rate_limit_storage_url).
+    rate_limit_storage: str = ""
     # Threads per web process for the (sync) endpoints; few, so they do not convoy on the GIL.
     web_threads: int = Field(default=8, ge=1, le=256)
     # Of those, how many may run the evaluator API (next pair, submit) at once: see in_rating_lane.
@@ -69,6 +74,18 @@ class Settings(BaseSettings):
     concurrency_analysis: int = Field(default=4, ge=1, le=10_000)
     # Threads of the analysis lane: exports, the report, summaries and the robustness panel.
     analysis_threads: int = Field(default=2, ge=1, le=64)
+
+    @field_validator("rate_limit_storage")
+    @classmethod
+    def _known_rate_limit_storage(cls, value: str) -> str:
+        value = value.strip()
+        if value and not value.startswith(("memory://", *REDIS_SCHEMES)):
+            scheme = value.partition("://")[0] if "://" in value else value[:20]
+            raise ValueError(
+                f"VIDARENA_RATE_LIMIT_STORAGE must be memory:// or a redis:// (rediss://) URL, "
+                f"not {scheme!r}"
+            )
+        return value
 
     @model_validator(mode="after")
     def _defaults_under_var(self) -> Settings:
@@ -107,6 +124,14 @@ class Settings(BaseSettings):
     @property
     def api_docs_enabled(self) -> bool:
         return self.api_docs if self.api_docs is not None else self.env != "production"
+
+    @property
+    def rate_limit_storage_url(self) -> str:
+        """Where the join and submit limits count: the setting, else the broker's Redis when the
+        broker is Redis (scale-out shares its limits without another setting), else memory://."""
+        if self.rate_limit_storage:
+            return self.rate_limit_storage
+        return self.broker_url if self.broker_url.startswith(REDIS_SCHEMES) else "memory://"
 
     @property
     def is_sqlite(self) -> bool:

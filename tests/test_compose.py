@@ -119,6 +119,21 @@ def test_web_runs_several_uvicorn_workers_with_shared_metrics(compose):
     assert "/healthz" in " ".join(web["healthcheck"]["test"])
 
 
+def test_web_processes_share_their_rate_limits_in_redis():
+    """Every web process (and machine) counts joins and answers in one Redis database of its
+    own, beside the broker's."""
+    resolved = yaml.safe_load(interpolate(COMPOSE.read_text(), filled_env()))
+    web = resolved["services"]["web"]["environment"]
+    settings = Settings.model_validate(
+        {
+            "broker_url": web["VIDARENA_BROKER_URL"],
+            "rate_limit_storage": web["VIDARENA_RATE_LIMIT_STORAGE"],
+        }
+    )
+    assert settings.rate_limit_storage_url == "redis://redis:6379/1"
+    assert settings.broker_url == "redis://redis:6379/0"
+
+
 def test_gpu_workers_reserve_nvidia_gpus_and_take_one_each(compose):
     worker = compose["services"]["worker"]
     devices = worker["deploy"]["resources"]["reservations"]["devices"]
