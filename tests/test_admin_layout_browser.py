@@ -164,6 +164,8 @@ def test_copy_buttons_copy_the_links(admin_page, live_server, session, settings)
     page.goto(f"{live_server}/admin/studies/{rated.slug}/invites")
     study_link = page.locator("#study-link").inner_text()
     page.get_by_role("button", name="Copy link").click()
+    # The Clipboard API answers asynchronously: wait for the message, then compare it.
+    page.wait_for_function("document.querySelector('#study-link-copied').textContent !== ''")
     assert page.locator("#study-link-copied").inner_text() == "Copied."
     assert page.evaluate("navigator.clipboard.readText()") == study_link
 
@@ -176,6 +178,7 @@ def test_copy_buttons_copy_the_links(admin_page, live_server, session, settings)
         "Object.defineProperty(navigator, 'clipboard', { value: undefined, configurable: true })"
     )
     page.get_by_role("button", name="Copy all 2 links").click()
+    page.wait_for_function("document.querySelector('#invite-links-copied').textContent !== ''")
     assert page.locator("#invite-links-copied").inner_text() == "Copied."
     page.evaluate("delete navigator.clipboard")  # the real one again, to read what was copied
     assert page.evaluate("navigator.clipboard.readText()") == links
