@@ -15,6 +15,7 @@ import fcntl
 import os
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -22,6 +23,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
+from prometheus_client import Counter
 from sqlalchemy import Connection, DateTime, Engine, Enum, MetaData, create_engine, event
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
@@ -176,21 +178,38 @@ class WriteLock:
         self._thread_lock.release()
 
 
+# Time SQLite's write lock was held: the one lock every writer of the database shares, so its
+# seconds per trial set the ceiling on trials/s however many web processes there are. Not on a
+# registry here (this module sits below app.ops): app.ops.metrics registers both.
+WRITE_LOCK_SECONDS = Counter(
+    "vidarena_sqlite_write_lock_seconds",
+    "Seconds SQLite's database-wide write lock was held (BEGIN IMMEDIATE to commit/rollback).",
+    registry=None,
+)
+WRITE_LOCK_HOLDS = Counter(
+    "vidarena_sqlite_write_lock_holds", "Write transactions that held SQLite's lock.", registry=None
+)
+
+
 class _SQLiteConnection(sqlite3.Connection):
     """A sqlite3 connection that holds the engine's WriteLock from BEGIN IMMEDIATE to the end
     of the transaction (SQLAlchemy ends transactions through commit() and rollback())."""
 
     write_lock: WriteLock | None = None
     _holding = False
+    _since = 0.0
 
     def take_write_lock(self) -> None:
         if self.write_lock is not None and not self._holding:
             self.write_lock.acquire()
             self._holding = True
+            self._since = time.perf_counter()
 
     def _drop_write_lock(self) -> None:
         if self._holding and self.write_lock is not None:
             self._holding = False
+            WRITE_LOCK_SECONDS.inc(time.perf_counter() - self._since)
+            WRITE_LOCK_HOLDS.inc()
             self.write_lock.release()
 
     def commit(self) -> None:

@@ -6,11 +6,13 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 import httpx
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
-from sqlalchemy import select
+from sqlalchemy import select, text
+from sqlalchemy.orm import Session
 
 from app.clips import service as clips_service
 from app.clips.models import Clip
@@ -144,3 +146,20 @@ def test_several_processes_sum_up_in_multiprocess_mode(tmp_path):
     found = samples(out)
     assert found[("vidarena_votes_total", ())] == 6
     assert found[("vidarena_trials_total", (("event", "answered"),))] == 2
+
+
+def test_sqlite_write_lock_time_is_counted(engine, session):
+    """The database-wide write lock's hold time (the ceiling for SQLite's trials/s) is counted
+    for every write transaction on SQLite, and never on PostgreSQL, which has no such lock."""
+    from app.db import WRITE_LOCK_HOLDS, WRITE_LOCK_SECONDS
+
+    holds, seconds = WRITE_LOCK_HOLDS._value.get(), WRITE_LOCK_SECONDS._value.get()
+    with Session(engine) as write, write.begin():
+        write.execute(text("SELECT 1"))
+        time.sleep(0.05)
+    sqlite = engine.dialect.name == "sqlite"
+    assert WRITE_LOCK_HOLDS._value.get() - holds == (1 if sqlite else 0)
+    held = WRITE_LOCK_SECONDS._value.get() - seconds
+    assert (held >= 0.05) if sqlite else held == 0
+    exposed = metrics.exposition(None).decode()
+    assert "vidarena_sqlite_write_lock_seconds_total" in exposed

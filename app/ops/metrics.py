@@ -47,12 +47,15 @@ from sqlalchemy import Engine, column, event, func, select, table
 from sqlalchemy.orm import Session
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.db import WRITE_LOCK_HOLDS, WRITE_LOCK_SECONDS
 from app.ops.logging import reveal, route_template
 
 log = logging.getLogger(__name__)
 # `*_created` series double the output and nothing here reads them.
 disable_created_metrics()  # type: ignore[no-untyped-call]  # prometheus_client leaves it unannotated
 REGISTRY = CollectorRegistry(auto_describe=True)
+REGISTRY.register(WRITE_LOCK_SECONDS)
+REGISTRY.register(WRITE_LOCK_HOLDS)
 
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 RENDER_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1800, 3600)
