@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.exc import DBAPIError, OperationalError
@@ -167,7 +168,9 @@ def _render(
     return Outcome("done", stored.key)
 
 
-def _progress(settings: Settings, clip_id: int, task_id: str, lost: threading.Event):  # type: ignore[no-untyped-def]
+def _progress(
+    settings: Settings, clip_id: int, task_id: str, lost: threading.Event
+) -> Callable[[int, int], None]:
     """on_step callback: throttled progress writes that renew the lease and notice cancels."""
     last = 0.0
 
