@@ -4,10 +4,15 @@
  * - Both clips are fetched as blobs and decoded before either is revealed, then put on the page in
  *   the same animation frame, so they start together (a slow clip is never seen later).
  * - "Replay both" (R) makes fresh object URLs from the same blobs: a new URL restarts a GIF.
+ * - Requests: the page arrives with its first pair in its config (`first`: the server's join
+ *   assigned it and the one after it, and the page embeds what GET next would answer), so
+ *   arriving costs no API request; each answer is one request, whose response carries the next
+ *   pair and the one after it; the last pair's answer carries `done` and the completion code,
+ *   shown in place (the done page's address replaces this one's) without asking again.
  * - The next pair is assigned once, ahead of time, and its clips are downloaded while this pair
- *   is rated: GET next's answer and a submit's carry it (`after`); when one has none (the last
- *   pair, or a reload before it was assigned) it is asked for with GET next?after=<id>, which
- *   returns the same trial when asked again.
+ *   is rated: the first pair's answer and a submit's carry it (`after`). When one has none it is
+ *   asked for with GET next?after=<id> (which returns the same trial when asked again), unless
+ *   the pair is the last (`last`): then nothing follows it and nothing is asked.
  * - Keys: 1/2/3 answer the focused (or first unanswered) question, Enter submits, R replays.
  * - While the study's next pair is still being rendered (`waiting`), the page keeps the evaluator
  *   and asks again by itself after the server's `retry_after`, backing off while nothing changes.
@@ -42,6 +47,7 @@
   var busy = false;       // a submit or a reveal is in progress
   var prefetch = null;    // { after, promise -> { trial, blobs: Promise } | null }
   var timer = null;
+  var finished = false;   // the done card is shown: keys do nothing any more
 
   function ApiError(status, body) {
     var detail = body && body.detail;
@@ -216,10 +222,33 @@
     setTimeout(function () { api(config.next).then(show).catch(fail); }, ms * (0.8 + 0.4 * Math.random()));
   }
 
-  /* Show a `next` answer of the API: a trial, the done page, or a wait message. */
+  /* The done page's card, filled from the answer that says `done`, in place of the rating
+   * page; the address becomes the done page's, so a reload shows the server's own. */
+  function showDone(result) {
+    var card = $("done-template").content.cloneNode(true);
+    var answered = result.progress.answered;
+    card.getElementById("done-answered").textContent = answered + " pair" + (answered === 1 ? "" : "s");
+    if (result.completion_code) {
+      card.getElementById("completion-code").firstElementChild.textContent = result.completion_code;
+      card.getElementById("done-code").hidden = false;
+    }
+    finished = true;
+    clearInterval(timer);
+    objectUrls.forEach(function (u) { URL.revokeObjectURL(u); });
+    objectUrls = [];
+    current = null;
+    var main = $("main");
+    main.replaceChildren(card);
+    document.body.classList.add("narrow");
+    document.title = "Thank you · Video comparison";
+    history.replaceState(null, "", config.done);
+    $("done-title").focus();
+  }
+
+  /* Show a `next` answer of the API: a trial, the done card, or a wait message. */
   function show(result) {
     if (result.status === "done") {
-      window.location.assign(config.done);
+      showDone(result);
       return Promise.resolve();
     }
     setProgress(result.progress);
@@ -252,7 +281,8 @@
       startTimer();
       window.scrollTo(0, 0);
       focusFieldset(fieldsets[0]);
-      startPrefetch(trial.id, result.after);
+      if (result.last) prefetch = null;  // nothing follows: nothing to ask
+      else startPrefetch(trial.id, result.after);
     });
   }
 
@@ -372,7 +402,7 @@
   $("replay").addEventListener("click", replay);
 
   document.addEventListener("keydown", function (event) {
-    if (event.ctrlKey || event.metaKey || event.altKey || event.isComposing) return;
+    if (finished || event.ctrlKey || event.metaKey || event.altKey || event.isComposing) return;
     var target = event.target;
     var tag = target && target.tagName;
     if (tag === "TEXTAREA" || (tag === "INPUT" && !/^(radio|checkbox)$/.test(target.type))) return;
@@ -390,5 +420,6 @@
     }
   });
 
-  api(config.next).then(show).catch(fail);
+  // The first pair came with the page; without it (an older page), ask.
+  (config.first ? show(config.first) : api(config.next).then(show)).catch(fail);
 })();

@@ -10,6 +10,13 @@ Errors (app/rating/errors.py, answered by the app's one RatingError handler) are
 differently, answered too early, not the current pair) or 422 (invalid votes or timing). A refused
 request stores nothing. While the study's clips still render, `next` may answer `waiting` with a
 `retry_after`: the evaluator is not finished, the next pair is on its way.
+
+Round trips: `join` answers the first pair too (`next`, as `GET next` would: the current pair,
+marked shown, and `after`, the pair after it, assigned ahead), so an arrival is one request; a
+submit's answer carries the next pair and the one after it, so each pair is one request. When a
+pair has no `after`, `last: true` says it is the evaluator's last (ask nothing more: its answer
+carries `done` and the completion code); otherwise `GET next?after=<trial id>` asks for it.
+`GET next` stays for resuming (a reload, another tab or client) and for a page that waits.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy.orm import Session
 
+from app.config import Settings
 from app.deps import ReadSessionDep, SessionDep, SettingsDep
 from app.rating import enrollment, flow, schemas, service, tokens
 from app.rating.deps import (
@@ -102,6 +110,7 @@ def next_out(
         status=result.status,
         trial=out(result.trial, result.prompt, result.clips),
         after=out(result.after, result.after_prompt, result.after_clips),
+        last=flow.is_last(result),
         progress=schemas.Progress(**vars(result.progress)),
         completion_code=result.completion_code,
         message=result.message,
@@ -136,7 +145,7 @@ def get_study(
 
 
 @router.post("/join", response_model=schemas.JoinOut, summary="Join (or resume) a study")
-def join(
+async def join(
     key: str,
     body: schemas.JoinIn,
     request: Request,
@@ -150,9 +159,30 @@ def join(
     evaluator; so does a request carrying the evaluator token. An invite is one evaluator: a
     participant id sent with it is recorded on that evaluator, and a different one later is
     refused (409 `invite_used`). Browsers may call this from the study's own pages only (403
-    `cross_site` otherwise)."""
+    `cross_site` otherwise).
+
+    The answer carries the first pair (`next`, what `GET next` would answer, the pair marked
+    shown and the one after it assigned ahead), in the same transaction: an arrival is one
+    request. `first_pair: false` leaves that to a later `GET next`."""
     response.headers.update(PRIVATE_HEADERS)
     check_same_origin(request)
+    if tokens.parse_study_key(secret, key) is None:
+        raise UnknownLinkError()
+    # On the rating threads, as `next` and submits: it assigns pairs under the same locks.
+    return await in_rating_lane(
+        request, _join, key, body, request, response, session, secret, settings
+    )
+
+
+def _join(
+    key: str,
+    body: schemas.JoinIn,
+    request: Request,
+    response: Response,
+    session: Session,
+    secret: str,
+    settings: Settings,
+) -> schemas.JoinOut:
     study = find_study(session, secret, key)
     joined = flow.join(
         session=session,
@@ -161,15 +191,20 @@ def join(
         invite=body.invite,
         external_id=body.external_id,
         current=find_evaluator(request, session, secret, study),
+        first_pair=body.first_pair,
     )
     token = set_evaluator_cookie(
         response, settings=settings, secret=secret, key=key, evaluator=joined.evaluator
     )
+    first = None
+    if joined.next is not None:
+        first = next_out(request, key=key, secret=secret, study_id=study.id, result=joined.next)
     return schemas.JoinOut(
         evaluator_token=token,
         resumed=joined.resumed,
         study=study_out(study),
         progress=schemas.Progress(**vars(joined.progress)),
+        next=first,
     )
 
 

@@ -29,6 +29,7 @@ class Joined:
     evaluator: Evaluator
     resumed: bool
     progress: service.Progress
+    next: service.NextResult | None = None  # with `first_pair`: what `next_trial` would answer
 
 
 @dataclass(frozen=True)
@@ -58,8 +59,12 @@ def join(
     invite: str | None = None,
     external_id: str | None = None,
     current: Evaluator | None = None,
+    first_pair: bool = False,
+    now: datetime | None = None,
 ) -> Joined:
-    """Enroll or resume an evaluator (see `enrollment.join`) and commit."""
+    """Enroll or resume an evaluator (see `enrollment.join`) and commit. With `first_pair`, the
+    same transaction also gives what `next_trial` would: the current pair, marked shown, with
+    the one after it assigned ahead, so an arrival is one request."""
     result = enrollment.join(
         session=session,
         secret=secret,
@@ -68,9 +73,29 @@ def join(
         external_id=external_id,
         current=current,
     )
-    progress = service.progress(session=session, study=study, evaluator=result.evaluator)
+    first = None
+    if first_pair:
+        first = _current_with_following(session, study, result.evaluator, now)
+        progress = first.progress
+    else:
+        progress = service.progress(session=session, study=study, evaluator=result.evaluator)
     session.commit()
-    return Joined(evaluator=result.evaluator, resumed=result.resumed, progress=progress)
+    return Joined(evaluator=result.evaluator, resumed=result.resumed, progress=progress, next=first)
+
+
+def is_last(result: service.NextResult) -> bool:
+    """Whether `result`'s trial is the evaluator's last: nothing follows it (answered, it
+    reaches their quota), so there is nothing to prefetch and its answer says `done`.
+
+    From the progress the result carries: with no trial after it, the current trial is the
+    last when every other trial is answered and together they make the planned total. (An
+    evaluator finished early because no further pair can be made for them is not told ahead;
+    their `next?after` prefetch hears it, as before.)"""
+    return (
+        result.status == "trial"
+        and result.after is None
+        and result.progress.answered + 1 >= result.progress.total
+    )
 
 
 def next_trial(
@@ -102,12 +127,7 @@ def next_trial(
         return result
     study, evaluator = _to_writer(read, session, study, evaluator)
     if after is None:
-        # The first pair and its follower in one write transaction: an arriving evaluator
-        # needs no `next?after` request.
-        current = service.current_trial(session=session, study=study, evaluator=evaluator, now=now)
-        result = service.with_following(
-            session=session, study=study, evaluator=evaluator, result=current, now=now
-        )
+        result = _current_with_following(session, study, evaluator, now)
     else:
         result = service.trial_after(
             session=session, study=study, evaluator=evaluator, trial_id=after, known=state, now=now
@@ -150,6 +170,17 @@ def submit(
     )
     session.commit()
     return Answered(stored=stored, next=following)
+
+
+def _current_with_following(
+    session: Session, study: Study, evaluator: Evaluator, now: datetime | None
+) -> service.NextResult:
+    """The current pair (marked shown) and its follower in one write transaction: an arriving
+    evaluator needs no `next?after` request."""
+    current = service.current_trial(session=session, study=study, evaluator=evaluator, now=now)
+    return service.with_following(
+        session=session, study=study, evaluator=evaluator, result=current, now=now
+    )
 
 
 def _to_writer(

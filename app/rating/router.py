@@ -12,12 +12,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from app.config import Settings
 from app.deps import ReadSessionDep, SessionDep, SettingsDep
 from app.rating import enrollment, flow, service, tokens
 from app.rating import media as rating_media
-from app.rating.api import study_out
+from app.rating.api import next_out, study_out
 from app.rating.deps import (
     PRIVATE_HEADERS,
     SecretDep,
@@ -25,6 +27,7 @@ from app.rating.deps import (
     check_same_origin,
     find_evaluator,
     find_study,
+    in_rating_lane,
     set_evaluator_cookie,
 )
 from app.rating.errors import EnrollmentError, NotAnEvaluatorError
@@ -79,7 +82,7 @@ def welcome(key: str, request: Request, session: ReadSessionDep, secret: SecretD
 
 
 @router.post("/join", response_class=HTMLResponse)
-def join(
+async def join(
     key: str,
     request: Request,
     session: SessionDep,
@@ -88,7 +91,24 @@ def join(
     invite: Annotated[str, Form(max_length=300)] = "",
     external_id: Annotated[str, Form(max_length=300)] = "",
 ) -> Response:
+    """Join, and assign the first pair (marked shown) and the one after it in the same
+    transaction (on the rating threads, as the API's join), so the rating page it leads to
+    only reads them."""
     check_same_origin(request)
+    return await in_rating_lane(
+        request, _join, key, request, session, secret, settings, invite, external_id
+    )
+
+
+def _join(
+    key: str,
+    request: Request,
+    session: Session,
+    secret: str,
+    settings: Settings,
+    invite: str,
+    external_id: str,
+) -> Response:
     study = find_study(session, secret, key)
     joined = flow.join(
         session=session,
@@ -97,6 +117,7 @@ def join(
         invite=invite or None,
         external_id=external_id or None,
         current=find_evaluator(request, session, secret, study),
+        first_pair=True,
     )
     response = RedirectResponse(f"/r/{key}/rate", status_code=303, headers=PRIVATE_HEADERS)
     set_evaluator_cookie(
@@ -106,11 +127,16 @@ def join(
 
 
 @router.get("/rate", response_class=HTMLResponse)
-def rate(key: str, request: Request, session: ReadSessionDep, secret: SecretDep) -> Response:
-    """The rating page. Its script drives the JSON API: next trial, prefetch, submit."""
-    study = find_study(session, secret, key)
+def rate(
+    key: str, request: Request, read: ReadSessionDep, session: SessionDep, secret: SecretDep
+) -> Response:
+    """The rating page, with the current pair and the one after it in its config (what `GET
+    next` would answer: read only, after a join that assigned them), so arriving costs the page
+    no API request. Its script drives the JSON API from there: submits, and `GET next` when it
+    waits or must catch up."""
+    study = find_study(read, secret, key)
     enrollment.check_open(study)
-    evaluator = find_evaluator(request, session, secret, study)
+    evaluator = find_evaluator(request, read, secret, study)
     if evaluator is None:
         raise NotAnEvaluatorError(
             "We could not tell who you are (cookies may be blocked or have expired). "
@@ -119,14 +145,19 @@ def rate(key: str, request: Request, session: ReadSessionDep, secret: SecretDep)
     if evaluator.completed_at is not None:
         return RedirectResponse(f"/r/{key}/done", status_code=303, headers=PRIVATE_HEADERS)
     spec = enrollment.rating_spec(study)
+    out = study_out(study)
+    first = flow.next_trial(read=read, session=session, study=study, evaluator=evaluator)
     config = {
         "next": f"/r/{key}/api/next",
         "votes": f"/r/{key}/api/trials/{{id}}/votes",
         "done": f"/r/{key}/done",
         "criteria": study.criterion_keys,
         "minViewSeconds": spec.min_view_seconds,
+        "first": next_out(
+            request, key=key, secret=secret, study_id=study.id, result=first
+        ).model_dump(mode="json"),
     }
-    context = {"key": key, "study": study_out(study), "config": config}
+    context = {"key": key, "study": out, "config": config}
     return page(request, "rate/rate.html", context)
 
 

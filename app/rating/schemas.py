@@ -61,6 +61,10 @@ class NextOut(BaseModel):
       the evaluator and ask again after `retry_after` seconds;
     - `unavailable`: nothing to rate and nothing being rendered (the study's clips are not
       queued yet), or, with `after`, nothing to prefetch yet.
+
+    With `trial`, `after` is the pair to prefetch; when it is null, `last` says whether one
+    will follow (ask `GET next?after=<trial id>`) or `trial` is the evaluator's last pair (ask
+    nothing: the answer to it carries `done` and the completion code).
     """
 
     status: Literal["trial", "done", "waiting", "unavailable"]
@@ -68,9 +72,16 @@ class NextOut(BaseModel):
     after: TrialOut | None = Field(
         default=None,
         description="The trial after `trial`, already assigned, so its clips can load while "
-        "`trial` is rated (what `GET next?after=<trial id>` returns). Set in a submit's answer "
-        "and in `GET next`'s; null when there is none yet (the last pair, or a reload before it "
-        "was assigned: then ask `GET next?after=<trial id>`).",
+        "`trial` is rated (what `GET next?after=<trial id>` returns). Set in a submit's answer, "
+        "in join's and in `GET next`'s; null for the last pair (`last`), or when none is "
+        "assigned yet (a reload before it was, or the next pair still rendering): then ask "
+        "`GET next?after=<trial id>`.",
+    )
+    last: bool = Field(
+        default=False,
+        description="True when `trial` is the evaluator's last pair (its quota reached): "
+        "nothing follows it, so there is nothing to prefetch and no `GET next?after=` to ask; "
+        "the answer to it carries `status` `done` with the `completion_code`.",
     )
     progress: Progress
     completion_code: str | None = None
@@ -87,6 +98,11 @@ class JoinIn(BaseModel):
     external_id: ExternalId | None = Field(
         default=None, description="Participant id from a crowd platform (e.g. a Prolific PID)."
     )
+    first_pair: bool = Field(
+        default=True,
+        description="Answer the first pair too (`next`), so an arrival is one request. False "
+        "for a client that shows it later: then `GET next` gives it (and marks it shown).",
+    )
 
 
 class JoinOut(BaseModel):
@@ -96,6 +112,12 @@ class JoinOut(BaseModel):
     resumed: bool = Field(description="True when this participant had joined before.")
     study: StudyOut
     progress: Progress
+    next: NextOut | None = Field(
+        default=None,
+        description="What `GET next` would answer now, in the same request: the current pair "
+        "(marked shown) with the one after it (`after`, assigned ahead), or `done` / `waiting` "
+        "/ `unavailable`. Null with `first_pair: false`.",
+    )
 
 
 class ClientTiming(BaseModel):
