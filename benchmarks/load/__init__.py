@@ -2,13 +2,13 @@
 PostgreSQL, in two modes, with a reconciliation of every vote at the end.
 
 Each simulated evaluator does what the browser's rating page (static/rate.js) does: join with a
-personal invite (`POST /r/<key>/api/join`, bearer token), `GET /api/next` for the first pair
-(its answer carries the pair after it, assigned ahead), then for every pair: fetch both clips of
-the following pair (`GET /r/<key>/media/<token>`) while "watching" this one, and submit this
-pair's votes on every criterion (`POST /api/trials/<id>/votes`). A submit's answer carries the
-next pair and the one after it; only when an answer has none after it (the last pair) is it
-asked for (`GET /api/next?after=<id>`). An evaluator who reaches the study's quota is replaced by
-a newly invited one.
+personal invite (`POST /r/<key>/api/join`, bearer token), whose answer carries the first pair and
+the pair after it (assigned ahead), then for every pair: fetch both clips of the following pair
+(`GET /r/<key>/media/<token>`) while "watching" this one, and submit this pair's votes on every
+criterion (`POST /api/trials/<id>/votes`). A submit's answer carries the next pair and the one
+after it; the last pair says so (`last`), so nothing is asked after it, and its answer says
+done (`GET /api/next?after=<id>` only for a pair with neither, which this study never has). An
+evaluator who reaches the study's quota is replaced by a newly invited one.
 
 - **realistic**: N evaluators (200 and 1000 by default) arrive at uniform random times over the
   first `--ramp` seconds (30: 1000 evaluators in 30 s is already a crowd answering one
@@ -16,12 +16,15 @@ a newly invited one.
   `--duration` seconds: p50/p95/p99 latency of next-pair and submit over the whole run, ramp
   included (target: p99 < 50 ms at 1000 evaluators on 2 cores);
 - **saturation**: `--clients` evaluators with no think time: trials/s sustained, measured in the
-  same run beside a floor, a minimal FastAPI endpoint on the same database kind, served the same
-  way, doing one indexed read and one insert per request in one transaction (target: at least
-  half the floor).
+  same run beside two floors on the same database kind, served the same way: a minimal FastAPI
+  endpoint doing one indexed read and one insert per request in one transaction, and a
+  submit-shaped one doing the writes of one answer naively (one evaluator read, one trial
+  update, six vote inserts, one trial insert, one commit; target: at least 0.7 of it).
 
 Either way: every request must succeed, and votes sent (successful submits x criteria) = votes
-stored (SQL count) = votes exported (rows of `vidarena export votes SLUG -o FILE`).
+stored (SQL count) = votes exported (rows of `vidarena export votes SLUG -o FILE`). After each
+run the report counts the SQL statements per join, submit and resume on that run's database
+(in-process, benchmarks/load/statements.py) and sets them beside the run's CPU per trial.
 
 The server under load is W processes of `uvicorn app.main:create_app --factory`, each on a port
 of its own with the simulated evaluators spread evenly over them (as W replicas behind a load
@@ -47,7 +50,9 @@ itself after its duration.
 #                and their server-side latency (/metrics)
 #   client       the HTTP client of the simulated evaluators, timing and retrying like the page
 #   evaluators   the simulated evaluators (the rating page's flow) and their arrivals
-#   floor        the floor: a minimal FastAPI endpoint (one indexed read, one insert) and its load
+#   floor        the floors: a minimal FastAPI endpoint (one indexed read, one insert) and a
+#                submit-shaped one (one answer's writes, naively), and their load
+#   statements   SQL statements per request, counted in-process on the run's database
 #   scenarios    one measured run (realistic or saturation) on one database kind
 #   stats        latencies, percentiles, trials per second in a window
 #   cpu          CPU seconds of the server, the load generator and PostgreSQL; the machine

@@ -87,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                 )  # fmt: skip
                 saturation.append(r)
                 print(
-                    f"# {db} saturation: {r.trials_per_s:.0f} vs floor {r.floor_per_s:.0f}",
+                    f"# {db} saturation: {r.trials_per_s:.0f} vs floor {r.floor_per_s:.0f}, "
+                    f"submit-shaped floor {r.submit_floor_per_s:.0f}",
                     file=sys.stderr,
                 )
     finally:

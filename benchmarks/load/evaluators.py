@@ -1,6 +1,7 @@
 """The simulated evaluators: each does what the browser's rating page (static/rate.js) does, from
-joining with a personal invite to submitting its quota of pairs, prefetching the next pair and
-its clips while "watching" the current one; a new evaluator takes each finished one's place."""
+joining with a personal invite (whose answer carries the first pair) to submitting its quota of
+pairs, prefetching the next pair's clips while "watching" the current one and asking nothing
+after the last pair; a new evaluator takes each finished one's place."""
 
 from __future__ import annotations
 
@@ -30,7 +31,8 @@ class Flow:
     def base(self) -> str:
         return f"/r/{self.seeded.key}"
 
-    async def join(self, client: Any) -> dict[str, str]:
+    async def join(self, client: Any) -> tuple[dict[str, str], dict[str, Any]]:
+        """Join with a new invite: the bearer header and the first pair (the join's `next`)."""
         from app.rating import tokens
 
         invite, _ = tokens.new_invite(SECRET_KEY, self.seeded.study_id)
@@ -40,7 +42,8 @@ class Flow:
             lambda: client.post(f"{self.base}/api/join", json={"invite": invite}),
         )
         self.stats.joins += 1
-        return {"Authorization": f"Bearer {response.json()['evaluator_token']}"}
+        joined = response.json()
+        return {"Authorization": f"Bearer {joined['evaluator_token']}"}, joined["next"]
 
     async def media(self, client: Any, trial: dict[str, Any]) -> None:
         left, right = await asyncio.gather(
@@ -67,21 +70,22 @@ class Flow:
                 await asyncio.sleep(0.5)  # counted; carry on with a new evaluator
 
     async def one_evaluator(self, client: Any) -> None:
-        headers = await self.join(client)
+        headers, current = await self.join(client)
         api = f"{self.base}/api"
-        first = await timed(self.stats, "next", lambda: client.get(f"{api}/next", headers=headers))
-        current = first.json()
-        if current["status"] != "trial":
-            self.stats.error("next", f"no first pair: {current}")
-            raise RequestFailedError("next")
+        if current is None or current["status"] != "trial":
+            self.stats.error("join", f"no first pair: {current}")
+            raise RequestFailedError("join")
         await self.media(client, current["trial"])
         step = 0
         while time.monotonic() < self.deadline:
             trial = current["trial"]
-            # Prefetch the following pair and its clips while "watching" this one: a submit's
-            # answer carries it (`after`); for the first pair it is asked for.
+            # Prefetch the following pair's clips while "watching" this one: the join's and each
+            # submit's answer carry it (`after`); the last pair says so (`last`) and nothing
+            # follows it; otherwise (not seen here: a pair still rendering) it is asked for.
             if current.get("after"):
                 upcoming = {"status": "trial", "trial": current["after"]}
+            elif current.get("last"):
+                upcoming = {"status": "done"}
             else:
                 ahead = await timed(
                     self.stats,

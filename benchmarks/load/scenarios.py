@@ -1,6 +1,7 @@
 """One measured run: a scenario (realistic: evaluators arriving over a ramp and thinking per
-pair; saturation: clients with no think time, beside the floor) on a fresh database of one kind,
-with the CPU it took and the reconciliation of every vote."""
+pair; saturation: clients with no think time, beside the two floors) on a fresh database of one
+kind, with the CPU it took, the reconciliation of every vote, and then the SQL statements per
+request on that database (counted in-process, benchmarks/load/statements.py)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from benchmarks.load.cpu import cpu_seconds, postgres_cpu
 from benchmarks.load.evaluators import drive_rating
 from benchmarks.load.floor import FLOOR_APP, drive_floor, prepare_floor
 from benchmarks.load.server import scrape_server_latency, server_env, uvicorn_replicas
+from benchmarks.load.statements import StatementCounts, count_statements
 from benchmarks.load.stats import Stats, rate_in_window
 from benchmarks.load.study import (
     all_or_nothing_violations,
@@ -44,12 +46,27 @@ class Result:
     floor_per_s: float | None = None
     floor_stats: Stats | None = None
     floor_worker_cpu: list[float] = field(default_factory=list)
+    submit_floor_per_s: float | None = None  # the submit-shaped floor (benchmarks/load/floor.py)
+    submit_floor_stats: Stats | None = None
+    submit_floor_worker_cpu: list[float] = field(default_factory=list)
+    statements: StatementCounts | None = None
 
     @property
     def errors(self) -> int:
-        return sum(self.stats.errors.values()) + (
-            sum(self.floor_stats.errors.values()) if self.floor_stats else 0
+        return sum(self.stats.errors.values()) + sum(
+            sum(s.errors.values()) for s in (self.floor_stats, self.submit_floor_stats) if s
         )
+
+    @property
+    def cpu_ms_per_trial(self) -> float:
+        """Web processes' CPU per trial (everything they served: joins, clips, submits)."""
+        trials = len(self.stats.trials_done)
+        return 1000 * self.server_cpu * self.elapsed / trials if trials else float("nan")
+
+    @property
+    def database_cpu_ms_per_trial(self) -> float:
+        trials = len(self.stats.trials_done)
+        return 1000 * self.database_cpu * self.elapsed / trials if trials else float("nan")
 
     @property
     def reconciled(self) -> bool:
@@ -72,10 +89,10 @@ def measure(
     with fresh_database(db, scenario) as url:
         seeded = seed_study(url, scenario / "media")
         env = server_env(url, scenario)
-        floor_per_s = floor_stats = None
-        floor_worker_cpu: list[float] = []
+        floors: list[tuple[float, Stats, list[float]]] = []
         if mode == "saturation":
-            # The floor first, on a database of the same kind, served the same way.
+            # The floors first, on a database of the same kind, served the same way: the
+            # minimal endpoint, then the submit-shaped one, each for the run's duration.
             with fresh_database(db, scenario, name="floor", migrate=False) as furl:
                 prepare_floor(furl)
                 fenv = server_env(url, scenario, floor_url=furl)
@@ -86,25 +103,28 @@ def measure(
                     pin=args.pin,
                     log=scenario / "floor.log",
                 ) as floor_server:
-                    floor_before = floor_server.worker_cpu()
-                    floor_stats, floor_elapsed = run_async(
-                        drive_floor(
-                            floor_server.base_urls,
-                            clients=evaluators,
-                            duration=duration,
-                            seed=args.seed,
+                    for criteria in (None, seeded.criteria):
+                        floor_before = floor_server.worker_cpu()
+                        fstats, floor_elapsed = run_async(
+                            drive_floor(
+                                floor_server.base_urls,
+                                clients=evaluators,
+                                duration=duration,
+                                seed=args.seed,
+                                criteria=criteria,
+                            )
                         )
-                    )
-                    floor_worker_cpu = [
-                        (after - before) / floor_elapsed
-                        for before, after in zip(
-                            floor_before, floor_server.worker_cpu(), strict=True
+                        fcpu = [
+                            (after - before) / floor_elapsed
+                            for before, after in zip(
+                                floor_before, floor_server.worker_cpu(), strict=True
+                            )
+                        ]
+                        start = min(fstats.trials_done, default=0) + args.warmup
+                        floor_rate = rate_in_window(
+                            fstats.trials_done, start, start + duration - args.warmup
                         )
-                    ]
-                start = min(floor_stats.trials_done, default=0) + args.warmup
-                floor_per_s = rate_in_window(
-                    floor_stats.trials_done, start, start + duration - args.warmup
-                )
+                        floors.append((floor_rate, fstats, fcpu))
         log = scenario / "server.log"
         with uvicorn_replicas(
             "app.main:create_app", env, workers=args.workers, pin=args.pin, log=log
@@ -141,6 +161,10 @@ def measure(
         exported = votes_exported(env, seeded.slug, scenario / "votes.csv")
         broken = all_or_nothing_violations(url, seeded.study_id, len(seeded.criteria))
         args.gif_bytes = seeded.gif_bytes
+        # After the reconciliation: its evaluators' votes are not the load's.
+        statements = count_statements(url, scenario, seeded)
+    none: tuple[None, None, list[float]] = (None, None, [])
+    (floor_per_s, floor_stats, floor_worker_cpu), submit_floor = floors or [none, none]
     return Result(
         db=db,
         mode=mode,
@@ -160,4 +184,8 @@ def measure(
         floor_per_s=floor_per_s,
         floor_stats=floor_stats,
         floor_worker_cpu=floor_worker_cpu,
+        submit_floor_per_s=submit_floor[0],
+        submit_floor_stats=submit_floor[1],
+        submit_floor_worker_cpu=submit_floor[2],
+        statements=statements,
     )
