@@ -35,6 +35,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=30,
         help="realistic mode: evaluators arrive at uniform random times over the first RAMP s",
     )
+    p.add_argument(
+        "--flash",
+        default="",
+        help="realistic mode: also these evaluator counts (comma-separated) arriving within "
+        "--flash-ramp seconds, a flash crowd, in the same run",
+    )
+    p.add_argument("--flash-ramp", type=float, default=7.0, help="seconds a flash crowd arrives in")
     p.add_argument("--clients", type=int, default=32, help="saturation mode: concurrent clients")
     p.add_argument(
         "--saturation-duration", type=float, default=25, help="saturation mode: seconds per run"
@@ -68,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         args.keep.mkdir(parents=True, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="vidarena-load-", dir=args.keep))
     realistic: list[Result] = []
+    flash: list[Result] = []
     saturation: list[Result] = []
+    flash_counts = [int(x) for x in args.flash.split(",") if x]
     try:
         for db in dbs:
             if "realistic" in modes:
@@ -79,6 +88,13 @@ def main(argv: list[str] | None = None) -> int:
                     )  # fmt: skip
                     realistic.append(r)
                     print(f"# {db} realistic {n}: {r.trials_per_s:.1f} trials/s", file=sys.stderr)
+                for n in flash_counts:
+                    r = measure(
+                        db=db, mode="realistic", evaluators=n, duration=args.duration,
+                        think=(low, high), args=args, workdir=workdir, ramp=args.flash_ramp,
+                    )  # fmt: skip
+                    flash.append(r)
+                    print(f"# {db} flash crowd {n}: {r.trials_per_s:.1f} trials/s", file=sys.stderr)
             if "saturation" in modes:
                 r = measure(
                     db=db, mode="saturation", evaluators=args.clients,
@@ -100,11 +116,12 @@ def main(argv: list[str] | None = None) -> int:
         before=before,
         think=(low, high),
         realistic=realistic,
+        flash=flash,
         saturation=saturation,
     )
-    failed = problems(realistic + saturation)
+    failed = problems(realistic + flash + saturation)
     if args.json:
-        write_json(args.json, realistic + saturation)
+        write_json(args.json, realistic + flash + saturation)
     if failed:
         print("FAILED:\n" + "\n".join(failed), file=sys.stderr)
         return 1

@@ -14,7 +14,12 @@ from benchmarks.load.client import run_async
 from benchmarks.load.cpu import cpu_seconds, postgres_cpu
 from benchmarks.load.evaluators import drive_rating
 from benchmarks.load.floor import FLOOR_APP, drive_floor, prepare_floor
-from benchmarks.load.server import scrape_server_latency, server_env, uvicorn_replicas
+from benchmarks.load.server import (
+    scrape_server_latency,
+    scrape_shared_lock_seconds,
+    server_env,
+    uvicorn_replicas,
+)
 from benchmarks.load.statements import StatementCounts, count_statements
 from benchmarks.load.stats import Stats, rate_in_window
 from benchmarks.load.study import (
@@ -50,6 +55,13 @@ class Result:
     submit_floor_stats: Stats | None = None
     submit_floor_worker_cpu: list[float] = field(default_factory=list)
     statements: StatementCounts | None = None
+    shared_lock_s: float = 0.0  # seconds under a lock every writer of the study shares
+    ramp: float = 0.0
+
+    @property
+    def shared_lock_ms_per_trial(self) -> float:
+        trials = len(self.stats.trials_done)
+        return 1000 * self.shared_lock_s / trials if trials else float("nan")
 
     @property
     def errors(self) -> int:
@@ -82,8 +94,10 @@ def measure(
     think: tuple[float, float],
     args: argparse.Namespace,
     workdir: Path,
+    ramp: float | None = None,
 ) -> Result:
-    scenario = workdir / f"{db}-{mode}-{evaluators}"
+    ramp = (args.ramp if ramp is None else ramp) if mode == "realistic" else 0.0
+    scenario = workdir / f"{db}-{mode}-{evaluators}-ramp{ramp:g}"
     scenario.mkdir()
     (scenario / "var").mkdir()
     with fresh_database(db, scenario) as url:
@@ -139,7 +153,7 @@ def measure(
                     evaluators=evaluators,
                     duration=duration,
                     think=think,
-                    ramp=args.ramp if mode == "realistic" else 0.0,
+                    ramp=ramp,
                     connections=args.connections or evaluators,
                     seed=args.seed,
                 )
@@ -152,6 +166,7 @@ def measure(
             ]
             database_cpu = (postgres_cpu() - database_before) / elapsed if db != "sqlite" else 0.0
             server_view = scrape_server_latency(server)
+            shared_lock_s = scrape_shared_lock_seconds(server)
         if mode == "saturation":
             start = min(stats.trials_done, default=0) + args.warmup
             per_s = rate_in_window(stats.trials_done, start, start + duration - args.warmup)
@@ -188,4 +203,6 @@ def measure(
         submit_floor_stats=submit_floor[1],
         submit_floor_worker_cpu=submit_floor[2],
         statements=statements,
+        shared_lock_s=shared_lock_s,
+        ramp=ramp,
     )

@@ -143,3 +143,21 @@ def scrape_server_latency(server: Server) -> dict[str, tuple[float, float]]:
         for route in counts
         if counts[route]
     }
+
+
+def scrape_shared_lock_seconds(server: Server) -> float:
+    """Seconds any lock shared by a whole study was held, all worker processes summed: SQLite's
+    database-wide write lock (`vidarena_sqlite_write_lock_seconds_total`); PostgreSQL has none
+    since the assignment moved to row locks (app/rating/service.py, "Concurrency"), so 0."""
+    import httpx
+
+    text = httpx.get(
+        server.base_url + "/metrics",
+        headers={"Authorization": f"Bearer {METRICS_TOKEN}"},
+        timeout=30,
+    ).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("vidarena_sqlite_write_lock_seconds_total")
+    )
