@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from app.config import Settings, get_settings
-from app.text import visible
+from app.text import plural, visible
 
 if TYPE_CHECKING:  # imported where used, so that each command loads only what it needs
     import subprocess
@@ -17,6 +17,7 @@ if TYPE_CHECKING:  # imported where used, so that each command loads only what i
 
     from app.exports.service import Kind
     from app.studies.models import Study
+    from app.studies.studyfile import StudyFileError
 
 EXAMPLE_STUDY = (
     Path(__file__).resolve().parent.parent / "examples/lightning-vs-animatediff/study.toml"
@@ -172,6 +173,66 @@ def study_list() -> None:
                 f"{visible(study.slug):<32} {study.status.value:<10} {n['arms']:>4} "
                 f"{n['prompts']:>7}  {visible(study.name)}"
             )
+
+
+@study_app.command("plan")
+def study_plan(
+    slug: Annotated[str, typer.Argument(help="The study whose analysis plan changes.")],
+    study_file: Annotated[
+        Path,
+        typer.Argument(
+            help="TOML file with the new [analysis] table (the study file itself will do; its "
+            "other tables are not read; no [analysis] table: the defaults)."
+        ),
+    ],
+    reason: Annotated[
+        str, typer.Option("--reason", help="Why the plan changes, kept with the change.")
+    ] = "",
+) -> None:
+    """Replace a study's analysis plan. Once the study has opened the plan is locked: a change
+    is still made, and kept with its time (shown on the study page, the dashboard, the report)."""
+    from app.db import session_scope
+    from app.studies import service as studies_service
+    from app.studies.studyfile import StudyFileError, decode_utf8, parse_analysis
+
+    ensure_schema(get_settings())
+    try:
+        text = decode_utf8(study_file.read_bytes(), study_file.name)
+    except OSError as exc:
+        raise fail(f"{study_file.name}:1:1: cannot read file: {exc.strerror}", code=2) from exc
+    except StudyFileError as exc:
+        raise fail(_plan_problems(exc), code=2) from exc
+    with session_scope() as session:
+        study = _study_or_exit(session, slug)
+        try:
+            spec = parse_analysis(
+                toml_text=text,
+                toml_name=study_file.name,
+                criteria=study.criterion_keys,
+                arms=[arm.name for arm in study.arms],
+            )
+        except StudyFileError as exc:
+            raise fail(_plan_problems(exc), code=2) from exc
+        if spec == studies_service.analysis_spec(study):
+            typer.echo(f"the analysis plan of {visible(slug)!r} is unchanged")
+            return
+        change = studies_service.set_analysis(
+            session=session, study=study, spec=spec, reason=reason.strip()
+        )
+        if change is None:
+            typer.echo(f"changed the analysis plan of {visible(slug)!r} (not locked yet)")
+        else:
+            when = f"{change.changed_at:%Y-%m-%d %H:%M:%S} UTC"
+            locked = f"{study.analysis_locked_at:%Y-%m-%d %H:%M:%S} UTC"
+            typer.echo(
+                f"changed the analysis plan of {visible(slug)!r} at {when}, after its lock "
+                f"({locked}): the change is kept with its time and shown with the plan"
+            )
+
+
+def _plan_problems(exc: StudyFileError) -> str:
+    lines = "\n".join(f"  {p}" for p in exc.problems)
+    return f"{plural(len(exc.problems), 'problem')} in the plan; nothing was changed:\n{lines}"
 
 
 @clips_app.command("import")

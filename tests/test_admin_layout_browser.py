@@ -105,8 +105,8 @@ def test_admin_tables_line_up_and_fit_at_laptop_and_phone_widths(
                 page.get_by_role("button", name="Copy all 3 links").wait_for()
             page.screenshot(path=shots / f"layout-{name}-{label}.png", full_page=True)
             checked = assert_laid_out(page, columns_line_up=label == "desktop")
-            if label == "desktop":  # render panel, arms and prompts on the study page
-                assert checked == {"list": 1, "study": 3, "invites": 0}[name], (name, checked)
+            if label == "desktop":  # render panel, analysis plan, arms, prompts: the study page
+                assert checked == {"list": 1, "study": 4, "invites": 0}[name], (name, checked)
         # Every clip failed: the errors are in view, not folded into <details>.
         page.goto(live_server + pages["study"])
         alert = page.locator("#render .render-failed")

@@ -1,7 +1,7 @@
 """The analysis plan a study fixes before its data: what the sequential verdicts test.
 
 Plain frozen dataclasses, no validation (the study file's `[analysis]` table is validated by
-`app.studies.studyfile.AnalysisSpec`, which builds a `Plan` through `AnalysisSpec.plan(...)`;
+`AnalysisSpec` in `app.studies.analysis`, which builds a `Plan` through `AnalysisSpec.plan(...)`;
 `app.studies.service.analysis_plan(study, focus=...)` is the call the dashboard, report and
 exports make). This module imports nothing from the app: the statistics
 (`app.analysis.sequential`) build on it, the studies package sits above it.

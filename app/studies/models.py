@@ -42,6 +42,11 @@ class Study(Base):
     # The study file's [rating] table (quota, enrollment, quality control) as validated by
     # RatingSpec.
     rating: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The study file's [analysis] table (the plan the sequential verdicts test) as validated by
+    # AnalysisSpec; {} is the defaults. Locked when the study first opens: a change after
+    # `analysis_locked_at` is kept in `analysis_changes` (studies.service.set_analysis).
+    analysis: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    analysis_locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     # The study file as uploaded, kept for provenance (loaded only when read: pages and the
     # rating API load studies on every request).
     study_file: Mapped[str] = mapped_column(Text, default="", deferred=True)
@@ -52,6 +57,11 @@ class Study(Base):
     )
     prompts: Mapped[list[Prompt]] = relationship(
         back_populates="study", order_by="Prompt.position", cascade="all, delete-orphan"
+    )
+    analysis_changes: Mapped[list[AnalysisChange]] = relationship(
+        back_populates="study",
+        order_by="AnalysisChange.id",
+        cascade="all, delete-orphan",
     )
 
     @property
@@ -108,3 +118,19 @@ class Prompt(Base):
     seed: Mapped[int] = mapped_column(BigInteger)  # shared by every arm: same starting noise
 
     study: Mapped[Study] = relationship(back_populates="prompts")
+
+
+class AnalysisChange(Base):
+    """A change of a study's analysis plan after it was locked (the study had opened): what it
+    was, what it became and when. Kept for good, shown on the study page: never silent."""
+
+    __tablename__ = "analysis_change"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    before: Mapped[dict[str, Any]] = mapped_column(JSON)
+    after: Mapped[dict[str, Any]] = mapped_column(JSON)
+    reason: Mapped[str] = mapped_column(Text, default="")
+
+    study: Mapped[Study] = relationship(back_populates="analysis_changes")

@@ -20,12 +20,14 @@ from app.clips import service as clips_service
 from app.deps import ReadSessionDep, SessionDep, StudyDep, StudyForUpdateDep
 from app.rating import matchups
 from app.studies import service as studies_service
+from app.studies.analysis import analysis_toml
 from app.studies.models import Study, StudyStatus
 from app.studies.studyfile import (
     MAX_FILE_BYTES,
     Problem,
     StudyFileError,
     decode_utf8,
+    parse_analysis,
     parse_study,
 )
 from app.text import plural
@@ -34,6 +36,7 @@ from app.web.pages import templates
 router = admin_router(tags=["studies"])
 
 PROMPTS_PER_PAGE = 50
+MAX_PLAN_CHARS = 20_000  # an [analysis] table typed into the study page's plan form
 # A refused upload keeps both files in hidden fields (base64, a third larger), so a retry
 # carries at most two new files and two kept ones. UPLOAD_BODY_LIMIT is the request-body limit
 # main.py sets for /admin: an oversized upload is refused while it streams in, before parsing.
@@ -226,6 +229,49 @@ def change_status(
     return RedirectResponse(f"/admin/studies/{study.slug}", status_code=303)
 
 
+@router.post("/studies/{slug}/analysis", response_class=HTMLResponse)
+def change_analysis(
+    request: Request,
+    study: StudyForUpdateDep,
+    session: SessionDep,
+    analysis: Annotated[str, Form(max_length=MAX_PLAN_CHARS)] = "",
+    reason: Annotated[str, Form(max_length=2000)] = "",
+) -> Response:
+    """Replace the study's analysis plan with an `[analysis]` table. After the lock (the study
+    has opened) the change is still made, and kept with its time and reason."""
+    try:
+        spec = parse_analysis(
+            toml_text=analysis,
+            toml_name="analysis",
+            criteria=study.criterion_keys,
+            arms=[arm.name for arm in study.arms],
+        )
+    except StudyFileError as exc:
+        return _render_study(
+            request,
+            session=session,
+            study=study,
+            plan_problems=[str(p) for p in exc.problems],
+            plan_text=analysis,
+            plan_reason=reason,
+            status_code=422,
+        )
+    if spec == studies_service.analysis_spec(study):
+        message = "The analysis plan is unchanged."
+    else:
+        change = studies_service.set_analysis(
+            session=session, study=study, spec=spec, reason=reason.strip()
+        )
+        session.commit()
+        message = (
+            "Changed the analysis plan."
+            if change is None
+            else "Changed the analysis plan after its lock: the change is kept with its time."
+        )
+    auth_service.flash(session=request.session, category="success", message=message)
+    return RedirectResponse(f"/admin/studies/{study.slug}#analysis-heading", status_code=303)
+
+
 def _render_study(
     request: Request,
     *,
@@ -234,11 +280,22 @@ def _render_study(
     theme: str | None = None,
     page: int = 1,
     error: str | None = None,
+    plan_problems: list[str] | None = None,
+    plan_text: str | None = None,
+    plan_reason: str = "",
     status_code: int = 200,
 ) -> Response:
     render_progress = clips_service.progress(session=session, study=study)
     context: dict[str, Any] = {
         "study": study,
+        "plan": studies_service.plan_view(session=session, study=study),
+        "plan_text": (
+            plan_text
+            if plan_text is not None
+            else analysis_toml(studies_service.analysis_spec(study))
+        ),
+        "plan_problems": plan_problems or [],
+        "plan_reason": plan_reason,
         "counts": studies_service.counts(session=session, study=study),
         "transitions": sorted(
             studies_service.TRANSITIONS[study.status], key=list(StudyStatus).index

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
+from app.analysis.plan import Plan
 from app.clips.models import Clip, ClipStatus
-from app.studies.models import Arm, Prompt, Study, StudyStatus
+from app.db import utcnow
+from app.studies.analysis import AnalysisSpec, CriterionTest
+from app.studies.models import AnalysisChange, Arm, Prompt, Study, StudyStatus
 from app.studies.schemas import SLUG_PATTERN
 from app.studies.studyfile import StudyDraft
 
@@ -47,6 +53,7 @@ def create(*, session: Session, draft: StudyDraft) -> Study:
         description=draft.description.strip(),
         criteria=[c.model_dump() for c in draft.criteria],
         rating=draft.rating.model_dump(),
+        analysis=analysis_json(draft.analysis),
         study_file=draft.study_file,
     )
     study.arms = [
@@ -143,6 +150,154 @@ def set_status(*, session: Session, study: Study, status: StudyStatus) -> Study:
             f"not {status.value}"
         )
     study.status = status
+    if status == StudyStatus.open and study.analysis_locked_at is None:
+        study.analysis_locked_at = utcnow()  # the plan is fixed before the first vote
     session.flush()
     # Opening also makes matchups: callers open through rating.matchups.set_study_status.
     return study
+
+
+# --- the analysis plan ----------------------------------------------------------------------
+
+
+def analysis_json(spec: AnalysisSpec) -> dict[str, Any]:
+    """The stored form of a plan (`study.analysis`, an `analysis_change`'s before and after):
+    every field, defaults included, so a stored plan reads the same when defaults change."""
+    return spec.model_dump(mode="json")
+
+
+def analysis_spec(study: Study) -> AnalysisSpec:
+    """The study's validated [analysis] table ({} stored: the defaults)."""
+    return AnalysisSpec.model_validate(study.analysis or {})
+
+
+def analysis_plan(study: Study, *, focus: str | None = None) -> Plan:
+    """The plan the sequential verdicts test: what the dashboard, the report and the exports
+    call (`app.analysis.plan.Plan`: alpha, one `Hypothesis` per criterion x opponent of the
+    focus arm, stop, budget, adaptive).
+
+    The focus arm is the one the plan names; where it names none (`analysis_spec(study).focus`
+    is None), `focus`: pass the fastest arm (`dashboard.service.focus_arm(None, ...)`), never an
+    arm a reader picked, so the plan does not follow the page's filters; None there: the first
+    arm. Raises ValueError on a plan that no longer fits the study (not reachable through the
+    study file or `set_analysis`, which check it).
+    """
+    spec = analysis_spec(study)
+    arms = [arm.name for arm in study.arms]
+    resolved = spec.focus or focus or arms[0]
+    return spec.plan(criteria=study.criterion_keys, arms=arms, focus=resolved)
+
+
+def set_analysis(
+    *, session: Session, study: Study, spec: AnalysisSpec, reason: str = ""
+) -> AnalysisChange | None:
+    """Replace a study's analysis plan (checked against its criteria and arms by the caller:
+    `studyfile.parse_analysis`). Before the lock (the study never opened) the plan simply
+    changes; after it the change is kept with its time, before and after, and `reason`, and
+    returned. An unchanged plan changes nothing (None)."""
+    problems = spec.check(criteria=study.criterion_keys, arms=[a.name for a in study.arms])
+    if problems:
+        raise ValueError(
+            "; ".join(f"analysis.{'.'.join(map(str, loc))}: {m}" for loc, m in problems)
+        )
+    before, after = analysis_json(analysis_spec(study)), analysis_json(spec)
+    if before == after:
+        return None
+    study.analysis = after
+    change = None
+    if study.analysis_locked_at is not None:
+        change = AnalysisChange(
+            study_id=study.id, changed_at=utcnow(), before=before, after=after, reason=reason
+        )
+        session.add(change)
+    session.flush()
+    return change
+
+
+def analysis_changes(*, session: Session, study: Study) -> list[AnalysisChange]:
+    """Every change of the study's plan after its lock, oldest first."""
+    return list(
+        session.scalars(
+            select(AnalysisChange)
+            .where(AnalysisChange.study_id == study.id)
+            .order_by(AnalysisChange.changed_at, AnalysisChange.id)
+        )
+    )
+
+
+@dataclass(frozen=True)
+class PlanChange:
+    """One change of a plan after its lock, said in words: `lines` like `alpha: 0.05 -> 0.01`."""
+
+    changed_at: datetime
+    reason: str
+    lines: list[str]
+
+
+@dataclass(frozen=True)
+class PlanView:
+    """A study's analysis plan as pages show it (the study page; the dashboard and the report
+    may show it beside the verdicts): the tests per criterion, when the plan was locked and
+    every change after the lock with its time."""
+
+    alpha: float
+    focus: str | None  # None: the fastest arm, resolved when the results are analysed
+    stop: str
+    budget: int | None
+    adaptive: bool
+    tests: list[tuple[str, CriterionTest]]  # (criterion label, its test), in the study's order
+    locked_at: datetime | None
+    changes: list[PlanChange]
+
+    @property
+    def primary(self) -> list[str]:
+        return [label for label, test in self.tests if test.primary]
+
+
+def plan_view(*, session: Session, study: Study) -> PlanView:
+    spec = analysis_spec(study)
+    labels = {c["key"]: c["label"] for c in study.criteria}
+    return PlanView(
+        alpha=spec.alpha,
+        focus=spec.focus,
+        stop=spec.stop,
+        budget=spec.budget,
+        adaptive=spec.adaptive,
+        tests=[(labels[t.criterion], t) for t in spec.tests(study.criterion_keys)],
+        locked_at=study.analysis_locked_at,
+        changes=[
+            PlanChange(c.changed_at, c.reason, describe_change(c.before, c.after))
+            for c in analysis_changes(session=session, study=study)
+        ],
+    )
+
+
+def describe_change(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What changed between two stored plans, one `key: old -> new` line per changed value
+    (`criteria.motion_amplitude.margin: none -> 0.05`)."""
+    old, new = _flat(before), _flat(after)
+    return [
+        f"{key}: {_shown(old.get(key))} -> {_shown(new.get(key))}"
+        for key in sorted(old.keys() | new.keys())
+        if old.get(key) != new.get(key)
+    ]
+
+
+def _flat(value: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, dict):
+            out.update(_flat(item, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = item
+    return out
+
+
+def _shown(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return repr(value) if isinstance(value, str) else str(value)

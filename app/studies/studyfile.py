@@ -11,12 +11,16 @@ import hashlib
 import io
 import re
 import tomllib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
 from pydantic import Field, StringConstraints, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
+# The [analysis] table's model, read here with the rest of the file (and importable from here).
+from app.studies.analysis import AnalysisSpec as AnalysisSpec
 from app.studies.schemas import (
     DEFAULT_CRITERIA,
     MAX_PROMPT_CHARS,
@@ -105,6 +109,7 @@ class StudyFile(Strict):
     criteria: list[Criterion | Annotated[str, StringConstraints(min_length=1)]] | None = None
     render: RenderSpec = RenderSpec()
     rating: RatingSpec = RatingSpec()
+    analysis: AnalysisSpec = AnalysisSpec()
     arms: list[ArmEntry] = Field(min_length=2)
 
     @field_validator("criteria")
@@ -139,6 +144,7 @@ class StudyDraft:
     rating: RatingSpec
     arms: list[ArmSpec]
     prompts: list[PromptRow]
+    analysis: AnalysisSpec = field(default_factory=AnalysisSpec)
     study_file: str = ""
     themes: list[str] = field(default_factory=list)
 
@@ -182,6 +188,13 @@ def parse_study(
         for c in (spec.criteria or list(DEFAULT_CRITERIA))
     ]
     _check_unique(criteria, arms, toml_text, toml_name)
+    _check_analysis(
+        spec.analysis,
+        criteria=[c.key for c in criteria],
+        arms=[a.name for a in arms],
+        text=toml_text,
+        name=toml_name,
+    )
     return StudyDraft(
         name=spec.name,
         slug=spec.slug or slugify(spec.name),
@@ -190,9 +203,88 @@ def parse_study(
         rating=spec.rating,
         arms=arms,
         prompts=prompts,
+        analysis=spec.analysis,
         study_file=toml_text,
         themes=sorted({p.theme for p in prompts}),
     )
+
+
+def parse_analysis(
+    *, toml_text: str, toml_name: str, criteria: Sequence[str], arms: Sequence[str]
+) -> AnalysisSpec:
+    """The `[analysis]` table of a study file, checked against a study's criteria and arms (what
+    `vidarena study plan` reads: the study's other tables are not read; no table: the defaults).
+    """
+    raw = _parse_toml(toml_text, toml_name)
+    table = raw.get("analysis", {})
+    problems = list(_refused_in_toml({"analysis": table}, toml_text, toml_name).values())
+    try:
+        spec = AnalysisSpec.model_validate(table)
+    except ValidationError as exc:
+        problems.extend(_analysis_errors(exc.errors(), ("analysis",), toml_text, toml_name))
+        raise StudyFileError(problems) from exc
+    if problems:
+        raise StudyFileError(problems)
+    _check_analysis(spec, criteria=criteria, arms=arms, text=toml_text, name=toml_name)
+    return spec
+
+
+def _check_analysis(
+    spec: AnalysisSpec, *, criteria: Sequence[str], arms: Sequence[str], text: str, name: str
+) -> None:
+    problems = [
+        _analysis_problem(("analysis", *loc), message, text, name)
+        for loc, message in spec.check(criteria=criteria, arms=arms)
+    ]
+    if problems:
+        raise StudyFileError(problems)
+
+
+def _analysis_errors(
+    errors: Sequence[ErrorDetails], prefix: tuple[Any, ...], text: str, name: str
+) -> list[Problem]:
+    """Pydantic's errors of an [analysis] table (at `prefix`), each at its key or value."""
+    problems: list[Problem] = []
+    for err in errors:
+        loc = (*prefix, *err["loc"])
+        if err["type"] == "analysis_plan":
+            for sub, message in err["ctx"]["problems"]:
+                problems.append(_analysis_problem((*loc, *sub), message, text, name))
+        else:
+            key = err["type"] == "extra_forbidden"  # the key is wrong, not its value
+            message = _message(err, {}, loc)
+            problems.append(_analysis_problem(loc, message, text, name, at_key=key))
+    return problems
+
+
+def _analysis_problem(
+    loc: tuple[Any, ...], message: str, text: str, name: str, *, at_key: bool = False
+) -> Problem:
+    line = _find_key_line(text, loc)
+    where = ".".join(str(p) for p in loc)
+    return Problem(name, line, _column(text, line, loc, at_key=at_key), f"{where}: {message}")
+
+
+def _column(text: str, line: int, loc: tuple[Any, ...], *, at_key: bool = False) -> int:
+    """1-based column of what `loc` points at on `line`: a list item (`primary = ["a", "b"]`),
+    a value after `key =` (its key with `at_key`), or a key in a table header or dotted key;
+    else 1."""
+    rows = text.splitlines()
+    row = rows[line - 1] if 0 < line <= len(rows) else ""
+    last = loc[-1] if loc else None
+    if isinstance(last, int):  # the n-th item of a one-line list
+        items = [m.start() for m in re.finditer(r"(?<=[\[,])\s*[^,\s\]]", row)]
+        if last < len(items):
+            return items[last] + len(row[items[last] :]) - len(row[items[last] :].lstrip()) + 1
+        return 1
+    key = str(last)
+    header = re.fullmatch(r"\s*\[\s*([\w.-]+)\s*\]\s*(#.*)?", row)
+    if header is None:
+        assignment = re.match(r"\s*([\w.-]+)\s*=\s*", row)
+        if assignment and assignment[1].split(".")[-1] == key and not at_key:
+            return assignment.end() + 1  # the value
+    found = re.search(rf"(?<![\w-]){re.escape(key)}(?![\w-])", row)
+    return found.start() + 1 if found else 1
 
 
 # --- TOML ---------------------------------------------------------------------------------
@@ -261,6 +353,9 @@ def _validate_study(
             loc = tuple(err["loc"])
             if loc in refused:
                 continue  # said once, as the refused character
+            if loc[:1] == ("analysis",):
+                problems.extend(_analysis_errors([err], (), text, name))
+                continue
             where = ".".join(str(p) for p in loc) or "study file"
             problems.append(
                 Problem(name, _find_key_line(text, loc), 1, f"{where}: {_message(err, raw, loc)}")
@@ -404,14 +499,16 @@ def _find_key_line(text: str, loc: tuple[Any, ...]) -> int:
         elif header := re.fullmatch(r"\[\s*([\w.-]+)\s*\]", line):
             table = tuple(header[1].split("."))
         else:
-            assignment = re.match(r"([\w-]+)\s*=", line)
+            assignment = re.match(r"([\w.-]+)\s*=", line)
             if assignment is None:
                 continue
-            path = [*table, assignment[1]]
+            path = [*table, *assignment[1].split(".")]
             if path == target[: len(path)] and len(path) >= len(target[:1]):
                 if path == target:
                     return number
                 best = number
+            elif "." in assignment[1] and path[: len(target)] == target:
+                return number  # a dotted key inside the target: `criteria.x.margin = 0.05`
             continue
         if list(table) == target[: len(table)]:
             best = number
