@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     concurrency_analysis: int = Field(default=4, ge=1, le=10_000)
     # Threads of the analysis lane: exports, the report, summaries and the robustness panel.
     analysis_threads: int = Field(default=2, ge=1, le=64)
+    # How often each web process checks the open studies whose plan says stop = "when_decided"
+    # (every primary hypothesis decided, or the vote budget spent); 0 turns the check off.
+    stop_check_seconds: float = Field(default=10.0, ge=0, le=3600)
 
     @field_validator("rate_limit_storage")
     @classmethod

@@ -679,10 +679,12 @@ def _assign(
     shown: bool,
     plan: tuple[int, int],
     exact: bool = False,
-) -> tuple[Trial | None, Literal["quota", "exhausted", "wait"] | None]:
+) -> tuple[Trial | None, Literal["quota", "exhausted", "wait", "stopped"] | None]:
     """A new trial for the evaluator, or why there is none: "quota" (all planned trials are
     assigned), "exhausted" (no repeat can be made), "wait" (pairs still to come)."""
     fresh_total, repeat_total = plan
+    if study.stopped_at is not None:  # decided (its plan's stop rule): no new pairs
+        return None, "stopped"
     if state.total >= fresh_total + repeat_total:
         return None, "quota"
     if _repeat_due(state, plan):
@@ -751,7 +753,9 @@ def _done(
         status="done",
         progress=_progress(state, plan or _plan(session, study)),
         completion_code=evaluator.completion_code,
-        message="You have finished. Thank you!",
+        message="You have finished. Thank you!"
+        if study.stopped_at is None
+        else "This study has the answers it needed and has stopped. Thank you!",
     )
 
 
@@ -805,6 +809,8 @@ def peek_current(
         if state.open[0].shown_at is not None:
             return _trial_result(session, study=study, state=state, trial=state.open[0])
         return None
+    if study.stopped_at is not None:
+        return None  # the write path completes the evaluator
     return _peek_waiting(session, study=study, state=state)
 
 
@@ -841,12 +847,17 @@ def current_trial(
     state = _state(session, evaluator)
     if evaluator.completed_at is not None:
         return _done(session, study=study, evaluator=evaluator, state=state)
-    if state.open:
+    if state.open and (state.open[0].shown_at is not None or study.stopped_at is None):
         current = state.open[0]
         if current.shown_at is None:
             current.shown_at = now  # the prefetched trial becomes the current one
             session.flush()
         return _trial_result(session, study=study, state=state, trial=current)
+    if study.stopped_at is not None:
+        # The study stopped: a pair on screen is finished (above); the one assigned ahead is
+        # never shown, and the evaluator is done, with their completion code.
+        _complete(session, study=study, evaluator=evaluator, state=state, now=now)
+        return _done(session, study=study, evaluator=evaluator, state=state)
     plan = _plan(session, study)
     trial, reason = _assign(
         session, study=study, evaluator=evaluator, state=state, now=now, shown=True, plan=plan
@@ -1173,7 +1184,7 @@ def next_after_submit(
     ahead = [t for t in state.open if t.position > submission.trial.position]
     result = None
     known: _State | None = state  # the trials the result was read from, for the pair after
-    if ahead and evaluator.completed_at is None:
+    if ahead and evaluator.completed_at is None and study.stopped_at is None:
         shown = _run(session, _SHOW, {"trial_id": ahead[0].id, "now": now}).first()
         if shown is not None:
             set_committed_value(ahead[0], "shown_at", shown.shown_at)

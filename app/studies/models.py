@@ -47,6 +47,11 @@ class Study(Base):
     # `analysis_locked_at` is kept in `analysis_changes` (studies.service.set_analysis).
     analysis: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     analysis_locked_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Set once the plan's stop rule says the study has its answer (stop = "when_decided": every
+    # primary hypothesis decided, or the vote budget spent): no new pairs are assigned, and
+    # `stop_reason` says why, for the admin (app/dashboard/stopping.py).
+    stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    stop_reason: Mapped[str | None] = mapped_column(Text, default=None)
     # The study file as uploaded, kept for provenance (loaded only when read: pages and the
     # rating API load studies on every request).
     study_file: Mapped[str] = mapped_column(Text, default="", deferred=True)
