@@ -6,6 +6,8 @@ intervals, sign tests, Holm, per theme, position bias, power, non-inferiority) a
 `bradley_terry` (point strengths). Expensive (background, cached): `bootstrap_summary` (prompt
 cluster bootstrap for Bradley-Terry strengths and win rates), `agreement`, `evaluator_quality`.
 Render cost: `speed_summary` and `speed_vs_preference`.
+Anytime-valid verdicts of the study's plan (`plan.Plan`): `verdicts` (confidence sequences over
+evaluators as they finish; `Monitor` keeps them current unit by unit).
 """
 
 from app.analysis.agreement import (
@@ -62,7 +64,19 @@ from app.analysis.schemas import (
     PowerResult,
     SequentialNote,
     SpeedPreference,
+    Verdict,
+    VerdictSummary,
     VoteRecord,
+)
+from app.analysis.sequential import (
+    METHOD_NOTE,
+    HedgedSequence,
+    Monitor,
+    UnitCounts,
+    confidence_sequence,
+    default_plan,
+    hypothesis_alpha,
+    verdicts,
 )
 from app.analysis.speed import speed_summary, speed_vs_preference
 
@@ -70,6 +84,7 @@ __all__ = [
     "CHOICES",
     "DEFAULT_RIDGE",
     "INDEPENDENCE_NOTE",
+    "METHOD_NOTE",
     "NO_THEME",
     "PEEKING_WARNING",
     "AgreementResult",
@@ -81,6 +96,8 @@ __all__ = [
     "BradleyTerryResult",
     "ClipTelemetry",
     "EvaluatorQuality",
+    "HedgedSequence",
+    "Monitor",
     "NonInferiorityResult",
     "PairwiseResult",
     "PairwiseSummary",
@@ -88,6 +105,9 @@ __all__ = [
     "PowerResult",
     "SequentialNote",
     "SpeedPreference",
+    "UnitCounts",
+    "Verdict",
+    "VerdictSummary",
     "VoteCounts",
     "VoteRecord",
     "VoteTable",
@@ -100,10 +120,13 @@ __all__ = [
     "bootstrap_summary",
     "bradley_terry",
     "clopper_pearson_lower",
+    "confidence_sequence",
+    "default_plan",
     "evaluator_quality",
     "exact_power",
     "fit_davidson",
     "holm",
+    "hypothesis_alpha",
     "krippendorff_alpha",
     "mirrored_alpha",
     "non_inferiority",
@@ -116,5 +139,6 @@ __all__ = [
     "speed_summary",
     "speed_vs_preference",
     "summarize",
+    "verdicts",
     "wilson_interval",
 ]

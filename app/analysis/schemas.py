@@ -334,3 +334,45 @@ class SequentialNote:
 
     warning: str
     alpha_spending: tuple[tuple[float, float], ...] = field(default=())  # (fraction, cum. alpha)
+
+
+VerdictStatus = Literal["superior", "inferior", "non_inferior", "undecided"]
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict(_Row):
+    """A hypothesis of the study's plan and what its confidence sequence says now
+    (`app.analysis.sequential`): valid at every look, so it may be read after every vote.
+
+    `lower`, `upper`: the anytime-valid interval for `arm`'s decisive win rate against
+    `opponent` on `criterion` (fractions 0..1; ties excluded from the rate), the running
+    intersection so far. `status`: superiority: `superior` when lower > 0.5, `inferior` when
+    upper < 0.5; non-inferiority at `margin` m: `non_inferior` when lower > 0.5 - m,
+    `inferior` when upper < 0.5 - m; else `undecided`. `votes`: the first-showing votes on this
+    criterion and pair of the evaluators counted so far (ties included). `alpha`: the level this
+    hypothesis was tested at, the plan's alpha split equally over its hypotheses, so that all of
+    them hold together with probability at least 1 - the plan's alpha.
+    """
+
+    criterion: str
+    arm: str
+    opponent: str
+    hypothesis: Literal["superiority", "non_inferiority"]
+    margin: float
+    status: VerdictStatus
+    lower: float
+    upper: float
+    votes: int
+    alpha: float
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictSummary(_Row):
+    """The plan's verdicts with what they are computed from: `evaluators` counted (each a unit,
+    entered when they finished) and their `votes` (all criteria and pairs); `alpha` is the
+    plan's family-wise alpha."""
+
+    verdicts: tuple[Verdict, ...]
+    alpha: float
+    evaluators: int
+    votes: int

@@ -11,9 +11,9 @@ import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from app.analysis import PairwiseResult, PowerResult, SpeedPreference
+from app.analysis import PairwiseResult, PowerResult, SpeedPreference, Verdict
 from app.analysis.speed import fastest_arm, unpriced_arms
-from app.dashboard.schemas import Dashboard, Timeline
+from app.dashboard.schemas import Dashboard, Timeline, VerdictView
 from app.dashboard.tally import FLAGGED_EVALUATOR_SHARE as FLAGGED_EVALUATOR_SHARE  # templates
 
 # Win-rate axes are zoomed to the data: +-this much around 50% (the smallest that fits).
@@ -425,3 +425,46 @@ def power_text(power: PowerResult | None) -> str:
     if power.additional_decisive == 0:
         return "reached"
     return f"≈{power.additional_decisive:,} more"
+
+
+# --- verdicts -----------------------------------------------------------------------------------
+
+VERDICT_WORDS = {
+    "superior": "better",
+    "inferior": "worse",
+    "non_inferior": "no worse",
+    "undecided": "undecided",
+}
+
+
+def verdict_word(verdict: Verdict) -> str:
+    """The verdict in a word: `better` / `worse` (superiority), `no worse` / `worse by more
+    than the margin` (non-inferiority), `undecided`."""
+    if verdict.status == "inferior" and verdict.hypothesis == "non_inferiority":
+        return "worse by more than the margin"
+    return VERDICT_WORDS[verdict.status]
+
+
+def hypothesis_text(verdict: Verdict) -> str:
+    """What the hypothesis tests: `superiority` or `no worse by N pp`."""
+    if verdict.hypothesis == "non_inferiority":
+        return f"no worse by {100 * verdict.margin:g} pp"
+    return "superiority"
+
+
+def verdict_threshold(verdict: Verdict) -> float:
+    """The win rate the interval is compared with: 50%, or 50% minus the margin."""
+    return 0.5 - verdict.margin if verdict.hypothesis == "non_inferiority" else 0.5
+
+
+def primary_keys(view: VerdictView) -> set[tuple[str, str, str]]:
+    return {(h.criterion, h.arm, h.opponent) for h in view.plan.primary}
+
+
+def is_primary(view: VerdictView, verdict: Verdict) -> bool:
+    return (verdict.criterion, verdict.arm, verdict.opponent) in primary_keys(view)
+
+
+def alpha_text(value: float) -> str:
+    """A significance level in two significant digits: 0.05, 0.0083."""
+    return f"{value:.2g}"

@@ -16,7 +16,9 @@ from app.analysis import (
     EvaluatorQuality,
     PairwiseSummary,
     SpeedPreference,
+    VerdictSummary,
 )
+from app.analysis.plan import Plan
 
 
 class Filters(BaseModel):
@@ -106,6 +108,33 @@ class EvaluatorProgress:
 
 
 @dataclass(frozen=True, slots=True)
+class PlanChangeNote:
+    """A change of the analysis plan after its lock, in words (`alpha: 0.05 -> 0.01`)."""
+
+    changed_at: datetime
+    reason: str
+    lines: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictView:
+    """The plan's anytime-valid verdicts and what they rest on (the same whatever the page's
+    filters: the plan fixes the data rule, so choosing filters cannot become another look)."""
+
+    plan: Plan
+    summary: VerdictSummary
+    waiting: int  # evaluators with answers who have not finished: their votes enter when they do
+    closed: bool  # the study is closed: every evaluator counts
+    locked_at: datetime | None  # when the plan was locked (the study opened)
+    changes: tuple[PlanChangeNote, ...]  # changes after the lock, oldest first
+    note: str | None = None  # why the default plan stands in (a stored plan that no longer fits)
+
+    @property
+    def decided(self) -> int:
+        return sum(v.status != "undecided" for v in self.summary.verdicts)
+
+
+@dataclass(frozen=True, slots=True)
 class Dashboard:
     """Everything the live part of the dashboard (and the report) renders."""
 
@@ -124,6 +153,7 @@ class Dashboard:
     version: int
     generated_at: datetime
     compute_ms: float
+    verdicts: VerdictView | None = None
 
     def label(self, criterion: str) -> str:
         return next((c.label for c in self.criteria if c.key == criterion), criterion)

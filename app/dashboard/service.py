@@ -6,11 +6,15 @@
 * `advanced`: the expensive statistics (prompt-cluster bootstrap, Krippendorff's alpha,
   evaluator quality) from every vote of the study, cached and recomputed at most every
   ADVANCED_TTL_SECONDS unless asked for;
-* `load_vote_table`: the study's votes as an `analysis.VoteTable`, read in batches.
+* `load_vote_table`: the study's votes as an `analysis.VoteTable`, read in batches;
+* `verdict_view`: the plan's anytime-valid verdicts, kept current as evaluators finish (each
+  finished evaluator's votes are read once and added to the plan's sequences, so a refresh
+  costs one small query unless someone finished).
 """
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import threading
@@ -35,11 +39,13 @@ from app.analysis import (
     arm_pairs,
     bootstrap_summary,
     bradley_terry,
+    default_plan,
     evaluator_quality,
     pairwise_summary,
     speed_summary,
     speed_vs_preference,
 )
+from app.analysis.plan import Plan
 from app.analysis.speed import fastest_arm
 from app.clips.models import Clip, ClipStatus
 from app.dashboard.schemas import (
@@ -49,14 +55,17 @@ from app.dashboard.schemas import (
     Dashboard,
     EvaluatorProgress,
     Filters,
+    PlanChangeNote,
     Timeline,
+    VerdictView,
 )
-from app.dashboard.tally import TallyCache, TallySnapshot
+from app.dashboard.tally import TallyCache, TallySnapshot, Units, finished_evaluators
 from app.db import utcnow
 from app.rating import service as rating_service
 from app.rating import votes
 from app.rating.models import Choice, Evaluator, Matchup, Trial, Vote
-from app.studies.models import Arm, Prompt, Study
+from app.studies import service as studies_service
+from app.studies.models import Arm, Prompt, Study, StudyStatus
 
 POLL_SECONDS = 1.0
 ADVANCED_TTL_SECONDS = 60.0
@@ -98,11 +107,18 @@ class DashboardCache:
     telemetry: Recent[Any, tuple[Any, tuple[ClipTelemetry, ...]]] = field(default_factory=Recent)
     lock: threading.Lock = field(default_factory=threading.Lock)
     advanced_locks: dict[Any, threading.Lock] = field(default_factory=dict)
+    units: Recent[Any, Units] = field(default_factory=Recent)
+    units_locks: dict[Any, threading.Lock] = field(default_factory=dict)
 
     def advanced_lock(self, study: Study) -> threading.Lock:
         """One robustness computation per study at a time."""
         with self.lock:
             return self.advanced_locks.setdefault((study.id, study.created_at), threading.Lock())
+
+    def units_lock(self, study: Study) -> threading.Lock:
+        """One update of a study's verdicts at a time."""
+        with self.lock:
+            return self.units_locks.setdefault((study.id, study.created_at), threading.Lock())
 
 
 # --- cheap queries ------------------------------------------------------------------------------
@@ -161,12 +177,14 @@ def _telemetry(arm: str, data: dict[str, Any]) -> ClipTelemetry:
 
 
 def live(*, session: Session, study: Study, filters: Filters, cache: DashboardCache) -> Dashboard:
-    """The live dashboard, recomputed only when the study's votes, evaluators or clips moved."""
+    """The live dashboard, recomputed only when the study's votes, evaluators, clips, status or
+    plan moved."""
     started = time.perf_counter()
     snapshot = cache.tallies.snapshot(session=session, study=study, **filters.tally_filters())
     evaluators = _evaluator_counts(session, study)
     clips = _clip_fingerprint(session, study)
-    key, fingerprint = (study.id, study.created_at, filters), (snapshot.version, evaluators, clips)
+    key = (study.id, study.created_at, filters)
+    fingerprint = (snapshot.version, evaluators, clips, study.status, _plan_key(study))
     cached = cache.dashboards.get(key)
     if cached is not None and cached[0] == fingerprint:
         return cached[1]
@@ -179,6 +197,9 @@ def live(*, session: Session, study: Study, filters: Filters, cache: DashboardCa
         evaluators=evaluators,
         planned_trials=rating_service.planned_trials(session=session, study=study),
         started=started,
+        verdicts=verdict_view(
+            session=session, study=study, telemetry=telemetry, snapshot=snapshot, cache=cache
+        ),
     )
     with cache.lock:
         cache.dashboards.store(key, (fingerprint, dashboard))
@@ -206,6 +227,7 @@ def compose(
     evaluators: tuple[int, int],
     planned_trials: int,
     started: float,
+    verdicts: VerdictView | None = None,
 ) -> Dashboard:
     """Every count-based statistic of the snapshot, with render cost and progress beside it."""
     arms = tuple(arm.name for arm in study.arms)
@@ -231,6 +253,7 @@ def compose(
         version=snapshot.version,
         generated_at=utcnow(),
         compute_ms=(time.perf_counter() - started) * 1000,
+        verdicts=verdicts,
     )
 
 
@@ -325,6 +348,68 @@ def full(*, session: Session, study: Study, filters: Filters) -> tuple[Dashboard
     return (
         live(session=session, study=study, filters=filters, cache=cache),
         advanced(session=session, study=study, filters=filters, cache=cache),
+    )
+
+
+# --- the verdicts -------------------------------------------------------------------------------
+
+
+def _plan_key(study: Study) -> str:
+    """The stored plan, as a cache key (a change of plan recomputes the verdicts)."""
+    return json.dumps(study.analysis or {}, sort_keys=True, default=str)
+
+
+def study_plan(study: Study, *, fastest: str | None) -> tuple[Plan, str | None]:
+    """The study's plan (its focus arm, else `fastest`, else the first arm), and a note when a
+    stored plan no longer fits the study and the default plan stands in."""
+    try:
+        return studies_service.analysis_plan(study, focus=fastest), None
+    except ValueError as error:
+        arms = [arm.name for arm in study.arms]
+        plan = default_plan(criteria=study.criterion_keys, arms=arms, focus=fastest or arms[0])
+        return (
+            plan,
+            f"The stored analysis plan no longer fits the study ({error}): "
+            "the default plan stands in.",
+        )
+
+
+def verdict_view(
+    *,
+    session: Session,
+    study: Study,
+    telemetry: Sequence[ClipTelemetry],
+    snapshot: TallySnapshot,
+    cache: DashboardCache,
+) -> VerdictView:
+    """The plan's verdicts now: one small query when nobody finished since the last call, the
+    new evaluators' votes (read once) added to the sequences when someone did. The page's
+    filters play no part (see `VerdictView`)."""
+    arms = tuple(arm.name for arm in study.arms)
+    plan, note = study_plan(study, fastest=fastest_arm(speed_summary(telemetry, arms=arms)))
+    key = (study.id, study.created_at)
+    with cache.units_lock(study):
+        finished = finished_evaluators(session, study)
+        units = cache.units.get(key)
+        if units is None or units.arms != arms or not units.continues(finished):
+            units = Units(arms, tuple(study.criterion_keys))
+        units.add(session, study, finished)
+        summary = units.monitor(plan).summary()
+        with cache.lock:
+            cache.units.store(key, units)
+        counted = {e for _, e in units.finished}
+    view = studies_service.plan_view(session=session, study=study)
+    waiting = sum(
+        1 for e, (answered, _) in snapshot.evaluator_trials.items() if answered and e not in counted
+    )
+    return VerdictView(
+        plan=plan,
+        summary=summary,
+        waiting=waiting,
+        closed=study.status == StudyStatus.closed,
+        locked_at=view.locked_at,
+        changes=tuple(PlanChangeNote(c.changed_at, c.reason, tuple(c.lines)) for c in view.changes),
+        note=note,
     )
 
 

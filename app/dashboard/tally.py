@@ -14,6 +14,9 @@ What it holds, per study:
   FLAGGED_EVALUATOR_SHARE of their answered trials flagged), so that filter is a subtraction;
 * answered and flagged trials per evaluator, and answered trials per minute (repeats included).
 
+`Units` keeps the verdicts' input the same way: each finished evaluator's first-showing vote
+counts, read once when they finish (`finished_evaluators`), appended to the plan's sequences.
+
 Id order and commit order: SQLite serializes writers (BEGIN IMMEDIATE), so a reader never sees
 vote n + 1 without vote n, and `settled` is simply the largest id read. PostgreSQL takes ids from
 a sequence, and a transaction may commit after a later one: there, ids above `settled` are read
@@ -26,18 +29,20 @@ from __future__ import annotations
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import false, func, select
+import numpy as np
+from sqlalchemy import String, case, false, func, select, type_coerce
 from sqlalchemy.orm import Session, aliased
 
-from app.analysis import VoteCounts
+from app.analysis import Monitor, UnitCounts, VoteCounts
+from app.analysis.plan import Plan
 from app.dashboard.sqltext import minute_text
 from app.rating import votes
-from app.rating.models import Matchup, Trial, Vote
-from app.studies.models import Arm, Prompt, Study
+from app.rating.models import Evaluator, Matchup, Trial, Vote
+from app.studies.models import Arm, Prompt, Study, StudyStatus
 
 FLAGGED_EVALUATOR_SHARE = 0.2
 SETTLE_SECONDS = {"postgresql": 10.0}
@@ -324,3 +329,129 @@ def _needs_rebuild(tally: Tally, top: int) -> bool:
         or top - tally.settled > REBUILD_GAP_IDS
         or time.monotonic() - tally.built_at > REBUILD_SECONDS
     )
+
+
+# --- finished evaluators: the verdicts' units ---------------------------------------------------
+
+_MONITORS_KEPT = 4  # plans whose sequences are kept per study (the plan rarely changes)
+
+
+@dataclass
+class Units:
+    """A study's finished evaluators, in the order they finished, with their first-showing
+    vote counts (`UnitCounts` rows), and the plan's sequences fed from them.
+
+    Append-only: an evaluator's votes are read once, when they finish (or when the study
+    closes), and added to the sequences; an evaluator who finished "before" one already
+    counted (a late commit) or a counted one that is gone makes the caller start over. Flagged
+    evaluators (at least FLAGGED_EVALUATOR_SHARE of their trials flagged; final once they have
+    finished) are skipped, as the dashboard's filter would."""
+
+    arms: tuple[str, ...]
+    criteria: tuple[str, ...]
+    finished: list[tuple[Any, int]] = field(default_factory=list)  # (order key, evaluator)
+    counted: list[int] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)  # one [criterion, pair, 3] per counted
+    monitors: dict[Plan, tuple[Monitor, int]] = field(default_factory=dict)
+
+    def continues(self, finished: Sequence[tuple[Any, int]]) -> bool:
+        """True when the evaluators counted so far are the first of `finished`."""
+        return list(finished[: len(self.finished)]) == self.finished
+
+    def add(self, session: Session, study: Study, finished: Sequence[tuple[Any, int]]) -> None:
+        new = list(finished[len(self.finished) :])
+        if not new:
+            return
+        ids = [evaluator for _, evaluator in new]
+        arm_names = {arm.id: arm.name for arm in study.arms}
+        flagged = _flagged_among(session, ids)
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = [e for e in ids[start : start + _IN_CHUNK] if e not in flagged]
+            if not chunk:
+                continue
+            counts = UnitCounts.from_rows(
+                _unit_rows(session, chunk, arm_names),
+                order=chunk,
+                arms=self.arms,
+                criteria=self.criteria,
+            )
+            self.counted.extend(chunk)
+            self.rows.extend(counts.cube)
+        self.finished.extend(new)
+
+    def monitor(self, plan: Plan) -> Monitor:
+        """The plan's sequences, extended with the units counted since they were last read."""
+        monitor, used = self.monitors.get(plan) or (Monitor(plan), 0)
+        if used < len(self.counted):
+            cube = np.stack(self.rows[used:])
+            monitor.extend(UnitCounts(self.arms, self.criteria, tuple(self.counted[used:]), cube))
+        self.monitors.pop(plan, None)
+        self.monitors[plan] = (monitor, len(self.counted))
+        while len(self.monitors) > _MONITORS_KEPT:
+            self.monitors.pop(next(iter(self.monitors)))
+        return monitor
+
+
+def finished_evaluators(session: Session, study: Study) -> list[tuple[Any, int]]:
+    """The study's finished evaluators in the order they finished: completed, by completion
+    time; once the study is closed, then everyone else who answered, by their last answer."""
+    rows = session.execute(
+        select(Evaluator.id, Evaluator.completed_at).where(
+            Evaluator.study_id == study.id, Evaluator.completed_at.is_not(None)
+        )
+    )
+    finished: list[tuple[Any, int]] = [((0, done), e) for e, done in rows]
+    if study.status == StudyStatus.closed:
+        last = session.execute(
+            select(Trial.evaluator_id, func.max(Trial.answered_at))
+            .join(Evaluator, Evaluator.id == Trial.evaluator_id)
+            .where(
+                Evaluator.study_id == study.id,
+                Evaluator.completed_at.is_(None),
+                Trial.answered_at.is_not(None),
+            )
+            .group_by(Trial.evaluator_id)
+        )
+        finished.extend(((1, answered), e) for e, answered in last)
+    return sorted(finished, key=lambda item: (item[0], item[1]))
+
+
+def _flagged_among(session: Session, evaluators: Sequence[int]) -> set[int]:
+    """Those of `evaluators` with at least FLAGGED_EVALUATOR_SHARE of their answered trials
+    flagged (repeats included, as the tally counts them)."""
+    out: set[int] = set()
+    for start in range(0, len(evaluators), _IN_CHUNK):
+        chunk = evaluators[start : start + _IN_CHUNK]
+        rows = session.execute(
+            select(Trial.evaluator_id, func.count(), func.sum(case((Trial.flagged, 1), else_=0)))
+            .where(Trial.evaluator_id.in_(chunk), Trial.answered_at.is_not(None))
+            .group_by(Trial.evaluator_id)
+        )
+        out.update(e for e, answered, flagged in rows if is_flagged(answered, flagged or 0))
+    return out
+
+
+def _unit_rows(
+    session: Session, evaluators: Sequence[int], arm_names: dict[int, str]
+) -> Iterable[tuple[int, str, str, str, str, int]]:
+    """`(evaluator, criterion, arm, other arm, winner, count)` of these evaluators'
+    first-showing votes (repeats out), for `UnitCounts.from_rows`."""
+    choice = type_coerce(Vote.choice, String)
+    columns = (
+        Trial.evaluator_id,
+        Vote.criterion,
+        Matchup.arm_a_id,
+        Matchup.arm_b_id,
+        Trial.a_on_left,
+        choice,
+    )
+    query = (
+        votes.select_votes(*columns, func.count())
+        .where(Trial.evaluator_id.in_(evaluators), Trial.is_repeat == false())
+        .group_by(*columns)
+    )
+    for evaluator, criterion, arm_a, arm_b, a_on_left, chosen, n in session.execute(query):
+        a, b = arm_names[arm_a], arm_names[arm_b]
+        side = votes.chosen(chosen, a_on_left)
+        winner = "tie" if side == "tie" else (a if side == "a" else b)
+        yield evaluator, criterion, a, b, winner, n

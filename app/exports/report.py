@@ -14,14 +14,56 @@ from app.web.pages import STATIC_DIR, templates
 REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base-uri 'none'"
 
 
+def verdict_table(d: Dashboard) -> Table | None:
+    """The plan's verdicts, one row per hypothesis: valid at every look."""
+    v = d.verdicts
+    if v is None:
+        return None
+    table = Table(
+        title=(
+            f"{d.name}: verdicts (valid at every look), {v.summary.evaluators:,} evaluators "
+            f"counted, {v.summary.votes:,} votes"
+        ),
+        box=box.SIMPLE_HEAVY,
+    )
+    for name in ("criterion", "arm vs opponent", "hypothesis", "verdict"):
+        table.add_column(name, no_wrap=True)
+    for name in ("win rate interval", "votes", "tested at alpha"):
+        table.add_column(name, justify="right", no_wrap=True)
+    for r in v.summary.verdicts:
+        table.add_row(
+            d.label(r.criterion) + (" (primary)" if charts.is_primary(v, r) else ""),
+            f"{r.arm} vs {r.opponent}",
+            charts.hypothesis_text(r),
+            charts.verdict_word(r),
+            charts.interval(r.lower, r.upper),
+            f"{r.votes:,}",
+            charts.alpha_text(r.alpha),
+        )
+    waiting = f"; {v.waiting} evaluator(s) still rating count when they finish" if v.waiting else ""
+    table.caption = (
+        f"Anytime-valid confidence sequences over evaluators; the plan's alpha "
+        f"{charts.alpha_text(v.plan.alpha)} split over its {len(v.plan.hypotheses)} "
+        f"hypotheses{waiting}."
+    )
+    table.caption_justify = "left"
+    return table
+
+
 def terminal_tables(d: Dashboard) -> list[Table]:
-    """One table per arm pair, one row per criterion: wins / ties / losses, win rate with its
-    interval, the Holm-adjusted sign test and the votes still needed for 80% power."""
+    """The plan's verdicts first; then one fixed-sample table per arm pair, one row per
+    criterion: wins / ties / losses, win rate with its interval, the Holm-adjusted sign test
+    and the votes still needed for 80% power."""
     power = {(p.arm, p.opponent, p.criterion): p for p in d.summary.power}
-    tables = []
+    verdicts = verdict_table(d)
+    tables = [] if verdicts is None else [verdicts]
+    fixed: list[Table] = []
     for pair in charts.pair_sections(d):
         table = Table(
-            title=f"{d.name}: {pair.arm} vs {pair.opponent} ({d.summary.n_votes:,} votes)",
+            title=(
+                f"{d.name}: {pair.arm} vs {pair.opponent} ({d.summary.n_votes:,} votes), "
+                "fixed-sample (valid only at a pre-planned n)"
+            ),
             box=box.SIMPLE_HEAVY,
         )
         table.add_column("criterion", no_wrap=True)
@@ -44,19 +86,21 @@ def terminal_tables(d: Dashboard) -> list[Table]:
                 verdict = "yes" if r.non_inferiority.non_inferior else "no"
                 cells.append(f"{verdict} (p {charts.p_value(r.non_inferiority.p_value)})")
             table.add_row(*cells)
-        tables.append(table)
-    if tables:
+        fixed.append(table)
+    if fixed:
         # Which arm the tables read, and any arm without a render cost, instead of a guess.
-        tables[0].caption = "\n".join([charts.focus_note(d), *charts.cost_notes(d)])
-        tables[0].caption_justify = "left"
-    return tables
+        fixed[0].caption = "\n".join([charts.focus_note(d), *charts.cost_notes(d)])
+        fixed[0].caption_justify = "left"
+    return tables + fixed
 
 
 NOTE = (
-    "Win rate: the first arm's share of decisive votes (ties left out), 95% Wilson interval. "
-    "p: two-sided exact sign test, Holm-adjusted across criteria (* < 0.05). 80% power: decisive "
-    "votes still needed at the effect seen so far; fix the sample size in advance, since peeking "
-    "inflates false positives."
+    "Verdicts: the study's analysis plan, tested with confidence sequences that stay valid at "
+    "every look, so they may be read at any time. Fixed-sample tables: win rate is the first "
+    "arm's share of decisive votes (ties left out), 95% Wilson interval; p: two-sided exact sign "
+    "test, Holm-adjusted across criteria (* < 0.05); 80% power: decisive votes still needed at "
+    "the effect seen so far. They hold only at a sample size fixed in advance: peeking at them "
+    "inflates false positives, so watch the verdicts instead."
 )
 
 

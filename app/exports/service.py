@@ -19,6 +19,7 @@ from typing import Any, Literal
 from sqlalchemy import Integer, String, select, type_coerce
 from sqlalchemy.orm import Session
 
+from app.analysis import METHOD_NOTE, Verdict, hypothesis_alpha
 from app.analysis.speed import fastest_arm, unpriced_arms
 from app.clips.models import Clip
 from app.dashboard import service as dashboard_service
@@ -275,7 +276,8 @@ def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def summary_tables(d: Dashboard, a: Advanced) -> dict[str, list[dict[str, Any]]]:
-    """Every statistic as flat rows, by table name."""
+    """Every statistic as flat rows, by table name: first the plan's anytime-valid verdicts,
+    then the fixed-sample statistics (valid only at a sample size fixed in advance)."""
     s, b = d.summary, a.bootstrap
     strengths = [
         {
@@ -290,6 +292,7 @@ def summary_tables(d: Dashboard, a: Advanced) -> dict[str, list[dict[str, Any]]]
         for st in bt.strengths
     ]
     return {
+        "verdicts": [v.as_row() for v in verdict_list(d)],
         "pairwise": [r.as_row() for r in s.overall],
         "pairwise_by_theme": [r.as_row() for r in s.by_theme],
         "bootstrap_win_rate": [r.as_row() for r in b.win_rates],
@@ -320,8 +323,46 @@ def summary_csv_rows(
     return header, body
 
 
+def verdict_list(d: Dashboard) -> tuple[Verdict, ...]:
+    return d.verdicts.summary.verdicts if d.verdicts is not None else ()
+
+
+def verdict_basis(d: Dashboard) -> dict[str, Any] | None:
+    """What the verdicts rest on: the plan, the evaluators and votes counted, the method."""
+    v = d.verdicts
+    if v is None:
+        return None
+    return {
+        "method": METHOD_NOTE,
+        "alpha": v.plan.alpha,
+        "alpha_per_hypothesis": hypothesis_alpha(v.plan),
+        "hypotheses": len(v.plan.hypotheses),
+        "primary": [
+            {"criterion": h.criterion, "arm": h.arm, "opponent": h.opponent} for h in v.plan.primary
+        ],
+        "stop": v.plan.stop,
+        "budget": v.plan.budget,
+        "adaptive": v.plan.adaptive,
+        "evaluators_counted": v.summary.evaluators,
+        "votes_counted": v.summary.votes,
+        "evaluators_waiting": v.waiting,
+        "study_closed": v.closed,
+        "plan_locked_at": v.locked_at.isoformat() if v.locked_at else None,
+        "plan_changes": [
+            {"changed_at": c.changed_at.isoformat(), "reason": c.reason, "changes": list(c.lines)}
+            for c in v.changes
+        ],
+        "note": v.note,
+    }
+
+
 def summary_json(d: Dashboard, a: Advanced) -> dict[str, Any]:
-    """The statistics as one JSON document (the same tables as summary.csv, plus context)."""
+    """The statistics as one JSON document (the same tables as summary.csv, plus context).
+
+    `verdicts`: one object per hypothesis of the study's plan, keys `criterion`, `arm`,
+    `opponent`, `hypothesis`, `margin`, `status`, `lower`, `upper`, `votes`, `alpha`
+    (`app.analysis.schemas.Verdict`); `verdict_basis` says what they rest on. `tables`
+    repeats them as the `verdicts` table beside the fixed-sample ones."""
     return {
         "study": d.slug,
         "name": d.name,
@@ -337,5 +378,7 @@ def summary_json(d: Dashboard, a: Advanced) -> dict[str, Any]:
         "n_votes": d.summary.n_votes,
         "alpha": d.summary.alpha,
         "warnings": list(d.summary.warnings),
+        "verdicts": [v.to_dict() for v in verdict_list(d)],
+        "verdict_basis": verdict_basis(d),
         "tables": summary_tables(d, a),
     }

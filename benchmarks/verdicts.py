@@ -1,0 +1,353 @@
+"""Do the verdicts keep their error rate when the dashboard is read after every vote?
+
+Simulated studies with a known truth, analysed by the project's own code
+(`app.analysis.sequential.verdicts` on a `VoteTable`, evaluators entering as they finish), beside
+what a reader of today's fixed-sample table would conclude by peeking: the two-sided exact sign
+test per criterion, Holm-adjusted across the criteria of each arm pair as the dashboard shows it,
+checked after every answered trial, "declared" at the first look with an adjusted p < alpha.
+
+Each study: `prompts` fixed prompts, every arm pair of each prompt a matchup; evaluators arrive
+`concurrent` at a time, interleave their trials and finish after `quota` trials each (the order
+in which they finish is the order their votes enter the verdicts); each trial gets the least
+rated matchup the evaluator has not judged (another prompt than their previous one first, then
+at random) and sides alternate per matchup, as the rating service assigns them. An answer is the
+sign of a latent preference for the pair's first arm:
+
+    u = effect[criterion] (first arm minus second) + prompt effect + evaluator's liking of the
+        focus arm + evaluator's side bias (+ on the left) + noise (correlated across criteria)
+
+a win when u > tie_band, a loss when u < -tie_band, a tie between. Prompt effects come in
+mirrored pairs (+d, -d) and evaluator effects are symmetric, so with zero effects the decisive
+win rate over the prompt set is exactly 1/2 on every criterion and pair, however heterogeneous
+prompts and evaluators are. Careless evaluators answer left / right / tie at random. `flip`
+turns that share of the focus arm's wins into losses, which puts the true rate at exactly
+(1 - flip) / 2 (the null of a non-inferiority test at margin flip / 2).
+
+    .venv/bin/python benchmarks/verdicts.py [--studies 2000] [--seed 0]
+
+About a minute for 2,000 studies of each scenario on 2 cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+import time
+from dataclasses import dataclass, replace
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+from scipy import stats
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from app.analysis import VoteTable
+from app.analysis.pairwise import _sign_test
+from app.analysis.plan import Hypothesis, Plan
+from app.analysis.sequential import HedgedSequence, hypothesis_alpha, verdicts
+
+CHOICES = np.array(["left", "right", "tie"], dtype=object)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str = "null"
+    arms: int = 2
+    criteria: int = 3
+    prompts: int = 16
+    evaluators: int = 60
+    quota: int = 8
+    concurrent: int = 8
+    effect: tuple[float, ...] = ()  # per criterion: the focus arm's latent advantage (0: none)
+    flip: float = 0.0
+    prompt_sd: float = 0.7
+    evaluator_sd: float = 0.5
+    side_sd: float = 0.3
+    careless: float = 0.15
+    tie_band: float = 0.4
+    criterion_corr: float = 0.6
+    hypothesis: str = "superiority"
+    margin: float = 0.0
+    alpha: float = 0.05
+
+    @property
+    def criterion_names(self) -> tuple[str, ...]:
+        return tuple(f"c{i}" for i in range(self.criteria))
+
+    @property
+    def arm_names(self) -> tuple[str, ...]:
+        return tuple(f"arm{i}" for i in range(self.arms))
+
+    def plan(self) -> Plan:
+        focus, *others = self.arm_names
+        kind = "non_inferiority" if self.hypothesis == "non_inferiority" else "superiority"
+        hypotheses = tuple(
+            Hypothesis(c, focus, other, kind, self.margin, True)
+            for c in self.criterion_names
+            for other in others
+        )
+        return Plan(self.alpha, hypotheses, "never", None, False)
+
+
+@dataclass(frozen=True)
+class Study:
+    """One simulated study: a row per vote, in the order answered, and the finishing order."""
+
+    evaluator: np.ndarray
+    prompt: np.ndarray
+    criterion: np.ndarray
+    left: np.ndarray  # arm index on the left
+    right: np.ndarray
+    choice: np.ndarray  # 0 left, 1 right, 2 tie
+    trial: np.ndarray  # index of the answered trial (votes of one trial share it)
+    finished: list[int]  # evaluators in the order they finished
+
+
+def simulate(s: Scenario, rng: np.random.Generator) -> Study:
+    pairs = list(combinations(range(s.arms), 2))
+    matchups = [(p, i, j) for p in range(s.prompts) for i, j in pairs]
+    m = len(matchups)
+    half = rng.normal(0, s.prompt_sd, (s.prompts + 1) // 2)
+    prompt_effect = np.concatenate([half, -half])[: s.prompts]  # mirrored: exact null
+    if s.prompts % 2:
+        prompt_effect[-1] = 0.0
+    effect = np.asarray(s.effect or (0.0,) * s.criteria, dtype=float)
+    coverage = np.zeros(m, dtype=np.int64)
+    a_left = np.zeros(m, dtype=np.int64)
+    quota = min(s.quota, m)
+    active: list[int] = []
+    state: dict[int, tuple[set[int], int, int]] = {}  # evaluator -> (judged, done, last prompt)
+    liking = rng.normal(0, s.evaluator_sd, s.evaluators)
+    side = rng.normal(0, s.side_sd, s.evaluators)
+    careless = rng.random(s.evaluators) < s.careless
+    joined = 0
+    rows: list[tuple[int, int, int, int, int]] = []  # evaluator, matchup, first on left, ...
+    finished: list[int] = []
+    while joined < s.evaluators or active:
+        while len(active) < s.concurrent and joined < s.evaluators:
+            active.append(joined)
+            state[joined] = (set(), 0, -1)
+            joined += 1
+        e = active[int(rng.integers(len(active)))]
+        judged, done, last = state[e]
+        free = np.array([k for k in range(m) if k not in judged])
+        least = free[coverage[free] == coverage[free].min()]
+        other = least[[matchups[k][0] != last for k in least]]
+        pool = other if other.size else least
+        k = int(pool[int(rng.integers(pool.size))])
+        coverage[k] += 1
+        first_left = coverage[k] - 1 - a_left[k] > a_left[k] or (
+            coverage[k] - 1 - a_left[k] == a_left[k] and rng.random() < 0.5
+        )
+        a_left[k] += int(first_left)
+        judged.add(k)
+        rows.append((e, k, int(first_left), len(rows), 0))
+        state[e] = (judged, done + 1, matchups[k][0])
+        if done + 1 >= quota:
+            active.remove(e)
+            finished.append(e)
+    n = len(rows)
+    ev = np.array([r[0] for r in rows])
+    mk = np.array([r[1] for r in rows])
+    first_left = np.array([r[2] for r in rows], dtype=bool)
+    prompt = np.array([matchups[k][0] for k in mk])
+    first = np.array([matchups[k][1] for k in mk])
+    second = np.array([matchups[k][2] for k in mk])
+    c = s.criteria
+    shared = rng.normal(size=(n, 1))
+    noise = s.criterion_corr * shared + math.sqrt(1 - s.criterion_corr**2) * rng.normal(size=(n, c))
+    focus_in = (first == 0) | (second == 0)
+    u = (
+        np.where(first == 0, 1.0, 0.0)[:, None] * effect[None, :]
+        - np.where(second == 0, 1.0, 0.0)[:, None] * effect[None, :]
+        + prompt_effect[prompt][:, None]
+        + np.where(focus_in, np.where(first == 0, liking[ev], -liking[ev]), 0.0)[:, None]
+        + np.where(first_left, side[ev], -side[ev])[:, None]
+        + noise
+    )
+    outcome = np.where(u > s.tie_band, 0, np.where(u < -s.tie_band, 1, 2))  # first arm's view
+    random_answer = rng.integers(0, 3, size=(n, c))
+    # careless: a random side or tie, whatever the clips
+    side_choice = np.where(outcome == 2, 2, np.where((outcome == 0) == first_left[:, None], 0, 1))
+    side_choice = np.where(careless[ev][:, None], random_answer, side_choice)
+    if s.flip:
+        focus_left = np.where(first == 0, first_left, ~first_left)
+        focus_won = focus_in[:, None] & (side_choice == np.where(focus_left, 0, 1)[:, None])
+        turn = focus_won & (rng.random((n, c)) < s.flip)
+        side_choice = np.where(turn, 1 - side_choice, side_choice)
+    left_arm = np.where(first_left, first, second)
+    right_arm = np.where(first_left, second, first)
+    return Study(
+        evaluator=np.repeat(ev, c),
+        prompt=np.repeat(prompt, c),
+        criterion=np.tile(np.arange(c), n),
+        left=np.repeat(left_arm, c),
+        right=np.repeat(right_arm, c),
+        choice=side_choice.reshape(-1),
+        trial=np.repeat(np.arange(n), c),
+        finished=finished,
+    )
+
+
+def vote_table(s: Scenario, study: Study) -> VoteTable:
+    arms = np.array(s.arm_names, dtype=object)
+    crits = np.array(s.criterion_names, dtype=object)
+    return VoteTable.from_columns(
+        prompt_id=study.prompt,
+        theme=np.full(study.prompt.shape[0], "", dtype=object),
+        evaluator=study.evaluator,
+        criterion=crits[study.criterion],
+        left_arm=arms[study.left],
+        right_arm=arms[study.right],
+        choice=CHOICES[study.choice],
+        trial_id=study.trial,
+        arms=s.arm_names,
+        criteria=s.criterion_names,
+    )
+
+
+def declared(s: Scenario, study: Study) -> bool:
+    """Any verdict of the plan declared at any look (the bounds only narrow, so the last
+    look's verdicts hold everything declared before)."""
+    found = verdicts(vote_table(s, study), s.plan(), order=study.finished)
+    return any(v.status != "undecided" for v in found)
+
+
+def declared_by_votes(s: Scenario, study: Study) -> bool:
+    """The same sequences with every vote a unit (evaluators ignored): what the dependence
+    between one evaluator's votes does to a sequence that treats votes as independent."""
+    alpha = hypothesis_alpha(s.plan())
+    for c in range(s.criteria):
+        for other in range(1, s.arms):
+            rows = (study.criterion == c) & (
+                ((study.left == 0) & (study.right == other))
+                | ((study.left == other) & (study.right == 0))
+            )
+            focus_left = study.left[rows] == 0
+            choice = study.choice[rows]
+            seq = HedgedSequence(alpha=alpha)
+            seq.extend(
+                np.where(focus_left, choice == 0, choice == 1),
+                np.where(focus_left, choice == 1, choice == 0),
+                choice == 2,
+            )
+            lower, upper = seq.bounds()
+            bound = 0.5 - s.margin
+            if lower > bound or upper < bound:
+                return True
+    return False
+
+
+def decided(s: Scenario, study: Study, *, criterion: str) -> str:
+    found = verdicts(vote_table(s, study), s.plan(), order=study.finished)
+    return next(v.status for v in found if v.criterion == criterion)
+
+
+def peeking(s: Scenario, study: Study, *, alpha: float = 0.05) -> tuple[bool, bool]:
+    """Today's fixed-sample reading: (declared at any look after a trial, declared at the
+    last look only). Superiority: the two-sided exact sign test; non-inferiority: the
+    one-sided exact binomial test against 1/2 - margin (`pairwise.non_inferiority`). Holm
+    across the criteria of a pair rejects something exactly when the smallest p-value is below
+    alpha / criteria."""
+    any_look = last_look = False
+    focus = 0
+    for other in range(1, s.arms):
+        rows = ((study.left == focus) & (study.right == other)) | (
+            (study.left == other) & (study.right == focus)
+        )
+        focus_left = study.left[rows] == focus
+        choice = study.choice[rows]
+        won = np.where(focus_left, choice == 0, choice == 1)
+        lost = np.where(focus_left, choice == 1, choice == 0)
+        trial = study.trial[rows]
+        crit = study.criterion[rows]
+        looks = np.unique(trial)
+        where = np.searchsorted(looks, trial)
+        p_min = np.ones(looks.shape[0])
+        for c in range(s.criteria):
+            sel = crit == c
+            w = np.zeros(looks.shape[0], dtype=np.int64)
+            d = np.zeros(looks.shape[0], dtype=np.int64)
+            np.add.at(w, where[sel], won[sel])
+            np.add.at(d, where[sel], won[sel] | lost[sel])
+            wins, dec = np.cumsum(w), np.cumsum(d)
+            if s.hypothesis == "non_inferiority":
+                p = stats.binom.sf(wins - 1, dec, 0.5 - s.margin)
+                p = np.where(dec > 0, p, np.nan)
+            else:
+                p = _sign_test(wins, dec)
+            p_min = np.minimum(p_min, np.where(np.isnan(p), 1.0, p))
+        rejected = p_min < alpha / s.criteria
+        any_look |= bool(rejected.any())
+        last_look |= bool(rejected[-1]) if rejected.size else False
+    return any_look, last_look
+
+
+def clopper_pearson(k: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    a = (1 - confidence) / 2
+    low = 0.0 if k == 0 else float(stats.beta.ppf(a, k, n - k + 1))
+    high = 1.0 if k == n else float(stats.beta.ppf(1 - a, k + 1, n - k))
+    return low, high
+
+
+def type_one(
+    s: Scenario, studies: int, seed: int, *, by_votes: bool = True
+) -> dict[str, tuple[int, int]]:
+    """Counts of studies (declared, simulated) for the verdicts, for the same sequences over
+    votes (`by_votes`) and for peeking."""
+    rng = np.random.default_rng(seed)
+    verdict = votewise = peek_any = peek_last = 0
+    for _ in range(studies):
+        study = simulate(s, rng)
+        verdict += declared(s, study)
+        votewise += by_votes and declared_by_votes(s, study)
+        any_look, last_look = peeking(s, study, alpha=s.alpha)
+        peek_any += any_look
+        peek_last += last_look
+    counts = {
+        "verdicts": (verdict, studies),
+        "the same, every vote a unit (evaluators ignored)": (votewise, studies),
+        "fixed-sample test, read after every trial": (peek_any, studies),
+        "fixed-sample test, read once at the end": (peek_last, studies),
+    }
+    if not by_votes:
+        del counts["the same, every vote a unit (evaluators ignored)"]
+    return counts
+
+
+SCENARIOS = (
+    Scenario(name="null, 2 arms x 3 criteria, superiority"),
+    Scenario(
+        name="null at the margin, non-inferiority (margin 0.05)",
+        flip=0.1,
+        hypothesis="non_inferiority",
+        margin=0.05,
+    ),
+    Scenario(name="null, 3 arms x 2 criteria (4 hypotheses)", arms=3, criteria=2, prompts=12),
+)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--studies", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    for s in SCENARIOS:
+        started = time.perf_counter()
+        counts = type_one(s, args.studies, args.seed)
+        took = time.perf_counter() - started
+        print(f"\n{s.name}: {args.studies:,} studies in {took:.0f} s")
+        for what, (k, n) in counts.items():
+            low, high = clopper_pearson(k, n)
+            print(f"  {what:50s} {k / n:6.3f}  (95% CI {low:.3f}-{high:.3f})")
+    clear = replace(SCENARIOS[0], name="clear preference", effect=(1.0, 0.0, 0.0))
+    rng = np.random.default_rng(args.seed)
+    statuses = [decided(clear, simulate(clear, rng), criterion="c0") for _ in range(200)]
+    share = statuses.count("superior") / len(statuses)
+    print(f"\n{clear.name} (effect 1.0 on c0): superior in {share:.0%} of 200 studies")
+
+
+if __name__ == "__main__":
+    main()
