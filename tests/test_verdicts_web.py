@@ -150,3 +150,26 @@ def test_verdicts_grow_as_evaluators_finish_and_count_everyone_once_the_study_cl
     closed = dashboard_service.live(session=session, study=study, filters=Filters(), cache=cache)
     assert closed.verdicts is not None and closed.verdicts.closed
     assert (closed.verdicts.summary.evaluators, closed.verdicts.waiting) == (EVALUATORS + 3, 0)
+
+
+def test_vidarena_report_prints_the_verdicts_first(voted, settings, monkeypatch):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.config import get_settings
+
+    study, _ = voted
+    monkeypatch.setenv("VIDARENA_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("VIDARENA_VAR_DIR", str(settings.var_dir))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["report", study.slug], env={"COLUMNS": "200"})
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    text = " ".join(result.stdout.split())
+    focus = study.arms[0].name
+    assert f"verdicts for {focus} (valid at every look), {EVALUATORS} evaluators counted" in text
+    assert text.index("(valid at every look)") < text.index("fixed-sample")
+    relevance = text[text.index("Video-text relevance (primary)") :].split("Motion")[0]
+    assert " superiority better " in relevance and "…" not in relevance

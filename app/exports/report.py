@@ -15,25 +15,27 @@ REPORT_CSP = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; base
 
 
 def verdict_table(d: Dashboard) -> Table | None:
-    """The plan's verdicts, one row per hypothesis: valid at every look."""
+    """The plan's verdicts, one row per hypothesis: valid at every look (fits 120 columns)."""
     v = d.verdicts
     if v is None:
         return None
+    focus = ", ".join(dict.fromkeys(h.arm for h in v.plan.hypotheses)) or d.focus
     table = Table(
         title=(
-            f"{d.name}: verdicts (valid at every look), {v.summary.evaluators:,} evaluators "
-            f"counted, {v.summary.votes:,} votes"
+            f"{d.name}: verdicts for {focus} (valid at every look), {v.summary.evaluators:,} "
+            f"evaluators counted, {v.summary.votes:,} votes"
         ),
         box=box.SIMPLE_HEAVY,
     )
-    for name in ("criterion", "arm vs opponent", "hypothesis", "verdict"):
+    table.add_column("criterion")
+    for name in ("against", "test", "verdict"):
         table.add_column(name, no_wrap=True)
-    for name in ("win rate interval", "votes", "tested at alpha"):
+    for name in ("win rate interval", "votes", "alpha"):
         table.add_column(name, justify="right", no_wrap=True)
     for r in v.summary.verdicts:
         table.add_row(
             d.label(r.criterion) + (" (primary)" if charts.is_primary(v, r) else ""),
-            f"{r.arm} vs {r.opponent}",
+            r.opponent,
             charts.hypothesis_text(r),
             charts.verdict_word(r),
             charts.interval(r.lower, r.upper),
