@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 import anyio.to_thread
@@ -21,6 +23,7 @@ from app.auth.deps import assert_admin_routes_protected
 from app.clips import router as clips_router
 from app.config import Settings, get_settings
 from app.dashboard import router as dashboard_router
+from app.dashboard import stopping
 from app.db import get_engine, session_factory
 from app.exports import router as exports_router
 from app.rating import admin as rating_admin
@@ -34,6 +37,7 @@ from app.studies.service import StudyNotFoundError
 from app.web import errors, limits
 from app.web.pages import FAVICON, STATIC_DIR, templates
 
+log = logging.getLogger(__name__)
 EVALUATOR_BODY_LIMIT = 64 * 1024
 FAVICON_CACHE = {"Cache-Control": "public, max-age=86400"}
 
@@ -47,7 +51,30 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     anyio.to_thread.current_default_thread_limiter().total_tokens = app.state.settings.web_threads
     app.state.rating_lane = anyio.CapacityLimiter(app.state.settings.rating_threads)
     app.state.analysis_lane = anyio.CapacityLimiter(app.state.settings.analysis_threads)
-    yield
+    async with anyio.create_task_group() as tasks:
+        if app.state.settings.stop_check_seconds > 0:
+            tasks.start_soon(_check_stops, app)
+        yield
+        tasks.cancel_scope.cancel()
+
+
+async def _check_stops(app: FastAPI) -> None:
+    """Stop studies whose plan is decided (app/dashboard/stopping.py), on the analysis lane, every
+    VIDARENA_STOP_CHECK_SECONDS; a failed check is logged and tried again next time."""
+    while True:
+        await anyio.sleep(app.state.settings.stop_check_seconds)
+        try:
+            await anyio.to_thread.run_sync(
+                partial(
+                    stopping.check_studies,
+                    read=app.state.read_session_factory,
+                    write=app.state.session_factory,
+                    cache=dashboard_router.get_app_cache(app),
+                ),
+                limiter=app.state.analysis_lane,
+            )
+        except Exception:
+            log.warning("stop check failed; trying again later", exc_info=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

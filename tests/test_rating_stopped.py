@@ -62,9 +62,7 @@ def test_after_the_stop_newcomers_and_returning_evaluators_are_done(session, set
     assert session.scalar(select(func.count(Trial.id))) == 1  # the veteran's answered one only
 
 
-def test_the_api_join_after_the_stop_answers_done_with_a_completion_code(
-    client, session, settings
-):
+def test_the_api_join_after_the_stop_answers_done_with_a_completion_code(client, session, settings):
     study = rating_study(session, settings, prompts=4)
     stop(session, study)
     base = link(settings, study)

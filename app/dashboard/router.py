@@ -42,10 +42,15 @@ _LINE_BREAK = re.compile(r"\r\n|\r|\n")  # exactly the line breaks of the SSE fo
 
 def get_cache(request: Request) -> service.DashboardCache:
     """This app's dashboard caches (created on first use)."""
+    return get_app_cache(request.app)
+
+
+def get_app_cache(app: Any) -> service.DashboardCache:
+    """The dashboard caches of `app` (created on first use), shared with the stop check."""
     with _cache_lock:
-        cache = getattr(request.app.state, "dashboard_cache", None)
+        cache = getattr(app.state, "dashboard_cache", None)
         if cache is None:
-            cache = request.app.state.dashboard_cache = service.DashboardCache()
+            cache = app.state.dashboard_cache = service.DashboardCache()
         return cache
 
 
