@@ -326,6 +326,14 @@ SCENARIOS = (
         margin=0.05,
     ),
     Scenario(name="null, 3 arms x 2 criteria (4 hypotheses)", arms=3, criteria=2, prompts=12),
+    Scenario(
+        name="null, strong prompt effects (sd 2.5), 32 prompts, 4 trials each, 20 at a time",
+        prompt_sd=2.5,
+        prompts=32,
+        quota=4,
+        evaluators=150,
+        concurrent=20,
+    ),
 )
 
 
@@ -333,8 +341,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--scenario", type=int, action="append", help="run only these (0-based)")
     args = parser.parse_args()
-    for s in SCENARIOS:
+    for s in [SCENARIOS[i] for i in args.scenario] if args.scenario else SCENARIOS:
         started = time.perf_counter()
         counts = type_one(s, args.studies, args.seed)
         took = time.perf_counter() - started
