@@ -38,7 +38,8 @@ PEEKING_WARNING = (
     "in advance (the figures below are a planning aid, computed at the effect seen so far, which "
     "is itself noisy and overstated when it happens to look significant), analyse once at that "
     "number, or use a group-sequential design that spends alpha across the looks "
-    "(e.g. Lan-DeMets O'Brien-Fleming spending)."
+    "(e.g. Lan-DeMets O'Brien-Fleming spending). To decide while watching, read the verdicts "
+    "instead: their anytime-valid intervals hold at every look."
 )
 
 
