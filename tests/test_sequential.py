@@ -1,6 +1,6 @@
 """Anytime-valid verdicts (app/analysis/sequential.py): the confidence sequences against the
 reference implementation (confseq), the verdict rules, the units, and simulated studies with a
-known truth read after every vote (benchmarks/verdicts.py has the large runs and the figures)."""
+known truth read after every vote (benchmarks/stopping.py has the large runs and the figures)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from app.analysis.sequential import (
     status_of,
     verdicts,
 )
-from benchmarks.verdicts import (
+from benchmarks.stopping import (
     SCENARIOS,
     clopper_pearson,
     decided,
@@ -264,7 +264,7 @@ def test_with_no_true_preference_verdicts_stay_rare_while_peeking_declares_often
     """Null (decisive win rate exactly 1/2 on every criterion, with prompt and evaluator
     heterogeneity, ties and careless raters), verdicts read after every vote: declared in at
     most alpha of the studies; the fixed-sample sign test read after every trial declares far
-    more often. 150 studies here; the slow test and benchmarks/verdicts.py run thousands."""
+    more often. 150 studies here; the slow test and benchmarks/stopping.py run thousands."""
     counts = type_one(SCENARIOS[0], 150, seed=11, by_votes=False)
     k, n = counts["verdicts"]
     assert k / n <= 0.05
@@ -276,7 +276,7 @@ def test_with_no_true_preference_verdicts_stay_rare_while_peeking_declares_often
 def test_a_clear_preference_is_decided():
     clear = replace(SCENARIOS[0], effect=(1.0, 0.0, 0.0))
     rng = np.random.default_rng(4)
-    from benchmarks.verdicts import simulate
+    from benchmarks.stopping import simulate
 
     statuses = [decided(clear, simulate(clear, rng), criterion="c0") for _ in range(10)]
     assert statuses.count("superior") >= 9
@@ -292,7 +292,7 @@ def test_type_one_error_over_many_studies(scenario, studies):
     """1,000 null studies per scenario (superiority; non-inferiority at the margin; three
     arms), monitored after every vote: the verdicts' error rate with its 95% interval lies
     below alpha; peeking at the fixed-sample test lies above it. About half a minute;
-    benchmarks/verdicts.py runs 2,000 of each."""
+    benchmarks/stopping.py runs 2,000 of each."""
     counts = type_one(scenario, studies, seed=2026, by_votes=False)
     k, n = counts["verdicts"]
     assert n == studies and clopper_pearson(k, n)[1] <= scenario.alpha, counts

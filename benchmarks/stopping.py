@@ -23,7 +23,7 @@ prompts and evaluators are. Careless evaluators answer left / right / tie at ran
 turns that share of the focus arm's wins into losses, which puts the true rate at exactly
 (1 - flip) / 2 (the null of a non-inferiority test at margin flip / 2).
 
-    .venv/bin/python benchmarks/verdicts.py [--studies 2000] [--seed 0]
+    .venv/bin/python benchmarks/stopping.py [--studies 2000] [--seed 0] [--effect-studies 200]
 
 About a minute for 2,000 studies of each scenario on 2 cores.
 """
@@ -46,7 +46,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from app.analysis import VoteTable
 from app.analysis.pairwise import _sign_test
 from app.analysis.plan import Hypothesis, Plan
-from app.analysis.sequential import HedgedSequence, hypothesis_alpha, verdicts
+from app.analysis.power import required_decisive_votes
+from app.analysis.sequential import HedgedSequence, Monitor, UnitCounts, hypothesis_alpha, verdicts
 
 CHOICES = np.array(["left", "right", "tie"], dtype=object)
 
@@ -342,6 +343,7 @@ def main() -> None:
     parser.add_argument("--studies", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenario", type=int, action="append", help="run only these (0-based)")
+    parser.add_argument("--effect-studies", type=int, default=200, help="founding-like studies")
     args = parser.parse_args()
     for s in [SCENARIOS[i] for i in args.scenario] if args.scenario else SCENARIOS:
         started = time.perf_counter()
@@ -356,6 +358,86 @@ def main() -> None:
     statuses = [decided(clear, simulate(clear, rng), criterion="c0") for _ in range(200)]
     share = statuses.count("superior") / len(statuses)
     print(f"\n{clear.name} (effect 1.0 on c0): superior in {share:.0%} of 200 studies")
+    founding_like(args.effect_studies, args.seed)
+
+
+# Like the founding study: the fast arm clearly preferred on appearance, close on motion,
+# overall quality in between and the one primary criterion (the plan's `primary`).
+FOUNDING = Scenario(
+    name="founding-like: 6 criteria, overall quality primary",
+    criteria=6,
+    prompts=100,
+    evaluators=400,
+    quota=20,
+    concurrent=20,
+    # c0 overall quality, c1 aesthetics, c2 appearance distortion, c3 video-text relevance,
+    # c4 motion naturalness, c5 motion amplitude: the fast arm's latent advantage on each
+    effect=(0.35, 0.6, 0.6, 0.2, 0.05, -0.05),
+)
+
+
+def votes_until_decided(s: Scenario, study: Study, *, primary: str = "c0") -> tuple[int, float]:
+    """(votes on the primary hypothesis when it was first decided, its true decisive win rate
+    estimated from the whole study); evaluators enter in the order they finished, and the plan
+    tests every criterion (alpha split over all six) with only `primary` deciding the study."""
+    plan = s.plan()
+    plan = replace(
+        plan, hypotheses=tuple(replace(h, primary=h.criterion == primary) for h in plan.hypotheses)
+    )
+    units = UnitCounts.from_table(vote_table(s, study), order=study.finished)
+    monitor = Monitor(plan)
+    index = next(i for i, h in enumerate(plan.hypotheses) if h.criterion == primary)
+    for k in range(len(units.evaluators)):
+        monitor.extend(
+            UnitCounts(
+                units.arms, units.criteria, units.evaluators[k : k + 1], units.cube[k : k + 1]
+            )
+        )
+        verdict = monitor.verdicts()[index]
+        if verdict.status != "undecided":
+            return verdict.votes, verdict.lower
+    return -1, float("nan")
+
+
+def founding_like(studies: int, seed: int) -> None:
+    """Median votes until overall quality is decided, against the decisive votes a fixed-sample
+    sign test with 80% power needs at the simulated true rate (ties added back at the rate they
+    occur, so both count votes alike)."""
+    s = FOUNDING
+    rng = np.random.default_rng(seed)
+    needed: list[int] = []
+    decisive_share: list[float] = []
+    rates: list[float] = []
+    for _ in range(studies):
+        study = simulate(s, rng)
+        n, _ = votes_until_decided(s, study)
+        if n > 0:
+            needed.append(n)
+        rows = study.criterion == 0
+        focus_left = study.left[rows] == 0
+        choice = study.choice[rows]
+        wins = np.sum(np.where(focus_left, choice == 0, choice == 1))
+        losses = np.sum(np.where(focus_left, choice == 1, choice == 0))
+        rates.append(wins / max(wins + losses, 1))
+        decisive_share.append((wins + losses) / max(rows.sum(), 1))
+    rate, share = float(np.mean(rates)), float(np.mean(decisive_share))
+    fixed, _ = required_decisive_votes(rate, alpha=s.alpha / s.criteria, power=0.8)
+    fixed_votes = math.ceil((fixed or 0) / share) if fixed else None
+    print(f"\n{s.name}: {studies} studies, {s.evaluators} evaluators x {s.quota} trials")
+    print(
+        f"  true decisive win rate on overall quality (simulated): {rate:.3f}, ties {1 - share:.0%}"
+    )
+    print(
+        f"  decided in {len(needed)} of {studies}; votes on overall quality until decided: "
+        f"median {np.median(needed):.0f} (quartiles {np.percentile(needed, 25):.0f}-"
+        f"{np.percentile(needed, 75):.0f})"
+        if needed
+        else "  never decided"
+    )
+    print(
+        f"  fixed-sample sign test, 80% power at alpha {s.alpha / s.criteria:.4f} (the same "
+        f"split): {fixed_votes} votes ({fixed} decisive)"
+    )
 
 
 if __name__ == "__main__":
