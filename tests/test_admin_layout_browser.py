@@ -11,6 +11,7 @@ import re
 from typing import Any
 
 import pytest
+from playwright.sync_api import expect
 from sqlalchemy import update
 
 from app.clips.models import Clip, ClipStatus
@@ -164,9 +165,9 @@ def test_copy_buttons_copy_the_links(admin_page, live_server, session, settings)
     page.goto(f"{live_server}/admin/studies/{rated.slug}/invites")
     study_link = page.locator("#study-link").inner_text()
     page.get_by_role("button", name="Copy link").click()
-    # The Clipboard API answers asynchronously: wait for the message, then compare it.
-    page.wait_for_function("document.querySelector('#study-link-copied').textContent !== ''")
-    assert page.locator("#study-link-copied").inner_text() == "Copied."
+    # The Clipboard API answers asynchronously: expect() polls from here (the page's CSP
+    # forbids the eval a wait_for_function string needs) until the message is there.
+    expect(page.locator("#study-link-copied")).to_have_text("Copied.")
     assert page.evaluate("navigator.clipboard.readText()") == study_link
 
     page.get_by_label("How many links").fill("2")
@@ -178,8 +179,7 @@ def test_copy_buttons_copy_the_links(admin_page, live_server, session, settings)
         "Object.defineProperty(navigator, 'clipboard', { value: undefined, configurable: true })"
     )
     page.get_by_role("button", name="Copy all 2 links").click()
-    page.wait_for_function("document.querySelector('#invite-links-copied').textContent !== ''")
-    assert page.locator("#invite-links-copied").inner_text() == "Copied."
+    expect(page.locator("#invite-links-copied")).to_have_text("Copied.")
     page.evaluate("delete navigator.clipboard")  # the real one again, to read what was copied
     assert page.evaluate("navigator.clipboard.readText()") == links
 
