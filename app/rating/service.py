@@ -341,6 +341,10 @@ def _count(session: Session, changes: list[tuple[int, int, int, int]]) -> None:
 # Holds are released at most this often per study and process (a statement saved per assignment).
 RELEASE_EVERY = timedelta(seconds=5)
 _RELEASED: dict[tuple[str, int], datetime] = {}
+# PostgreSQL: what a lost `_settle` left (a crash between a commit and its follow-up) is repaired
+# this often per study and process: rare, and a scan of the completed evaluators' trials.
+REPAIR_EVERY = timedelta(minutes=5)
+_REPAIRED: dict[tuple[str, int], datetime] = {}
 
 
 def _release_expired(session: Session, *, study_id: int, now: datetime) -> None:
@@ -370,7 +374,10 @@ def _release_expired(session: Session, *, study_id: int, now: datetime) -> None:
         expired = expired.where(
             trial.c.matchup_id.in_(free.with_for_update(skip_locked=True).scalar_subquery())
         ).with_for_update(of=trial, skip_locked=True)
-        _after_commit(session, ("repair", study_id))
+        last_repair = _REPAIRED.get(key)
+        if last_repair is None or not last_repair <= now < last_repair + REPAIR_EVERY:
+            _REPAIRED[key] = now
+            _after_commit(session, ("repair", study_id))
     released = session.execute(
         update(trial)
         .where(trial.c.id.in_(expired), trial.c.answered_at.is_(None))
@@ -1032,8 +1039,9 @@ def check_submission(
     now: datetime | None = None,
     state: _State | None = None,
 ) -> Submission:
-    """Everything `submit_votes` checks, without writing: raises RatingError for a refused
-    answer; `stored` is set when the same answer is already stored (a repeat or double click).
+    """Everything an answer is checked for, without writing (`flow.submit` runs it, then
+    `store_submission`): raises RatingError for a refused answer; `stored` is set when the same
+    answer is already stored (a repeat or double click).
 
     `timing`: the client's own load and view times; the viewing time that the minimum viewing
     time and the fast flag judge is the client's when given (checked against the server's, which

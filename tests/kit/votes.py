@@ -1,6 +1,6 @@
 """Votes with known preference rates, cast through the real rating flow (app.rating.service:
-join -> current_trial -> submit_votes, each committed), for the dashboard and export tests;
-the evaluators a dashboard flags; one study's votes copied into another.
+join -> current_trial -> check and store the answer, each committed), for the dashboard and
+export tests; the evaluators a dashboard flags; one study's votes copied into another.
 
 Each simulated evaluator prefers `favored` on criterion c with probability `rates[c]` among
 decisive answers, answers `tie` with probability `tie_rate`, and clicks whichever side shows the
