@@ -22,6 +22,7 @@ from app.dashboard import service as dashboard_service
 from app.dashboard.schemas import Filters, VerdictView
 from app.db import utcnow
 from app.rating import votes
+from app.studies import service as studies_service
 from app.studies.models import Study, StudyStatus
 
 log = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def check_studies(
         ).all()
         due = []
         for study in candidates:
-            if (study.analysis or {}).get("stop") != "when_decided":
+            if studies_service.analysis_spec(study).stop != "when_decided":
                 continue
             reason = stop_reason(session=session, study=study, cache=cache)
             if reason is not None:
