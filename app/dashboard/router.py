@@ -26,8 +26,8 @@ from app.dashboard import charts, service
 from app.dashboard.schemas import Dashboard, Filters
 from app.deps import ReadSessionDep, StudyDep
 from app.ops import bulkhead
+from app.studies import service as studies_service
 from app.studies.models import Study
-from app.studies.service import StudyNotFoundError
 from app.web.pages import templates
 
 router = admin_router(tags=["dashboard"])
@@ -115,10 +115,7 @@ def _with_study(factory: sessionmaker[Session], study_id: int, fn: Any) -> Any:
     """`fn(session, study)` in a session of its own, with the route's study (found by StudyDep)
     loaded again by id; raises StudyNotFoundError (404) if it was deleted meanwhile."""
     with factory() as session:
-        study = session.get(Study, study_id)
-        if study is None:
-            raise StudyNotFoundError(f"study {study_id} is gone")
-        return fn(session, study)
+        return fn(session, studies_service.get_by_id(session=session, study_id=study_id))
 
 
 async def _events(

@@ -16,8 +16,8 @@ from app.dashboard.schemas import Filters
 from app.deps import StudyDep
 from app.exports import report, service
 from app.ops import bulkhead
+from app.studies import service as studies_service
 from app.studies.models import Study
-from app.studies.service import StudyNotFoundError
 
 router = admin_router(tags=["exports"])
 CSV = "text/csv; charset=utf-8"
@@ -32,16 +32,8 @@ def _stream(factory: sessionmaker[Session], study_id: int, kind: service.Kind) -
     """Export chunks from a session of its own, open while the response streams (the request's
     session is closed by then) and closed when it ends or the client goes away."""
     with factory() as session:
-        study = _own(session, study_id)
+        study = studies_service.get_by_id(session=session, study_id=study_id)
         yield from service.export_chunks(session=session, study=study, kind=kind)
-
-
-def _own(session: Session, study_id: int) -> Study:
-    """The route's study (found by StudyDep) again, in this lane's own session."""
-    study = session.get(Study, study_id)
-    if study is None:  # deleted since the route found it
-        raise StudyNotFoundError(f"study {study_id} is gone")
-    return study
 
 
 async def _streamed(request: Request, study: Study, kind: service.Kind) -> StreamingResponse:
@@ -58,7 +50,7 @@ def _summary(
     factory: sessionmaker[Session], study_id: int, kind: service.Kind, filters: Filters
 ) -> str:
     with factory() as session:
-        study = _own(session, study_id)
+        study = studies_service.get_by_id(session=session, study_id=study_id)
         return "".join(
             service.export_chunks(session=session, study=study, kind=kind, filters=filters)
         )
@@ -66,7 +58,7 @@ def _summary(
 
 def _report(factory: sessionmaker[Session], study_id: int, filters: Filters) -> str:
     with factory() as session:
-        study = _own(session, study_id)
+        study = studies_service.get_by_id(session=session, study_id=study_id)
         d, a = dashboard_service.full(session=session, study=study, filters=filters)
         return report.html(d, a)
 

@@ -83,6 +83,15 @@ def get_by_slug(*, session: Session, slug: str) -> Study:
     return study
 
 
+def get_by_id(*, session: Session, study_id: int) -> Study:
+    """A study found by slug before (StudyDep) again, e.g. in a session of its own on the
+    analysis lane; StudyNotFoundError if it was deleted since."""
+    study = session.get(Study, study_id)
+    if study is None:
+        raise StudyNotFoundError(f"study {study_id} is gone: it was deleted")
+    return study
+
+
 def list_studies(*, session: Session) -> list[Study]:
     return list(
         session.scalars(select(Study).options(selectinload(Study.arms)).order_by(Study.created_at))
