@@ -121,6 +121,7 @@ class Trial(Base):
             name="answered_after",
         ),
         CheckConstraint("position >= 1", name="position_positive"),
+        CheckConstraint("(matchup_id IS NULL) != (gold_pair_id IS NULL)", name="matchup_or_gold"),
         # Unanswered trials whose hold may expire (assignment releases them).
         Index(
             "ix_trial_unreleased",
@@ -134,8 +135,13 @@ class Trial(Base):
     evaluator_id: Mapped[int] = mapped_column(
         ForeignKey("evaluator.id", ondelete="CASCADE"), index=True
     )
-    matchup_id: Mapped[int] = mapped_column(
+    # NULL for a gold trial (`gold_pair_id` set instead): it judges no matchup of two arms.
+    matchup_id: Mapped[int | None] = mapped_column(
         ForeignKey("matchup.id", ondelete="CASCADE"), index=True
+    )
+    # A gold trial (quality control, app/rating/gold.py): the pair whose right answer is known.
+    gold_pair_id: Mapped[int | None] = mapped_column(
+        ForeignKey("gold_pair.id", ondelete="CASCADE"), index=True
     )
     position: Mapped[int] = mapped_column(Integer)
     a_on_left: Mapped[bool] = mapped_column(Boolean)
@@ -156,17 +162,53 @@ class Trial(Base):
     client_load_seconds: Mapped[float | None] = mapped_column(Float)
     client_view_seconds: Mapped[float | None] = mapped_column(Float)
 
-    matchup: Mapped[Matchup] = relationship()
+    matchup: Mapped[Matchup | None] = relationship()
+    gold_pair: Mapped[GoldPair | None] = relationship()
     evaluator: Mapped[Evaluator] = relationship()
     votes: Mapped[list[Vote]] = relationship(back_populates="trial", cascade="all, delete-orphan")
 
-    @property
-    def left_clip_id(self) -> int:
-        return self.matchup.clip_a_id if self.a_on_left else self.matchup.clip_b_id
 
-    @property
-    def right_clip_id(self) -> int:
-        return self.matchup.clip_b_id if self.a_on_left else self.matchup.clip_a_id
+class GoldKind(enum.StrEnum):
+    frozen = "frozen"  # the clip frozen on one frame
+    degraded = "degraded"  # the clip heavily blurred and noised
+    mismatched = "mismatched"  # a clip of another prompt, shown with this prompt's text
+
+
+class GoldPair(Base):
+    """A pair whose right answer is known (quality control, app/rating/gold.py): `clip_id`, a
+    done clip of the study, against its gold twin, which is the right answer's loser.
+
+    `frozen` and `degraded` twins are GIFs made from the clip (same frames, delays and size),
+    stored under their content hash like any clip, in the media columns here; a `mismatched`
+    pair's other side is `other_clip_id`, the same arm's clip of another prompt. Twins are no
+    Clip rows: they never enter matchups, clip counts, render panels or clips.csv.
+    """
+
+    __tablename__ = "gold_pair"
+    __table_args__ = (
+        UniqueConstraint("clip_id", "kind"),
+        CheckConstraint(
+            "(kind = 'mismatched') = (other_clip_id IS NOT NULL)", name="mismatched_has_other"
+        ),
+        CheckConstraint(
+            "kind = 'mismatched' OR (storage_key IS NOT NULL AND sha256 IS NOT NULL)",
+            name="twin_has_media",
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
+    prompt_id: Mapped[int] = mapped_column(ForeignKey("prompt.id", ondelete="CASCADE"))
+    kind: Mapped[GoldKind] = mapped_column(str_enum(GoldKind, "gold_kind"))
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id", ondelete="CASCADE"), index=True)
+    other_clip_id: Mapped[int | None] = mapped_column(ForeignKey("clip.id", ondelete="CASCADE"))
+    storage_key: Mapped[str | None] = mapped_column(String(100))
+    sha256: Mapped[str | None] = mapped_column(String(64))
+    size_bytes: Mapped[int | None] = mapped_column(Integer)
+    num_frames: Mapped[int | None] = mapped_column(Integer)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class Vote(Base):

@@ -396,7 +396,7 @@ def _new_trial(
     *,
     evaluator: Evaluator,
     state: _State,
-    matchup_id: int,
+    matchup_id: int | None,
     prompt: tuple[int, str],
     clips: tuple[int, int],
     a_on_left: bool,
@@ -404,10 +404,12 @@ def _new_trial(
     now: datetime,
     shown: bool,
     judging: bool = False,
+    gold_pair_id: int | None = None,
 ) -> Trial:
     values = {
         "evaluator_id": evaluator.id,
         "matchup_id": matchup_id,
+        "gold_pair_id": gold_pair_id,
         "position": state.last_position + 1,
         "a_on_left": a_on_left,
         "is_repeat": is_repeat,
@@ -637,7 +639,10 @@ def _assign_repeat(
     originals = [
         t
         for t in state.trials
-        if not t.is_repeat and t.answered_at is not None and t.matchup_id not in repeated
+        if not t.is_repeat
+        and t.matchup_id is not None  # gold trials are never repeated
+        and t.answered_at is not None
+        and t.matchup_id not in repeated
     ]
     if not originals:
         return None
@@ -1160,7 +1165,7 @@ def store_submission(
         if again.stored is None:  # pragma: no cover - it was answered, so it is stored
             raise VoteConflictError("This pair was answered meanwhile; nothing was changed.")
         return again.stored
-    if row.released_at is not None and not trial.is_repeat:
+    if row.released_at is not None and not trial.is_repeat and trial.matchup_id is not None:
         # It counts again. The one matchup row this transaction waits for, before any other
         # (see "Concurrency"), so it cannot deadlock.
         _count(session, [(trial.matchup_id, 1, int(trial.a_on_left), 0)])
