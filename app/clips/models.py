@@ -9,6 +9,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     CheckConstraint,
+    Float,
     ForeignKey,
     Integer,
     String,
@@ -79,3 +80,20 @@ class Clip(Base):
 
     prompt: Mapped[Prompt] = relationship()
     arm: Mapped[Arm] = relationship()
+
+
+class ClipMeasure(Base):
+    """One automatic measure of a clip's GIF (app/clips/measures.py): motion, flicker, sharpness,
+    colourfulness, optionally text similarity. For analysis beside the votes (exported in
+    clips.csv), never shown to evaluators. `version` is the measure's definition's version: a
+    backfill redoes rows with an older one."""
+
+    __tablename__ = "clip_measure"
+    __table_args__ = (UniqueConstraint("clip_id", "name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    clip_id: Mapped[int] = mapped_column(ForeignKey("clip.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(63))
+    value: Mapped[float | None] = mapped_column(Float)  # None: undefined for this clip
+    version: Mapped[str] = mapped_column(String(32))
+    measured_at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -7,14 +7,17 @@ a time and becomes `done` exactly once, whatever the broker delivers twice or lo
 from __future__ import annotations
 
 import statistics
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, Update, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.clips.models import Clip, ClipStatus
+from app.clips.measures import Measured
+from app.clips.models import Clip, ClipMeasure, ClipStatus
 from app.db import utcnow
 from app.studies.models import Arm, Prompt, Study, StudyStatus
 
@@ -374,3 +377,98 @@ def arm_kind_of(engine: Engine, clip_id: int) -> str:
             return arm.kind if arm is not None else "unknown"
     except Exception:
         return "unknown"
+
+
+# --- measures ---------------------------------------------------------------------------------
+
+
+def record_measures(*, session: Session, clip_id: int, measures: Mapping[str, Measured]) -> None:
+    """Store a clip's measures (app/clips/measures.py), replacing any of the same name: an
+    upsert on (clip_id, name), so measuring twice, or concurrently, leaves one row per name."""
+    if not measures:
+        return
+    now = utcnow()
+    rows = [
+        {
+            "clip_id": clip_id,
+            "name": name,
+            "value": m.value,
+            "version": m.version,
+            "measured_at": now,
+        }
+        for name, m in measures.items()
+    ]
+    dialect = session.get_bind().dialect.name
+    keys = [ClipMeasure.clip_id, ClipMeasure.name]
+    if dialect == "postgresql":
+        pg = postgresql.insert(ClipMeasure).values(rows)
+        session.execute(pg.on_conflict_do_update(index_elements=keys, set_=_new(pg.excluded)))
+    elif dialect == "sqlite":
+        lite = sqlite.insert(ClipMeasure).values(rows)
+        session.execute(lite.on_conflict_do_update(index_elements=keys, set_=_new(lite.excluded)))
+    else:
+        raise NotImplementedError(f"record_measures: no upsert for the {dialect} dialect")
+
+
+def _new(excluded: Any) -> dict[str, Any]:
+    return {
+        "value": excluded.value,
+        "version": excluded.version,
+        "measured_at": excluded.measured_at,
+    }
+
+
+def measures_for_study(*, session: Session, study_id: int) -> dict[int, dict[str, float]]:
+    """{clip id: {measure name: value}} for the study's done clips (None values left out; a
+    done clip without any measure is absent)."""
+    out: dict[int, dict[str, float]] = {}
+    rows = session.execute(
+        select(ClipMeasure.clip_id, ClipMeasure.name, ClipMeasure.value)
+        .join(Clip, Clip.id == ClipMeasure.clip_id)
+        .join(Prompt, Prompt.id == Clip.prompt_id)
+        .where(
+            Prompt.study_id == study_id,
+            Clip.status == ClipStatus.done,
+            ClipMeasure.value.is_not(None),
+        )
+        .order_by(ClipMeasure.clip_id, ClipMeasure.name)
+    )
+    for clip_id, name, value in rows:
+        if value is not None:
+            out.setdefault(clip_id, {})[name] = value
+    return out
+
+
+def measure_versions(*, session: Session, study_id: int) -> dict[int, dict[str, str]]:
+    """{clip id: {measure name: version}} for the study's clips with measures (any status)."""
+    out: dict[int, dict[str, str]] = {}
+    rows = session.execute(
+        select(ClipMeasure.clip_id, ClipMeasure.name, ClipMeasure.version)
+        .join(Clip, Clip.id == ClipMeasure.clip_id)
+        .join(Prompt, Prompt.id == Clip.prompt_id)
+        .where(Prompt.study_id == study_id)
+        .order_by(ClipMeasure.clip_id, ClipMeasure.name)
+    )
+    for clip_id, name, version in rows:
+        out.setdefault(clip_id, {})[name] = version
+    return out
+
+
+def clips_to_measure(
+    *, session: Session, study: Study, versions: Mapping[str, str], force: bool = False
+) -> list[tuple[int, str]]:
+    """(clip id, storage key) of the study's done clips missing one of `versions`' measures or
+    holding one of another version (all of them with `force`), in id order."""
+    done = session.execute(
+        select(Clip.id, Clip.storage_key)
+        .join(Prompt, Prompt.id == Clip.prompt_id)
+        .where(Prompt.study_id == study.id, Clip.status == ClipStatus.done)
+        .order_by(Clip.id)
+    ).all()
+    have = {} if force else measure_versions(session=session, study_id=study.id)
+    return [
+        (clip_id, key)
+        for clip_id, key in done
+        if key is not None
+        and (force or any(have.get(clip_id, {}).get(n) != v for n, v in versions.items()))
+    ]
