@@ -84,6 +84,7 @@ def test_hypotheses_have_exactly_the_fields_the_statistics_read():
         "stop",
         "budget",
         "adaptive",
+        "compare",
     ]
 
 

@@ -256,6 +256,7 @@ def pairwise_summary(
     margin: float | None = None,
     power: float = 0.8,
     by_theme: bool = True,
+    pair_weighted: bool = False,
 ) -> PairwiseSummary:
     """Every count-based statistic of a study (no resampling; milliseconds).
 
@@ -263,6 +264,8 @@ def pairwise_summary(
     `margin`: when set, each overall and per-theme result carries a non-inferiority test of
     `arm` against `opponent` at that margin and one-sided level `alpha`.
     Power figures: two-sided exact sign test at `alpha`, target `power`, at the observed effect.
+    `pair_weighted`: each arm's pooled preference weights its opponents equally (design weights
+    for adaptive allocation, see `arm_preference`).
     """
     if not 0 < confidence < 1:
         raise ValueError(f"confidence must lie in (0, 1): {confidence}")
@@ -371,14 +374,25 @@ def pairwise_summary(
         overall=tuple(overall),
         by_theme=tuple(theme_rows),
         position_bias=position,
-        arm_preference=arm_preference(counts, confidence=confidence),
+        arm_preference=arm_preference(counts, confidence=confidence, pair_weighted=pair_weighted),
         power=tuple(power_rows),
         warnings=tuple(warnings),
     )
 
 
-def arm_preference(counts: VoteCounts, *, confidence: float = 0.95) -> tuple[ArmPreference, ...]:
-    """Each arm against all other arms pooled (per criterion): what the speed chart shows."""
+def arm_preference(
+    counts: VoteCounts, *, confidence: float = 0.95, pair_weighted: bool = False
+) -> tuple[ArmPreference, ...]:
+    """Each arm against all other arms pooled (per criterion): what the speed chart shows.
+
+    Pooled by votes, an opponent weighs by its share of the arm's decisive votes: under uniform
+    allocation about equal. With `pair_weighted` (adaptive allocation, which makes the shares
+    unequal on purpose), the win rate is the mean of the arm's decisive win rates against each
+    opponent it has votes against, every opponent weighing the same, with a normal interval
+    from the per-pair binomial variances (each rate shrunk by half a vote towards 1/2 for the
+    variance, so a pair at 0 or 1 still has one); wins, ties and losses stay the raw counts."""
+    if pair_weighted:
+        return _arm_preference_weighted(counts, confidence=confidence)
     oc = counts.outcomes().sum(axis=1)  # [C, P, 3]
     k = len(counts.arms)
     wins = np.zeros((len(counts.criteria), k), dtype=np.int64)
@@ -409,6 +423,45 @@ def arm_preference(counts: VoteCounts, *, confidence: float = 0.95) -> tuple[Arm
                     win_rate=wins[ci, ai] / n if n else None,
                     ci_low=_none(lo[ci, ai]),
                     ci_high=_none(hi[ci, ai]),
+                )
+            )
+    return tuple(out)
+
+
+def _arm_preference_weighted(counts: VoteCounts, *, confidence: float) -> tuple[ArmPreference, ...]:
+    oc = counts.outcomes().sum(axis=1)  # [C, P, 3]
+    z = float(stats.norm.ppf(0.5 + confidence / 2))
+    out = []
+    for ci, crit in enumerate(counts.criteria):
+        for arm in counts.arms:
+            wins = losses = ties = 0
+            rates: list[float] = []
+            variances: list[float] = []
+            for p, (a, b) in enumerate(counts.pairs):
+                if arm not in (a, b):
+                    continue
+                first, second, tie = (int(x) for x in oc[ci, p])
+                won, lost = (first, second) if arm == a else (second, first)
+                wins, losses, ties = wins + won, losses + lost, ties + tie
+                n = won + lost
+                if n:
+                    rates.append(won / n)
+                    shrunk = (won + 0.5) / (n + 1)
+                    variances.append(shrunk * (1 - shrunk) / n)
+            m = len(rates)
+            rate = sum(rates) / m if m else None
+            half = z * math.sqrt(sum(variances)) / m if m else None
+            out.append(
+                ArmPreference(
+                    criterion=crit,
+                    arm=arm,
+                    wins=wins,
+                    ties=ties,
+                    losses=losses,
+                    n_decisive=wins + losses,
+                    win_rate=rate,
+                    ci_low=None if rate is None or half is None else max(0.0, rate - half),
+                    ci_high=None if rate is None or half is None else min(1.0, rate + half),
                 )
             )
     return tuple(out)

@@ -14,7 +14,11 @@ against `opponent`, on the decisive win rate p of `arm` (ties excluded).
 
 `stop` is `"when_decided"` (stop assigning once every primary hypothesis is decided or the
 `budget` of votes is spent) or `"never"`. `budget` is a number of votes (None: no cap).
-`adaptive` asks for adaptive allocation of trials between arm pairs (three or more arms).
+`compare` is what the plan asks: `"focus"` (the focus arm against every other arm) or `"best"`
+(every pair of arms, oriented in the study's order of arms: which arm is best, i.e. superior to
+every other, per criterion; `app.analysis.allocation` says when that is decided).
+`adaptive` asks for adaptive allocation of trials between arm pairs (three or more arms): new
+trials go first to the arm pairs whose answer is still open (`app.analysis.allocation`).
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from typing import Literal
 
 HypothesisKind = Literal["superiority", "non_inferiority"]
 StopRule = Literal["when_decided", "never"]
+CompareRule = Literal["focus", "best"]
 
 HYPOTHESES: tuple[str, ...] = ("superiority", "non_inferiority")
 STOP_RULES: tuple[str, ...] = ("when_decided", "never")
+COMPARE_RULES: tuple[str, ...] = ("focus", "best")
 DEFAULT_ALPHA = 0.05
 
 
@@ -51,6 +57,7 @@ class Plan:
     stop: StopRule
     budget: int | None
     adaptive: bool
+    compare: CompareRule = "focus"
 
     @property
     def primary(self) -> tuple[Hypothesis, ...]:
@@ -59,9 +66,11 @@ class Plan:
 
 
 __all__ = [
+    "COMPARE_RULES",
     "DEFAULT_ALPHA",
     "HYPOTHESES",
     "STOP_RULES",
+    "CompareRule",
     "Hypothesis",
     "HypothesisKind",
     "Plan",

@@ -128,6 +128,10 @@ class VerdictView:
     locked_at: datetime | None  # when the plan was locked (the study opened)
     changes: tuple[PlanChangeNote, ...]  # changes after the lock, oldest first
     note: str | None = None  # why the default plan stands in (a stored plan that no longer fits)
+    # Adaptive plans: the arm pairs new trials go to first now (None: uniform, nothing open).
+    wanted: tuple[tuple[str, str], ...] | None = None
+    # compare = "best": per primary criterion, the arm identified as best (None: not yet).
+    best: tuple[tuple[str, str | None], ...] = ()
 
     @property
     def decided(self) -> int:
@@ -154,6 +158,7 @@ class Dashboard:
     generated_at: datetime
     compute_ms: float
     verdicts: VerdictView | None = None
+    pair_weighted: bool = False  # pooled preferences weigh every opponent equally (adaptive)
 
     def label(self, criterion: str) -> str:
         return next((c.label for c in self.criteria if c.key == criterion), criterion)

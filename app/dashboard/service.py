@@ -36,6 +36,7 @@ from app.analysis import (
     ClipTelemetry,
     VoteTable,
     agreement,
+    allocation,
     arm_pairs,
     bootstrap_summary,
     bradley_terry,
@@ -46,6 +47,7 @@ from app.analysis import (
     speed_vs_preference,
 )
 from app.analysis.plan import Plan
+from app.analysis.schemas import Verdict
 from app.analysis.speed import fastest_arm
 from app.clips.models import Clip, ClipStatus
 from app.dashboard.schemas import (
@@ -235,7 +237,15 @@ def compose(
     speed = speed_summary(telemetry, arms=arms)
     focus = focus_arm(filters.arm, arms=arms, speed=speed)
     margin = None if filters.margin is None else filters.margin / 100
-    summary = pairwise_summary(snapshot.counts, pairs=oriented_pairs(arms, focus), margin=margin)
+    # Adaptive allocation gives the arm pairs unequal shares on purpose: pooled preferences
+    # then weigh every opponent equally (design weights), as uniform allocation would.
+    pair_weighted = studies_service.analysis_spec(study).adaptive
+    summary = pairwise_summary(
+        snapshot.counts,
+        pairs=oriented_pairs(arms, focus),
+        margin=margin,
+        pair_weighted=pair_weighted,
+    )
     speed_criterion = filters.criterion if filters.criterion in criteria else _main(criteria)
     return Dashboard(
         slug=study.slug,
@@ -254,6 +264,7 @@ def compose(
         generated_at=utcnow(),
         compute_ms=(time.perf_counter() - started) * 1000,
         verdicts=verdicts,
+        pair_weighted=pair_weighted,
     )
 
 
@@ -410,7 +421,25 @@ def verdict_view(
         locked_at=view.locked_at,
         changes=tuple(PlanChangeNote(c.changed_at, c.reason, tuple(c.lines)) for c in view.changes),
         note=note,
+        wanted=_wanted(plan, summary.verdicts),
+        best=tuple(
+            (c, allocation.best_arm(plan, summary.verdicts, criterion=c))
+            for c in dict.fromkeys(h.criterion for h in plan.primary)
+        )
+        if plan.compare == "best"
+        else (),
     )
+
+
+def _wanted(plan: Plan, verdicts: Sequence[Verdict]) -> tuple[tuple[str, str], ...] | None:
+    if not plan.adaptive:
+        return None
+    pairs = allocation.wanted_pairs(plan, verdicts)
+    if pairs is None:
+        return None
+    order = {arm: i for i, arm in enumerate(allocation.arms_of(plan))}
+    ordered = [sorted(pair, key=order.__getitem__) for pair in pairs]
+    return tuple(sorted(((a, b) for a, b in ordered), key=lambda p: (order[p[0]], order[p[1]])))
 
 
 # --- the expensive statistics -------------------------------------------------------------------

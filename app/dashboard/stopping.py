@@ -8,16 +8,23 @@ check costs what a dashboard refresh costs, and one query when nothing changed. 
 conditional UPDATE (`stopped_at IS NULL`), so processes checking at once stop a study once.
 What an evaluator then sees is the rating service's (app/rating/service.py: a pair on screen is
 finished, then the done page with the completion code).
+
+The same check keeps the adaptive allocation of a plan with `adaptive = true`: the arm pairs
+still wanted (`app.analysis.allocation.wanted_pairs`) are written to `study.allocation` when they
+change, and the rating service assigns their matchups first. Only finished evaluators enter the
+verdicts, so the allocation never depends on the answers of anyone still rating.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.analysis import allocation
 from app.dashboard import service as dashboard_service
 from app.dashboard.schemas import Filters, VerdictView
 from app.db import utcnow
@@ -36,7 +43,10 @@ def stop_reason(
     if study.status != StudyStatus.open or study.stopped_at is not None:
         return None
     dashboard = dashboard_service.live(session=session, study=study, filters=Filters(), cache=cache)
-    view = dashboard.verdicts
+    return _reason(session, study, dashboard.verdicts)
+
+
+def _reason(session: Session, study: Study, view: VerdictView | None) -> str | None:
     if view is None or view.plan.stop != "when_decided":
         return None
     if view.plan.budget is not None:
@@ -47,10 +57,19 @@ def stop_reason(
 
 
 def _decided(view: VerdictView) -> str | None:
-    primary = {(h.criterion, h.arm, h.opponent) for h in view.plan.primary}
-    verdicts = [v for v in view.summary.verdicts if (v.criterion, v.arm, v.opponent) in primary]
-    if not verdicts or any(v.status == "undecided" for v in verdicts):
+    plan, verdicts = view.plan, view.summary.verdicts
+    if not allocation.decided(plan, verdicts):
         return None
+    if plan.compare == "best":
+        said = "; ".join(
+            f"{c}: {best} superior to every other arm"
+            if (best := allocation.best_arm(plan, verdicts, criterion=c))
+            else f"{c}: no single best arm (every arm lost to another)"
+            for c in dict.fromkeys(h.criterion for h in plan.primary)
+        )
+        return f"The best arm is identified: {said}."
+    primary = {(h.criterion, h.arm, h.opponent) for h in plan.primary}
+    verdicts = tuple(v for v in verdicts if (v.criterion, v.arm, v.opponent) in primary)
     said = "; ".join(
         f"{v.criterion}: {v.arm} {v.status.replace('_', '-')} against {v.opponent} "
         f"(win rate {v.lower:.2f} to {v.upper:.2f}, {v.votes:,} votes)"
@@ -76,20 +95,33 @@ def check_studies(
     write: sessionmaker[Session],
     cache: dashboard_service.DashboardCache,
 ) -> Sequence[tuple[str, str]]:
-    """Check every open, unstopped study whose plan may stop it; stop those decided. Returns
-    (slug, reason) of the studies this call stopped."""
+    """Check every open, unstopped study whose plan may stop it; stop those decided, and keep
+    the allocation of adaptive plans current. Returns (slug, reason) of the studies this call
+    stopped."""
     stopped: list[tuple[str, str]] = []
     with read() as session:
         candidates = session.scalars(
             select(Study).where(Study.status == StudyStatus.open, Study.stopped_at.is_(None))
         ).all()
-        due = []
+        due, moved = [], []
         for study in candidates:
-            if studies_service.analysis_spec(study).stop != "when_decided":
+            spec = studies_service.analysis_spec(study)
+            if spec.stop != "when_decided" and not spec.adaptive and study.allocation is None:
                 continue
-            reason = stop_reason(session=session, study=study, cache=cache)
+            view = dashboard_service.live(
+                session=session, study=study, filters=Filters(), cache=cache
+            ).verdicts
+            wanted = allocation_of(study, view) if spec.adaptive else None
+            if _pairs(wanted) != _pairs(study.allocation):
+                moved.append((study, wanted))
+            reason = _reason(session, study, view)
             if reason is not None:
                 due.append((study, reason))
+    for study, wanted in moved:
+        with write() as session:
+            session.execute(update(Study).where(Study.id == study.id).values(allocation=wanted))
+            session.commit()
+            log.info("study %s: allocation now %s", study.slug, _pairs(wanted) or "uniform")
     for study, reason in due:
         with write() as session:
             if stop(session=session, study=study, reason=reason):
@@ -97,3 +129,22 @@ def check_studies(
                 stopped.append((study.slug, reason))
                 log.info("study %s stopped: %s", study.slug, reason)
     return stopped
+
+
+def allocation_of(study: Study, view: VerdictView | None) -> dict[str, Any] | None:
+    """`study.allocation` for the verdicts in `view`: the wanted arm pairs with their keys for
+    the rating service's candidate order (both orders of the arms' ids), or None (uniform)."""
+    if view is None:
+        return None
+    pairs = allocation.wanted_pairs(view.plan, view.summary.verdicts)
+    if pairs is None:
+        return None
+    ids = {arm.name: arm.id for arm in study.arms}
+    span = max(ids.values()) + 1
+    names = sorted(sorted(pair) for pair in pairs)
+    keys = sorted(ids[x] * span + ids[y] for a, b in names for x, y in ((a, b), (b, a)))
+    return {"pairs": names, "keys": keys, "span": span, "updated_at": utcnow().isoformat()}
+
+
+def _pairs(value: dict[str, Any] | None) -> list[list[str]] | None:
+    return None if value is None else value.get("pairs")

@@ -9,7 +9,9 @@ until it becomes current). A new trial takes, among the study's ready matchups (
 this evaluator has not judged, one with the fewest live trials (answered, or assigned within
 ASSIGNMENT_HOLD); ties go to a prompt other than the evaluator's previous one, then to the
 matchup the most evaluators with fresh trials to come have already judged (the hardest to fill
-later), then to a prompt this evaluator has not seen yet, then at random. Sides are
+later), then to a prompt this evaluator has not seen yet, then at random. With adaptive
+allocation (`study.allocation`, kept by the stop check from the verdicts), matchups of the arm
+pairs still wanted come before all others, the same order within each group. Sides are
 counterbalanced per matchup: clip A goes left when it has been left less often than right in the
 matchup's live trials, at random when equal, so left/right never differ by more than one.
 Repeats (quality control) re-show an answered matchup with the sides swapped, spread through the
@@ -58,11 +60,14 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import (
+    BigInteger,
     Connection,
     Engine,
+    Integer,
     Row,
     bindparam,
     case,
+    cast,
     event,
     false,
     func,
@@ -451,6 +456,17 @@ _CANDIDATE = (
         Matchup.id.not_in(bindparam("judged", expanding=True)),
     )
     .order_by(
+        # Adaptive allocation: matchups of the wanted arm pairs first (all rank 0 otherwise).
+        case(
+            (
+                (
+                    cast(Matchup.arm_a_id, BigInteger) * bindparam("span", type_=BigInteger)
+                    + Matchup.arm_b_id
+                ).in_(bindparam("wanted", expanding=True)),
+                0,
+            ),
+            else_=bindparam("others_rank", type_=Integer),
+        ),
         Matchup.live_trials,
         case((Matchup.prompt_id == bindparam("last_prompt"), 1), else_=0),
         Matchup.open_evaluators.desc(),
@@ -483,11 +499,16 @@ def _locked_candidate(session: Session, params: dict[str, object]) -> Row[Any] |
 
 
 def _candidate_params(study: Study, state: _State) -> dict[str, object]:
+    allocation = study.allocation or {}
+    wanted = [int(k) for k in allocation.get("keys") or ()]
     return {
         "study_id": study.id,
-        "judged": [t.matchup_id for t in state.trials],
+        "judged": [t.matchup_id for t in state.trials if t.matchup_id is not None],
         "last_prompt": state.last_prompt_id or -1,
         "seen": list(set(state.prompt_of.values())),
+        "wanted": wanted,
+        "span": int(allocation.get("span") or 0),
+        "others_rank": 1 if wanted else 0,
     }
 
 

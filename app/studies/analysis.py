@@ -15,7 +15,14 @@ from typing import Annotated
 from pydantic import Field, StrictBool, StrictInt, model_validator
 from pydantic_core import PydanticCustomError
 
-from app.analysis.plan import DEFAULT_ALPHA, Hypothesis, HypothesisKind, Plan, StopRule
+from app.analysis.plan import (
+    DEFAULT_ALPHA,
+    CompareRule,
+    Hypothesis,
+    HypothesisKind,
+    Plan,
+    StopRule,
+)
 from app.studies.schemas import Slug, Strict
 
 Rate = Annotated[float, Field(strict=True, gt=0, lt=0.5)]
@@ -35,7 +42,8 @@ class AnalysisSpec(Strict):
     """The study file's `[analysis]` table: the plan the sequential verdicts test, fixed before
     the data (locked when the study opens; a later change is kept in `analysis_change`).
 
-    Every criterion is tested, the focus arm against every other arm: `hypothesis` and `margin`
+    Every criterion is tested, the focus arm against every other arm (`compare = "focus"`) or
+    every pair of arms, to find the best arm (`compare = "best"`): `hypothesis` and `margin`
     for all criteria, `[analysis.criteria.<key>]` where one differs; `primary` lists the criteria
     whose decision ends the study under `stop = "when_decided"` (default: all). `focus` None is
     the fastest arm, resolved at analysis time. `plan(...)` gives the statistics' input.
@@ -46,6 +54,7 @@ class AnalysisSpec(Strict):
     stop: StopRule = "never"
     budget: StrictInt | None = Field(default=None, ge=1, le=100_000_000)  # votes
     adaptive: StrictBool = False
+    compare: CompareRule = "focus"
     hypothesis: HypothesisKind = "superiority"
     margin: Rate | None = None
     # Criterion keys are checked against the study's (`check`), which names the valid ones.
@@ -75,6 +84,22 @@ class AnalysisSpec(Strict):
                 "stops assigning)"
             )
             problems.append((("budget",), message))
+        if self.compare == "best" and self.focus is not None:
+            message = (
+                'a focus arm applies only to compare = "focus"; compare = "best" tests every '
+                "pair of arms"
+            )
+            problems.append((("focus",), message))
+        if self.compare == "best":
+            best_needs = (
+                'compare = "best" needs superiority tests (the best arm is the one superior to '
+                "every other)"
+            )
+            if self.hypothesis != "superiority":
+                problems.append((("hypothesis",), best_needs))
+            for key, entry in self.criteria.items():
+                if entry.hypothesis not in (None, "superiority"):
+                    problems.append((("criteria", key, "hypothesis"), best_needs))
         listed = self.primary or []
         for index, key in enumerate(listed):
             if key in listed[:index]:
@@ -141,18 +166,21 @@ class AnalysisSpec(Strict):
         problems = self.check(criteria=criteria, arms=arms)
         if problems:
             raise ValueError("; ".join(f"{_where(loc)}: {message}" for loc, message in problems))
+        if self.compare == "best":  # every pair, in the study's order of arms
+            pairs = [(a, b) for i, a in enumerate(arms) for b in arms[i + 1 :]]
+        else:
+            pairs = [(focus, opponent) for opponent in arms if opponent != focus]
         hypotheses = tuple(
             Hypothesis(
                 criterion=test.criterion,
-                arm=focus,
+                arm=arm,
                 opponent=opponent,
                 hypothesis=test.hypothesis,
                 margin=test.margin,
                 primary=test.primary,
             )
             for test in self.tests(criteria)
-            for opponent in arms
-            if opponent != focus
+            for arm, opponent in pairs
         )
         return Plan(
             alpha=self.alpha,
@@ -160,6 +188,7 @@ class AnalysisSpec(Strict):
             stop=self.stop,
             budget=self.budget,
             adaptive=self.adaptive,
+            compare=self.compare,
         )
 
 
@@ -195,7 +224,8 @@ def analysis_toml(spec: AnalysisSpec) -> str:
     what differs from the defaults, so that `parse_analysis` reads back the same plan."""
     lines = ["[analysis]"]
     defaults = AnalysisSpec()
-    for key in ("alpha", "focus", "stop", "budget", "adaptive", "hypothesis", "margin", "primary"):
+    keys = ("alpha", "focus", "compare", "stop", "budget", "adaptive", "hypothesis", "margin")
+    for key in (*keys, "primary"):
         value = getattr(spec, key)
         if value != getattr(defaults, key):
             lines.append(f"{key} = {_toml_value(value)}")

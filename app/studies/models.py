@@ -52,6 +52,11 @@ class Study(Base):
     # `stop_reason` says why, for the admin (app/dashboard/stopping.py).
     stopped_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     stop_reason: Mapped[str | None] = mapped_column(Text, default=None)
+    # Adaptive allocation (`adaptive = true` in the plan): the arm pairs new trials go to first,
+    # as the stop check last computed them from the verdicts (app/dashboard/stopping.py):
+    # {"pairs": [[arm, arm], ...] (names), "keys": [arm_a_id * span + arm_b_id, ...] (both
+    # orders), "span": int, "updated_at": iso}. None: uniform allocation.
+    allocation: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # The study file as uploaded, kept for provenance (loaded only when read: pages and the
     # rating API load studies on every request).
     study_file: Mapped[str] = mapped_column(Text, default="", deferred=True)

@@ -183,7 +183,7 @@ def analysis_spec(study: Study) -> AnalysisSpec:
 def analysis_plan(study: Study, *, focus: str | None = None) -> Plan:
     """The plan the sequential verdicts test: what the dashboard, the report and the exports
     call (`app.analysis.plan.Plan`: alpha, one `Hypothesis` per criterion x opponent of the
-    focus arm, stop, budget, adaptive).
+    focus arm or every pair of arms (`compare`), stop, budget, adaptive).
 
     The focus arm is the one the plan names; where it names none (`analysis_spec(study).focus`
     is None), `focus`: pass the fastest arm (`dashboard.service.focus_arm(None, ...)`), never an
@@ -254,6 +254,7 @@ class PlanView:
     stop: str
     budget: int | None
     adaptive: bool
+    compare: str  # "focus" | "best"
     tests: list[tuple[str, CriterionTest]]  # (criterion label, its test), in the study's order
     locked_at: datetime | None
     changes: list[PlanChange]
@@ -272,6 +273,7 @@ def plan_view(*, session: Session, study: Study) -> PlanView:
         stop=spec.stop,
         budget=spec.budget,
         adaptive=spec.adaptive,
+        compare=spec.compare,
         tests=[(labels[t.criterion], t) for t in spec.tests(study.criterion_keys)],
         locked_at=study.analysis_locked_at,
         changes=[
