@@ -91,6 +91,10 @@ class Evaluator(Base):
     study_id: Mapped[int] = mapped_column(ForeignKey("study.id", ondelete="CASCADE"), index=True)
     public_id: Mapped[str] = mapped_column(String(64), unique=True)  # random, in cookies/URLs
     external_id: Mapped[str | None] = mapped_column(String(200))
+    # The recruiting platform's study and session of the latest join that named them (on
+    # Prolific STUDY_ID and SESSION_ID, beside PROLIFIC_PID in external_id).
+    external_study_id: Mapped[str | None] = mapped_column(String(200))
+    external_session_id: Mapped[str | None] = mapped_column(String(200))
     invite: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     completed_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
@@ -161,11 +165,30 @@ class Trial(Base):
     # receiving the pair as current -> both clips revealed, revealed -> answer given.
     client_load_seconds: Mapped[float | None] = mapped_column(Float)
     client_view_seconds: Mapped[float | None] = mapped_column(Float)
+    # Watch telemetry from the rating page (NULL when the client reported none): whole-loop
+    # equivalents each side's clip played while on screen with the tab visible (visible time /
+    # the clip's loop duration: a GIF cannot report its loops), both of them >= 1, and the time
+    # the tab was hidden between receiving the pair and the answer.
+    loops_left: Mapped[float | None] = mapped_column(Float)
+    loops_right: Mapped[float | None] = mapped_column(Float)
+    watched_both: Mapped[bool | None] = mapped_column(Boolean)
+    hidden_seconds: Mapped[float | None] = mapped_column(Float)
 
     matchup: Mapped[Matchup | None] = relationship()
     gold_pair: Mapped[GoldPair | None] = relationship()
     evaluator: Mapped[Evaluator] = relationship()
     votes: Mapped[list[Vote]] = relationship(back_populates="trial", cascade="all, delete-orphan")
+
+    @property
+    def left_clip_id(self) -> int:
+        """The clip on the left (a trial of a matchup; a gold trial's are its gold pair's)."""
+        assert self.matchup is not None, "a gold trial judges no matchup"
+        return self.matchup.clip_a_id if self.a_on_left else self.matchup.clip_b_id
+
+    @property
+    def right_clip_id(self) -> int:
+        assert self.matchup is not None, "a gold trial judges no matchup"
+        return self.matchup.clip_b_id if self.a_on_left else self.matchup.clip_a_id
 
 
 class GoldKind(enum.StrEnum):
