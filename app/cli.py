@@ -1,4 +1,8 @@
-"""The `vidarena` command line (Typer). Thin: parse arguments, call services, print results."""
+"""The `vidarena` command line (Typer). Thin: parse arguments, call services, print results.
+
+One module on purpose (longer than most): every command is a few lines over a service, and
+`vidarena --help` lists them from here; each imports what it needs when it runs.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +36,9 @@ app = typer.Typer(
 )
 db_app = typer.Typer(help="Database schema (Alembic migrations).", no_args_is_help=True)
 study_app = typer.Typer(help="Create and list studies.", no_args_is_help=True)
-clips_app = typer.Typer(help="Clips rendered elsewhere.", no_args_is_help=True)
+clips_app = typer.Typer(
+    help="Clips rendered elsewhere, and the clips' measures.", no_args_is_help=True
+)
 app.add_typer(db_app, name="db")
 app.add_typer(study_app, name="study")
 app.add_typer(clips_app, name="clips")
@@ -271,6 +277,38 @@ def clips_import(
     except StudyFileError as exc:
         raise fail(str(exc), code=2) from exc
     typer.echo(f"imported {count} clip(s) into {slug!r}")
+
+
+@clips_app.command("measure")
+def clips_measure(
+    slug: Annotated[str, typer.Argument(help="The study whose clips to measure.")],
+    force: Annotated[bool, typer.Option(help="Measure every done clip again.")] = False,
+) -> None:
+    """Measure the study's done clips (motion, flicker, sharpness, colourfulness) that lack a
+    measure or hold an older version of one; the worker and the importer measure new clips."""
+    from app.clips import service as clips_service
+    from app.db import get_engine, session_factory
+    from app.storage import get_storage
+
+    settings = get_settings()
+    ensure_schema(settings)
+    # A plain session: the backfill commits clip by clip.
+    with session_factory(get_engine(settings))() as session:
+        study = _study_or_exit(session, slug)
+        result = clips_service.backfill_measures(
+            session=session,
+            study=study,
+            storage=get_storage(settings),
+            force=force,
+            on_clip=lambda done, total: typer.echo(f"measured {done}/{total}", err=True),
+        )
+    for clip_id, why in result.failed.items():
+        typer.secho(f"clip {clip_id}: {visible(why)}", err=True, fg=typer.colors.RED)
+    typer.echo(
+        f"measured {plural(result.measured, 'clip')} of {result.to_measure} to measure in {slug!r}"
+    )
+    if result.failed:
+        raise fail(f"{plural(len(result.failed), 'clip')} could not be measured")
 
 
 @app.command("invite")

@@ -219,9 +219,9 @@ def test_clips_to_measure_are_those_missing_a_measure_or_its_version(session, se
     clips_service.record_measures(session=session, clip_id=c, measures=partial)
     session.commit()
     todo = clips_service.clips_to_measure(session=session, study=study, versions=VERSIONS)
-    assert [clip_id for clip_id, _ in todo] == [b, c, d]
-    assert all(key for _, key in todo)
+    assert [t.clip_id for t in todo] == [b, c, d]
+    assert all(t.storage_key and t.num_frames == 4 for t in todo)  # rendered: frames known
     forced = clips_service.clips_to_measure(
         session=session, study=study, versions=VERSIONS, force=True
     )
-    assert [clip_id for clip_id, _ in forced] == [a, b, c, d]
+    assert [t.clip_id for t in forced] == [a, b, c, d]

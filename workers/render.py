@@ -22,6 +22,7 @@ from app.clips import service as clips_service
 
 # Imported when the worker starts, not inside the first task: importing torch takes seconds.
 from app.clips.gif import encode_gif, gif_info
+from app.clips.measures import measure_or_none
 from app.config import Settings
 from app.db import get_engine, session_scope
 from app.rating import matchups
@@ -134,6 +135,7 @@ def _render(
     encode_started = time.perf_counter()
     data = encode_gif(rendered.frames, fps=arm.fps)
     info = gif_info(data)
+    measures = measure_or_none(data, num_frames=len(rendered.frames))  # motion, flicker...
     telemetry = {
         **rendered.telemetry,
         "encode_s": round(time.perf_counter() - encode_started, 4),
@@ -161,6 +163,9 @@ def _render(
             if finished:
                 # New pairs become ratable as soon as both clips of a prompt exist.
                 matchups.ensure_matchups_for_prompt(session=session, clip_id=job.clip_id)
+                clips_service.record_measures(
+                    session=session, clip_id=job.clip_id, measures=measures
+                )
     except (StorageError, OperationalError, DBAPIError) as exc:
         raise TransientRenderError(f"{type(exc).__name__}: {exc}") from exc
     if not finished:

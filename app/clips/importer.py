@@ -9,6 +9,9 @@ fastest.
 Imported GIFs are stored without comments or application data other than the loop count, so a
 tool name inside a file cannot tell raters which pipeline made it.
 
+Each imported GIF is measured like a rendered one (app/clips/measures.py: motion, flicker,
+sharpness, colourfulness), from the bytes stored; a re-import replaces the clip's measures.
+
 Every row is checked before anything is stored, and every bad row is reported at once; the clips
 are written in one transaction, so a bad manifest changes nothing. `replace` re-imports done
 clips, but never one that evaluators have been given in a trial: its votes judged the old bytes.
@@ -28,7 +31,9 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from app.clips import service as clips_service
 from app.clips.gif import gif_info, strip_metadata
+from app.clips.measures import measure_or_none
 from app.clips.models import Clip, ClipStatus
 from app.db import utcnow
 from app.rating.models import Matchup, Trial
@@ -57,8 +62,10 @@ def import_manifest(
 ) -> int:
     """Validate every row, then store the GIFs and mark their clips done; returns the count."""
     rows = _validate(session=session, study=study, manifest=manifest, replace=replace)
+    # Measured before the first write: on SQLite a write holds the database-wide lock.
+    measures = [measure_or_none(row.data) for row in rows]
     now = utcnow()
-    for row in rows:
+    for row, measured in zip(rows, measures, strict=True):
         stored = storage.put(row.data, suffix=".gif")
         clip = row.clip
         clip.status = ClipStatus.done
@@ -77,6 +84,7 @@ def import_manifest(
             "imported_line": row.line,
         }
         clip.error, clip.finished_at, clip.lease_expires_at = None, now, None
+        clips_service.record_measures(session=session, clip_id=clip.id, measures=measured)
     session.flush()
     return len(rows)
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import logging
 from dataclasses import dataclass
 
 import cv2
@@ -32,6 +33,7 @@ import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageSequence
 
+log = logging.getLogger(__name__)
 FLOW_SIZE = 256  # the longer side of the frames the flow is computed on (pixels)
 MOTION_VERSION = "1"
 FLICKER_VERSION = "1"
@@ -188,3 +190,13 @@ def colourfulness(rgb: Frame) -> float:
     sigma = np.sqrt(rg.var() + yb.var())
     mu = np.sqrt(rg.mean() ** 2 + yb.mean() ** 2)
     return float(sigma + 0.3 * mu)
+
+
+def measure_or_none(data: bytes, *, num_frames: int | None = None) -> dict[str, Measured]:
+    """measure_gif for the render worker and importer: {} (logged) when measuring fails, so a
+    clip is never lost to its measures; `vidarena clips measure SLUG` fills the gap later."""
+    try:
+        return measure_gif(data, num_frames=num_frames)
+    except Exception:
+        log.exception("could not measure a clip (%d bytes)", len(data))
+        return {}

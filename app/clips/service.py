@@ -7,7 +7,7 @@ a time and becomes `done` exactly once, whatever the broker delivers twice or lo
 from __future__ import annotations
 
 import statistics
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -16,9 +16,10 @@ from sqlalchemy import CursorResult, Engine, Update, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from app.clips.measures import Measured
+from app.clips.measures import NAMES, VERSIONS, Measured, measure_gif
 from app.clips.models import Clip, ClipMeasure, ClipStatus
 from app.db import utcnow
+from app.storage import Storage, StorageError
 from app.studies.models import Arm, Prompt, Study, StudyStatus
 
 ACTIVE = (ClipStatus.queued, ClipStatus.rendering)
@@ -439,36 +440,102 @@ def measures_for_study(*, session: Session, study_id: int) -> dict[int, dict[str
     return out
 
 
-def measure_versions(*, session: Session, study_id: int) -> dict[int, dict[str, str]]:
-    """{clip id: {measure name: version}} for the study's clips with measures (any status)."""
-    out: dict[int, dict[str, str]] = {}
+def clip_measures(*, session: Session, study_id: int) -> dict[int, dict[str, Measured]]:
+    """{clip id: {measure name: Measured(value, version)}} for the study's clips with measures
+    (any status, None values kept), names in the order of `measure_names`."""
+    out: dict[int, dict[str, Measured]] = {}
     rows = session.execute(
-        select(ClipMeasure.clip_id, ClipMeasure.name, ClipMeasure.version)
+        select(ClipMeasure.clip_id, ClipMeasure.name, ClipMeasure.value, ClipMeasure.version)
         .join(Clip, Clip.id == ClipMeasure.clip_id)
         .join(Prompt, Prompt.id == Clip.prompt_id)
         .where(Prompt.study_id == study_id)
-        .order_by(ClipMeasure.clip_id, ClipMeasure.name)
+        .order_by(ClipMeasure.clip_id)
     )
-    for clip_id, name, version in rows:
-        out.setdefault(clip_id, {})[name] = version
-    return out
+    for clip_id, name, value, version in rows:
+        out.setdefault(clip_id, {})[name] = Measured(value, version)
+    return {clip_id: dict(sorted(m.items(), key=_name_order)) for clip_id, m in out.items()}
+
+
+def measure_names(measures: Mapping[int, Mapping[str, object]]) -> list[str]:
+    """Every measure name found, in the order of app/clips/measures.py's NAMES, then others
+    (e.g. text_similarity) alphabetically."""
+    names = {name for by_name in measures.values() for name in by_name}
+    return sorted(names, key=lambda name: _name_order((name, None)))
+
+
+def _name_order(item: tuple[str, object]) -> tuple[int, str]:
+    name = item[0]
+    return (NAMES.index(name) if name in NAMES else len(NAMES), name)
+
+
+def measure_versions(*, session: Session, study_id: int) -> dict[int, dict[str, str]]:
+    """{clip id: {measure name: version}} for the study's clips with measures (any status)."""
+    return {
+        clip_id: {name: m.version for name, m in by_name.items()}
+        for clip_id, by_name in clip_measures(session=session, study_id=study_id).items()
+    }
+
+
+@dataclass(frozen=True)
+class ToMeasure:
+    clip_id: int
+    storage_key: str
+    # The rendered frame count of a rendered clip (the GIF may merge held frames), None for an
+    # imported one: what the worker and the importer passed to measure_gif.
+    num_frames: int | None
 
 
 def clips_to_measure(
     *, session: Session, study: Study, versions: Mapping[str, str], force: bool = False
-) -> list[tuple[int, str]]:
-    """(clip id, storage key) of the study's done clips missing one of `versions`' measures or
-    holding one of another version (all of them with `force`), in id order."""
+) -> list[ToMeasure]:
+    """The study's done clips missing one of `versions`' measures or holding one of another
+    version (every done clip with `force`), in id order."""
     done = session.execute(
-        select(Clip.id, Clip.storage_key)
+        select(Clip.id, Clip.storage_key, Clip.num_frames, Clip.source)
         .join(Prompt, Prompt.id == Clip.prompt_id)
         .where(Prompt.study_id == study.id, Clip.status == ClipStatus.done)
         .order_by(Clip.id)
     ).all()
     have = {} if force else measure_versions(session=session, study_id=study.id)
     return [
-        (clip_id, key)
-        for clip_id, key in done
+        ToMeasure(clip_id, key, num_frames if source == "render" else None)
+        for clip_id, key, num_frames, source in done
         if key is not None
         and (force or any(have.get(clip_id, {}).get(n) != v for n, v in versions.items()))
     ]
+
+
+@dataclass
+class Backfill:
+    measured: int = 0
+    to_measure: int = 0
+    failed: dict[int, str] = field(default_factory=dict)  # clip id: why
+
+
+def backfill_measures(
+    *,
+    session: Session,
+    study: Study,
+    storage: Storage,
+    force: bool = False,
+    on_clip: Callable[[int, int], None] | None = None,
+) -> Backfill:
+    """Measure the study's done clips that lack a measure or hold an older version of one
+    (every done clip with `force`), from their stored GIFs. Commits after each clip and
+    measures outside any transaction, so a long backfill never holds SQLite's write lock and an
+    interrupted one keeps what it did. `on_clip(done, total)` after each clip."""
+    todo = clips_to_measure(session=session, study=study, versions=VERSIONS, force=force)
+    session.commit()
+    result = Backfill(to_measure=len(todo))
+    for index, item in enumerate(todo, 1):
+        try:
+            measures = measure_gif(storage.read(item.storage_key), num_frames=item.num_frames)
+        except (StorageError, ValueError) as exc:
+            result.failed[item.clip_id] = f"{type(exc).__name__}: {exc}"
+        else:
+            record_measures(session=session, clip_id=item.clip_id, measures=measures)
+            session.commit()
+            result.measured += 1
+        if on_clip is not None:
+            on_clip(index, len(todo))
+    return result

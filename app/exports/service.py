@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from app.analysis import METHOD_NOTE, Verdict, hypothesis_alpha
 from app.analysis.speed import fastest_arm, unpriced_arms
+from app.clips import service as clips_service
 from app.clips.models import Clip
 from app.dashboard import service as dashboard_service
 from app.dashboard.schemas import Advanced, Dashboard, Filters
@@ -43,7 +44,8 @@ VOTE_COLUMNS = (
 )  # fmt: skip
 # A clip's own columns are named as in the `clip` table (its measured GIF: `width`, `num_frames`,
 # `size_bytes`), its arm's settings with `arm_` (what was asked for: `arm_width`,
-# `arm_num_frames`), its telemetry keys with `telemetry_` (what the renderer reported).
+# `arm_num_frames`), its telemetry keys with `telemetry_` (what the renderer reported), its
+# measures with `measure_` (app/clips/measures.py; `measure_versions` names their versions).
 ARM_COLUMNS = (
     "arm_kind", "arm_base_model", "arm_motion_adapter", "arm_revision", "arm_steps",
     "arm_guidance_scale", "arm_negative_prompt", "arm_scheduler", "arm_scheduler_beta_schedule",
@@ -212,11 +214,14 @@ def _millis(seconds: float | None) -> int | None:
 
 def clip_columns(*, session: Session, study: Study) -> list[str]:
     """CLIP_COLUMNS then `telemetry_<key>` for every telemetry key found (nested keys joined
-    with `_`)."""
+    with `_`), then `measure_<name>` for every measure found (app/clips/measures.py) and
+    `measure_versions` ("motion_mean=1;motion_std=1;..."), when the study has any."""
     keys: dict[str, None] = {}
     for (telemetry,) in session.execute(_clips_query(study).with_only_columns(Clip.telemetry)):
         keys.update(dict.fromkeys(_flatten(telemetry or {}, "telemetry_")))
-    return [*CLIP_COLUMNS, *keys]
+    measures = clips_service.clip_measures(session=session, study_id=study.id)
+    names = [f"measure_{name}" for name in clips_service.measure_names(measures)]
+    return [*CLIP_COLUMNS, *keys, *names, *(["measure_versions"] if names else [])]
 
 
 def _clips_query(study: Study) -> Any:
@@ -231,6 +236,7 @@ def _clips_query(study: Study) -> Any:
 
 def clip_rows(*, session: Session, study: Study, columns: Sequence[str]) -> Iterator[list[Any]]:
     """One list per clip (prompt order, then arm order) matching `columns`."""
+    measures = clips_service.clip_measures(session=session, study_id=study.id)
     for clip, prompt, arm in session.execute(_clips_query(study)):
         spec = arm.arm_spec
         scheduler = spec.resolved_scheduler
@@ -256,6 +262,9 @@ def clip_rows(*, session: Session, study: Study, columns: Sequence[str]) -> Iter
             "error": clip.error,
         }  # fmt: skip
         values.update(_flatten(clip.telemetry or {}, "telemetry_"))
+        if measured := measures.get(clip.id):
+            values.update({f"measure_{name}": m.value for name, m in measured.items()})
+            values["measure_versions"] = ";".join(f"{n}={m.version}" for n, m in measured.items())
         yield [values.get(name) for name in columns]
 
 
