@@ -21,6 +21,7 @@ from app.db import session_factory
 from app.rating.models import Matchup, Trial
 from app.studies import service as studies_service
 from app.studies.studyfile import AnalysisSpec, StudyFileError, parse_study
+from tests.kit.admin import log_in
 from tests.kit.rating import assert_counters_match_trials, evaluator, run_session
 from tests.kit.studies import ARMS, rating_study, study_toml
 
@@ -267,3 +268,23 @@ def test_without_adaptive_the_check_leaves_allocation_uniform(engine, session, s
     assert study.allocation is None
     trials = run_session(session, study, evaluator(session, settings, study))
     assert len({arm_pair(session, study, t) for t in trials}) == 3  # every pair of arms, uniformly
+
+
+def test_the_dashboard_and_study_page_say_where_new_pairs_go(engine, session, settings, client):
+    study = rating_study(session, settings, prompts=4, arms=3, open_enrollment=True)
+    studies_service.set_analysis(
+        session=session,
+        study=study,
+        spec=AnalysisSpec(compare="best", adaptive=True, stop="when_decided"),
+    )
+    session.commit()
+    log_in(client)
+    dashboard = client.get(f"/admin/studies/{study.slug}/dashboard")
+    assert dashboard.status_code == 200
+    names = [arm.name for arm in study.arms]
+    assert "Adaptive allocation: new pairs go first to" in dashboard.text
+    assert f'{names[1]} <span class="vs">vs</span> {names[2]}' in dashboard.text
+    assert "Best arm:" in dashboard.text and "not identified yet" in dashboard.text
+    page = client.get(f"/admin/studies/{study.slug}").text
+    assert "which arm is best" in page and "when the best arm is identified" in page
+    assert "not acted on" not in page
