@@ -288,3 +288,17 @@ def test_the_dashboard_and_study_page_say_where_new_pairs_go(engine, session, se
     page = client.get(f"/admin/studies/{study.slug}").text
     assert "which arm is best" in page and "when the best arm is identified" in page
     assert "not acted on" not in page
+
+
+def test_summary_json_says_what_the_allocation_and_the_best_arm_are(session, settings, client):
+    study = rating_study(session, settings, prompts=4, arms=3, open_enrollment=True)
+    studies_service.set_analysis(
+        session=session, study=study, spec=AnalysisSpec(compare="best", adaptive=True)
+    )
+    session.commit()
+    log_in(client)
+    basis = client.get(f"/admin/studies/{study.slug}/export/summary.json").json()["verdict_basis"]
+    names = [arm.name for arm in study.arms]
+    assert basis["compare"] == "best" and basis["adaptive"] is True
+    assert basis["wanted_pairs"] == [[a, b] for i, a in enumerate(names) for b in names[i + 1 :]]
+    assert basis["best"] == dict.fromkeys(study.criterion_keys)

@@ -352,6 +352,11 @@ def verdict_basis(d: Dashboard) -> dict[str, Any] | None:
         "stop": v.plan.stop,
         "budget": v.plan.budget,
         "adaptive": v.plan.adaptive,
+        "compare": v.plan.compare,
+        # adaptive plans: the arm pairs new trials go to first now (None: uniform)
+        "wanted_pairs": None if v.wanted is None else [list(pair) for pair in v.wanted],
+        # compare = "best": the arm identified as best per primary criterion (None: not yet)
+        "best": {criterion: arm for criterion, arm in v.best} if v.best else None,
         "evaluators_counted": v.summary.evaluators,
         "votes_counted": v.summary.votes,
         "evaluators_waiting": v.waiting,
