@@ -18,6 +18,7 @@ from app.analysis import (
     SpeedPreference,
     VerdictSummary,
 )
+from app.analysis.confounds import ConfoundSummary
 from app.analysis.plan import Plan
 
 
@@ -166,7 +167,8 @@ class Dashboard:
 
 @dataclass(frozen=True, slots=True)
 class Advanced:
-    """The expensive statistics: prompt-cluster bootstrap, agreement, evaluator quality."""
+    """The expensive statistics: prompt-cluster bootstrap, agreement, evaluator quality, and the
+    clip measures beside the votes (`confounds`: None where not computed)."""
 
     bootstrap: BootstrapSummary
     agreement: tuple[AgreementResult, ...]
@@ -175,3 +177,4 @@ class Advanced:
     version: int
     computed_at: datetime
     compute_s: float
+    confounds: ConfoundSummary | None = None

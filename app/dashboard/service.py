@@ -4,7 +4,8 @@
 * `live`: the live dashboard (count-based statistics from the incremental tally, render cost,
   evaluator progress, votes over time), cached per filter set until the tally moves;
 * `advanced`: the expensive statistics (prompt-cluster bootstrap, Krippendorff's alpha,
-  evaluator quality) from every vote of the study, cached and recomputed at most every
+  evaluator quality, the clip measures beside the votes: `app.dashboard.confounds`) from every
+  vote of the study, cached and recomputed at most every
   ADVANCED_TTL_SECONDS unless asked for;
 * `load_vote_table`: the study's votes as an `analysis.VoteTable`, read in batches;
 * `verdict_view`: the plan's anytime-valid verdicts, kept current as evaluators finish (each
@@ -50,6 +51,7 @@ from app.analysis.plan import Plan
 from app.analysis.schemas import Verdict
 from app.analysis.speed import fastest_arm
 from app.clips.models import Clip, ClipStatus
+from app.dashboard.confounds import confound_view
 from app.dashboard.schemas import (
     Advanced,
     Bucket,
@@ -507,16 +509,24 @@ def compute_advanced(
             else (),
         )
     )
+    bootstrap = bootstrap_summary(table, n_boot=N_BOOT, seed=0, pairs=oriented_pairs(arms, focus))
+    # the clip measures beside the same votes: the focus arm against each opponent
+    confounds = confound_view(
+        session=session,
+        study=study,
+        pairs=[p for p in oriented_pairs(arms, focus) if p[0] == focus],
+        exclude_flagged_trials=filters.exclude_flagged_trials,
+        exclude_evaluators=set(flagged_evaluators) if filters.exclude_flagged_evaluators else (),
+    )
     return Advanced(
-        bootstrap=bootstrap_summary(
-            table, n_boot=N_BOOT, seed=0, pairs=oriented_pairs(arms, focus)
-        ),
+        bootstrap=bootstrap,
         agreement=agreement(table),
         evaluators=evaluator_quality(table),
         n_votes=len(table),
         version=version,
         computed_at=utcnow(),
         compute_s=time.perf_counter() - started,
+        confounds=confounds,
     )
 
 

@@ -59,6 +59,12 @@ CLIP_COLUMNS = (
 )  # fmt: skip
 _BOOL = {0: "false", 1: "true"}  # also False and True (equal keys)
 SUMMARY_LEADING = ("table", "criterion", "theme", "arm", "opponent", "evaluator")
+ADJUSTED_METHOD = (
+    "Logistic model of the focus arm winning a decisive vote on the arm, the side and the "
+    "differences in the clip measures (in clip standard deviations); effect = the arm's win "
+    "probability at equal measures, sides balanced; 95% intervals from prompt-clustered "
+    "jackknife standard errors with t(prompts - 1); ties and repeats left out; fixed-sample."
+)
 Kind = Literal["votes", "clips", "summary", "summary.json"]
 KINDS: tuple[str, ...] = ("votes", "clips", "summary", "summary.json")
 
@@ -312,6 +318,30 @@ def summary_tables(d: Dashboard, a: Advanced) -> dict[str, list[dict[str, Any]]]
         "speed": [r.as_row() for r in d.speed],
         "agreement": [r.as_row() for r in a.agreement],
         "evaluator_quality": [r.as_row() for r in a.evaluators],
+        **confound_tables(a),
+    }
+
+
+def confound_tables(a: Advanced) -> dict[str, list[dict[str, Any]]]:
+    """The clip measures beside the votes: each arm's spread of every measure, the logistic
+    slopes, the measure-adjusted preferences (empty tables when no clip is measured)."""
+    c = a.confounds
+    return {
+        "measure_spread": [r.as_row() for r in c.spreads] if c else [],
+        "measure_slope": [r.as_row() for r in c.slopes] if c else [],
+        "adjusted": [r.as_row() for r in c.adjusted] if c else [],
+    }
+
+
+def adjusted_basis(a: Advanced) -> dict[str, Any]:
+    """What summary.json's `adjusted` rests on: the model, the scale, why it is empty or short."""
+    c = a.confounds
+    return {
+        "method": ADJUSTED_METHOD,
+        "measures": list(c.measures) if c else [],
+        "measured_clips": c.n_clips if c else 0,
+        "reason": c.reason if c else "not computed",
+        "notes": list(c.notes) if c else [],
     }
 
 
@@ -376,7 +406,13 @@ def summary_json(d: Dashboard, a: Advanced) -> dict[str, Any]:
     `verdicts`: one object per hypothesis of the study's plan, keys `criterion`, `arm`,
     `opponent`, `hypothesis`, `margin`, `status`, `lower`, `upper`, `votes`, `alpha`
     (`app.analysis.schemas.Verdict`); `verdict_basis` says what they rest on. `tables`
-    repeats them as the `verdicts` table beside the fixed-sample ones."""
+    repeats them as the `verdicts` table beside the fixed-sample ones.
+
+    `adjusted`: per criterion, focus arm and opponent, and covariate set, the focus arm's
+    decisive win probability with the clip measures held equal, keys `criterion`, `arm`,
+    `opponent`, `covariates` (measure names), `effect`, `lower`, `upper` (fractions 0..1,
+    fixed-sample 95%, prompt-clustered) and `unadjusted_effect` (the same model without the
+    measures); empty when no clip is measured (`adjusted_basis` says why)."""
     return {
         "study": d.slug,
         "name": d.name,
@@ -394,5 +430,7 @@ def summary_json(d: Dashboard, a: Advanced) -> dict[str, Any]:
         "warnings": list(d.summary.warnings),
         "verdicts": [v.to_dict() for v in verdict_list(d)],
         "verdict_basis": verdict_basis(d),
+        "adjusted": [r.to_json() for r in a.confounds.adjusted] if a.confounds else [],
+        "adjusted_basis": adjusted_basis(a),
         "tables": summary_tables(d, a),
     }
