@@ -2,4 +2,7 @@
 
 from app.cli import app
 
-app(prog_name="vidarena")
+# Guarded: a render worker's encoder processes (multiprocessing's spawn) import this module
+# again as `__mp_main__`, and must not start a second command.
+if __name__ == "__main__":
+    app(prog_name="vidarena")

@@ -48,6 +48,12 @@ class Settings(BaseSettings):
     api_docs: bool | None = None
     render_lease_seconds: int = Field(default=300, ge=1)
     render_max_retries: int = Field(default=3, ge=0, le=20)
+    # Encoder processes per render worker for the post-render CPU stage (encode, measure,
+    # upload, record), which overlaps the next clip's render; 0: the machine's cores less one
+    # (the worker's own), at most 8 (see resolved_encode_workers).
+    encode_workers: int = Field(default=0, ge=0, le=64)
+    # torch.compile the UNet and VAE decoder on CUDA, paying the warm-up once per worker process.
+    render_compile: bool = False
     # Operations (app/ops): logs, metrics, rate limits.
     log_format: Literal["json", "text"] = "json"
     metrics_token: SecretStr | None = None
@@ -135,6 +141,14 @@ class Settings(BaseSettings):
         if self.rate_limit_storage:
             return self.rate_limit_storage
         return self.broker_url if self.broker_url.startswith(REDIS_SCHEMES) else "memory://"
+
+    @property
+    def resolved_encode_workers(self) -> int:
+        """VIDARENA_ENCODE_WORKERS, or for 0 the cores this process may use less one, 1..8."""
+        if self.encode_workers:
+            return self.encode_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, min(8, (cores or 1) - 1))
 
     @property
     def is_sqlite(self) -> bool:

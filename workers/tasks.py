@@ -10,6 +10,9 @@ import time
 from celery import Task
 from celery.signals import worker_ready, worker_shutdown
 
+# Imported when the worker starts, not inside the first task: importing torch takes seconds
+# (workers.render imports it only inside the GPU stage, for its encoder processes' sake).
+import workers.pipelines  # noqa: F401
 from app.broker import RENDER_TASK, SWEEP_TASK
 from app.clips import service as clips_service
 from app.clips.dispatch import send_renders
@@ -18,9 +21,11 @@ from app.db import get_engine, session_scope
 from app.ops import metrics as ops_metrics
 from app.ops.logging import connect_celery_signals
 from workers.celery_app import celery_app
+from workers.render import Outcome, encoder_pool, shutdown_encoders
 from workers.render import render_clip as render_one
 
 log = logging.getLogger(__name__)
+ENCODER_DRAIN_S = 45.0
 
 
 def _quiet_library_progress_bars() -> None:
@@ -45,13 +50,27 @@ def render_clip(self: Task[[int, bool], str], clip_id: int, tiny: bool = False) 
     started = time.perf_counter()
     task_id = self.request.id
     assert task_id is not None  # a worker always runs a task with its id
-    outcome = render_one(clip_id=clip_id, task_id=task_id, settings=settings, last_try=last_try)
-    ops_metrics.record_render(
-        outcome.status,
-        clips_service.arm_kind_of(get_engine(settings), clip_id),
-        time.perf_counter() - started,
+
+    def finished(outcome: Outcome) -> None:
+        """The clip's final outcome: now, or later from the post-render stage."""
+        ops_metrics.record_render(
+            outcome.status,
+            clips_service.arm_kind_of(get_engine(settings), clip_id),
+            time.perf_counter() - started,
+        )
+        log.info("clip %s: %s %s", clip_id, outcome.status, outcome.detail)
+
+    outcome = render_one(
+        clip_id=clip_id,
+        task_id=task_id,
+        settings=settings,
+        last_try=last_try,
+        on_finished=finished,
     )
-    log.info("clip %s: %s %s", clip_id, outcome.status, outcome.detail)
+    if outcome.status == "handed_off":  # the GPU is free; an encoder finishes the clip
+        log.info("clip %s: rendered, %s", clip_id, outcome.detail)
+        return outcome.status
+    finished(outcome)
     if outcome.status == "retry":
         # Exponential backoff with full jitter, capped at five minutes.
         countdown = random.uniform(0, min(300, 2 ** (retries + 1)))
@@ -107,9 +126,18 @@ def _start_sweeper(**_: object) -> None:
         _recover_queued()
     except Exception:
         log.exception("start-up recovery failed")
+    try:
+        pids = encoder_pool(get_settings()).warm_up()
+        log.info("%d encoder process(es) ready: %s", len(pids), pids)
+    except Exception:
+        log.exception("could not start the encoder processes")
     threading.Thread(target=_sweeper, name="lease-sweeper", daemon=True).start()
 
 
 @worker_shutdown.connect
 def _stop_sweeper(**_: object) -> None:
     _stop.set()
+    # Clips still in the post-render stage: finish them (compose gives a worker 60 s to stop);
+    # any left when it is killed are re-queued by their leases.
+    if not shutdown_encoders(timeout=ENCODER_DRAIN_S):
+        log.warning("stopped with clips still encoding; their leases will re-queue them")

@@ -58,6 +58,29 @@ def kill_worker(process: subprocess.Popen[bytes]) -> None:
     kill_group(process)
 
 
+def encoder_processes(worker: subprocess.Popen[bytes]) -> list[int]:
+    """Pids of a worker's encoder processes: multiprocessing's spawned children in its process
+    group (Linux /proc)."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:  # gone meanwhile
+            continue
+        process_group = int(stat.rsplit(")", 1)[1].split()[2])  # after state and ppid
+        if process_group == worker.pid and b"spawn_main" in cmdline:
+            pids.append(int(entry.name))
+    return pids
+
+
+def signal_processes(pids: list[int], signum: int) -> None:
+    for pid in pids:
+        os.kill(pid, signum)
+
+
 def wait_until(condition: Callable[[], object], *, timeout: float, what: str, log: Path) -> object:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

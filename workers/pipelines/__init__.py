@@ -31,6 +31,7 @@ from workers.pipelines.base import (
     Renderer,
     build_scheduler,
     choose_dtype,
+    prepare_pipeline,
     resolve_device,
 )
 
@@ -40,6 +41,7 @@ PIPELINES: dict[str, ModuleType] = {"animatediff": animatediff, "animatediff-lig
 # Distinct weight sets kept loaded per process (least recently used goes first). An A/B study
 # needs two; arms that differ only in steps, guidance or scheduler share one set.
 MAX_LOADED_WEIGHTS = 2
+WARM_UP_PROMPT = "warm-up"
 
 _cache: OrderedDict[tuple[object, ...], Renderer] = OrderedDict()
 
@@ -50,11 +52,14 @@ def get_renderer(
     tiny: bool = False,
     device: str | None = None,
     tiny_root: Path | None = None,
+    compile_models: bool = False,
 ) -> Renderer:
     """The arm's renderer, cached per process (the same object for the same arm and options).
 
     device None means CUDA when available, else the CPU. With `tiny`, the tiny models are built
-    under `tiny_root` (default `var/tiny-models/`) on first use.
+    under `tiny_root` (default `var/tiny-models/`) on first use. `compile_models` (CUDA only,
+    VIDARENA_RENDER_COMPILE) compiles the UNet and VAE decoder and renders one warm-up clip
+    here, so the compilation is paid once per process and arm shape, not by a real clip.
     """
     PIPELINES[arm.kind].check_inputs(arm)
     target = resolve_device(device)
@@ -63,7 +68,12 @@ def get_renderer(
         _cache.move_to_end(key)
         return _cache[key]
     sources = model_sources(arm, tiny=tiny, tiny_root=tiny_root)
-    renderer = _build(arm, sources=sources, device=target)
+    renderer = _build(arm, sources=sources, device=target, compile_models=compile_models)
+    if renderer.compiled:
+        started = time.perf_counter()
+        renderer.render(prompt=WARM_UP_PROMPT, seed=0)
+        renderer.load_s += time.perf_counter() - started
+        renderer.reset_load_report()
     _cache[key] = renderer
     _evict()
     return renderer
@@ -97,16 +107,19 @@ def clear_cache() -> None:
     _free_memory()
 
 
-def _build(arm: ArmSpec, *, sources: ModelSources, device: torch.device) -> Renderer:
+def _build(
+    arm: ArmSpec, *, sources: ModelSources, device: torch.device, compile_models: bool
+) -> Renderer:
     # Weights are shared with any cached renderer that loaded the same ones onto the same device.
     shared = next((r for r in _cache.values() if (r.sources, r.device) == (sources, device)), None)
     started = time.perf_counter()
     if shared is not None:
         components, base_scheduler_config = shared.pipe.components, shared.base_scheduler_config
+        compiled = shared.compiled
     else:
         loaded = PIPELINES[arm.kind].load(sources, dtype=choose_dtype(device))
         loaded.to(device)
-        loaded.vae.enable_slicing()  # decode frame by frame: flat VAE memory for any clip length
+        compiled = prepare_pipeline(loaded, device=device, compile_models=compile_models)
         components, base_scheduler_config = loaded.components, loaded.scheduler.config
     scheduler = build_scheduler(arm.resolved_scheduler, base_scheduler_config)
     pipe = AnimateDiffPipeline(**{**components, "scheduler": scheduler})
@@ -125,6 +138,7 @@ def _build(arm: ArmSpec, *, sources: ModelSources, device: torch.device) -> Rend
         height=height,
         load_s=load_s,
         base_scheduler_config=base_scheduler_config,
+        compiled=compiled,
     )
 
 

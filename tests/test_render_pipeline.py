@@ -1,0 +1,162 @@
+"""The post-render stage overlapped with the next render, through real Celery workers (embedded
+filesystem broker and Redis) on SQLite and PostgreSQL, with tiny random-weight models.
+
+A tiny clip encodes in milliseconds, too fast to catch a worker mid-encode. So the tests stop
+the worker's encoder processes (SIGSTOP): the real encoder, only held still, as a full-size
+clip's seconds-long encode would hold it. While clip N is held in the CPU stage the worker goes
+on rendering clip N+1 (the overlap), claims nothing beyond its pipeline's bound, and keeps every
+lease alive; killed then, the clips end done exactly once after another worker takes over.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from app.clips import service as clips_service
+from app.clips.dispatch import send_renders
+from app.clips.models import Clip, ClipStatus
+from app.config import Settings
+from app.db import session_factory
+from app.storage import get_storage
+from app.studies.models import Study
+from tests.kit.services import redis_broker_url
+from tests.kit.studies import small_study
+from tests.kit.workers import (
+    encoder_processes,
+    kill_worker,
+    running_worker,
+    signal_processes,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture
+def render_settings(settings: Settings, tiny_cache: Path, tmp_path: Path) -> Settings:
+    broker = f"filesystem://{tmp_path / 'broker'}" if settings.is_sqlite else redis_broker_url()
+    return settings.model_copy(
+        update={"broker_url": broker, "var_dir": tiny_cache, "render_lease_seconds": 3}
+    )
+
+
+def clips(session) -> list[Clip]:
+    """A fresh read in its own short transaction (a poll must not hold SQLite's write lock)."""
+    from sqlalchemy import select
+
+    reader = session_factory(session.get_bind(), read_only=True)
+    with reader() as fresh:
+        return list(fresh.scalars(select(Clip).order_by(Clip.id)))
+
+
+def rendered(clip: Clip) -> bool:
+    """Through the GPU stage, not yet recorded: in the CPU stage."""
+    return clip.status == ClipStatus.rendering and 0 < clip.progress_total == clip.progress_step
+
+
+def queue(session, study: Study, settings: Settings) -> list[int]:
+    ids = clips_service.queue_missing(session=session, study=study, tiny=True)
+    session.commit()
+    session.close()
+    send_renders(settings=settings, clips=[(i, True) for i in ids])
+    return ids
+
+
+def held_encoders(worker, log: Path) -> list[int]:
+    """Wait for the worker's encoder (started and warmed up when the worker is ready), then
+    stop it."""
+    wait_until(
+        lambda: b"encoder process(es) ready" in log.read_bytes(),
+        timeout=180,
+        what="the encoder warmed up",
+        log=log,
+    )
+    pids = encoder_processes(worker)
+    assert len(pids) == 1  # VIDARENA_ENCODE_WORKERS=1
+    signal_processes(pids, signal.SIGSTOP)
+    return pids
+
+
+def test_the_next_clip_renders_while_one_encodes_and_a_kill_mid_encode_ends_done_once(
+    session, render_settings, tmp_path
+):
+    study = small_study(session)
+    ids = queue(session, study, render_settings)
+    assert len(ids) == 4
+    log = tmp_path / "worker.log"
+    with running_worker(render_settings, log, VIDARENA_ENCODE_WORKERS="1") as first:
+        held_encoders(first, log)
+        # Clip 1 is rendered and waits in the (held) encoder; the GPU stage renders clip 2
+        # meanwhile: the stages overlap.
+        wait_until(
+            lambda: all(rendered(c) for c in clips(session)[:2]),
+            timeout=180,
+            what="clips 1 and 2 rendered while clip 1 is encoding",
+            log=log,
+        )
+        # Several lease periods later: both leases are still renewed (the worker's own sweeper
+        # would have re-queued them), and the bounded pipeline (one encoder, clip 2 waiting for
+        # it) has claimed nothing more.
+        time.sleep(3 * render_settings.render_lease_seconds)
+        now = clips(session)
+        assert all(rendered(c) for c in now[:2]), [(c.status, c.progress_step) for c in now]
+        assert [c.status for c in now[2:]] == [ClipStatus.queued] * 2
+        assert [c.attempts for c in now] == [1, 1, 0, 0]
+        kill_worker(first)  # the held encoder dies with the rest of the group
+    with running_worker(render_settings, log):
+        wait_until(
+            lambda: all(c.status == ClipStatus.done for c in clips(session)),
+            timeout=240,
+            what="every clip done after the kill",
+            log=log,
+        )
+    done = clips(session)
+    # Clips 1 and 2 were taken over once after their leases lapsed; 3 and 4 rendered once.
+    assert [c.attempts for c in done] == [2, 2, 1, 1]
+    assert [c.telemetry["attempt"] for c in done] == [2, 2, 1, 1]
+    storage = get_storage(render_settings)
+    for clip in done:
+        assert storage.read(clip.storage_key)[:6] == b"GIF89a"
+        assert clip.telemetry["encode_s"] > 0 and clip.telemetry["total_s"] > 0
+        assert clip.progress_step == clip.progress_total
+
+
+def test_a_clip_cancelled_while_encoding_stays_cancelled(session, render_settings, tmp_path):
+    study = small_study(session, prompts_csv="prompt,theme,seed\na lighthouse,coast,3\n")
+    study_id = study.id
+    queue(session, study, render_settings)
+    log = tmp_path / "worker.log"
+    with running_worker(render_settings, log, VIDARENA_ENCODE_WORKERS="1") as worker:
+        pids = held_encoders(worker, log)
+        wait_until(
+            lambda: rendered(clips(session)[0]),
+            timeout=180,
+            what="the first clip rendered and encoding",
+            log=log,
+        )
+        first = clips(session)[0].id
+        with session.begin():
+            cancelled = clips_service.cancel(session=session, study=session.get(Study, study_id))
+        assert cancelled == 2
+        session.close()
+        signal_processes(pids, signal.SIGCONT)
+        # The encoder finishes the clip, but recording it is refused: it is no longer ours.
+        wait_until(
+            lambda: f"clip {first}: aborted".encode() in log.read_bytes(),
+            timeout=60,
+            what="the first clip's outcome",
+            log=log,
+        )
+        assert worker.poll() is None
+    after = clips(session)
+    assert [c.status for c in after] == [ClipStatus.cancelled] * 2
+    assert [c.storage_key for c in after] == [None, None]
