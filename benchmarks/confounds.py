@@ -26,7 +26,7 @@ noise): the adjusted model holds `motion_mean` and `motion_std` equal, as the da
 
     .venv/bin/python benchmarks/confounds.py [--studies 1000] [--seed 0]
 
-About two minutes for 1,000 studies of each scenario on 2 cores.
+Two to three minutes for 1,000 studies of each of the five scenarios on 2 shared cores.
 """
 
 from __future__ import annotations

@@ -32,6 +32,7 @@ from app.exports import report
 from app.exports import service as exports_service
 from benchmarks.confounds import ARMS, MOTION, SCENARIOS, Scenario, analyse, simulate
 from tests.kit.admin import log_in
+from tests.kit.rating import join, link
 from tests.kit.studies import rating_study, study_clips
 from tests.kit.votes import cast_votes
 
@@ -249,6 +250,13 @@ def test_summary_json_dashboard_and_report_show_the_adjusted_effects(measured, s
     assert f"{100 * unadjusted['unadjusted_effect']:.1f}%" in page.text
     html = report.html(d, a)
     assert "Motion held equal" in html and f"{100 * unadjusted['effect']:.1f}%" in html
+
+
+def test_no_evaluator_page_shows_a_measure(measured, client, settings):
+    base = link(settings, measured)
+    seen = client.get(base).text + json.dumps(join(client, base))
+    for name in ("motion_mean", "motion_std", "flicker", "sharpness", "colourfulness"):
+        assert name not in seen
 
 
 def test_summary_json_adjusted_is_empty_without_measures_and_says_why(session, settings, client):

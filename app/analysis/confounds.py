@@ -48,7 +48,9 @@ from app.analysis.schemas import _Row
 
 CONFIDENCE = 0.95
 MIN_VOTES = 20  # decisive votes a fit needs
-EXTRA_PROMPTS = 2  # a fit needs this many more prompts than it has parameters
+MIN_PROMPTS = 10  # prompts (clusters) a fit needs, and
+EXTRA_PROMPTS = 4  # this many more than it has parameters
+MAX_LOG_ODDS = 15.0  # a coefficient beyond this is separation, not an estimate
 
 
 # --- inputs -------------------------------------------------------------------------------------
@@ -295,8 +297,9 @@ def cluster_logit(y: np.ndarray, x: np.ndarray, groups: np.ndarray) -> Fit | str
     n, k = x.shape
     if n < MIN_VOTES:
         return f"{n} decisive votes (a fit needs {MIN_VOTES})"
-    if n_prompts < k + EXTRA_PROMPTS:
-        return f"{n_prompts} prompts (a fit with {k} parameters needs {k + EXTRA_PROMPTS})"
+    if n_prompts < max(MIN_PROMPTS, k + EXTRA_PROMPTS):
+        needed = max(MIN_PROMPTS, k + EXTRA_PROMPTS)
+        return f"{n_prompts} prompts (a fit with {k} parameters needs {needed})"
     if y.min() == y.max():
         return "every decisive vote went the same way"
     design, cluster, trials, wins = _binomial_rows(y, x, codes)
@@ -311,7 +314,7 @@ def cluster_logit(y: np.ndarray, x: np.ndarray, groups: np.ndarray) -> Fit | str
         except (ValueError, np.linalg.LinAlgError) as error:  # pragma: no cover - defensive
             return f"the fit failed ({error})"
     params = np.asarray(result.params, dtype=float)
-    if not np.isfinite(params).all() or np.abs(params).max() > 30:
+    if not np.isfinite(params).all() or np.abs(params).max() > MAX_LOG_ODDS:
         return "the votes separate perfectly (no finite estimate)"
     se = cluster_se(wins, trials, design, cluster, params)
     if se is None:
