@@ -29,9 +29,10 @@ from app.exports import router as exports_router
 from app.rating import admin as rating_admin
 from app.rating import api as rating_api
 from app.rating import router as rating_router
-from app.rating import tokens
+from app.rating import tokens, twins
 from app.rating.errors import RatingError
 from app.rating.media import MediaCache
+from app.storage import get_storage
 from app.studies import router as studies_router
 from app.studies.service import StudyNotFoundError
 from app.web import errors, limits
@@ -54,6 +55,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     async with anyio.create_task_group() as tasks:
         if app.state.settings.stop_check_seconds > 0:
             tasks.start_soon(_check_stops, app)
+            tasks.start_soon(_make_gold_twins, app)
         yield
         tasks.cancel_scope.cancel()
 
@@ -75,6 +77,24 @@ async def _check_stops(app: FastAPI) -> None:
             )
         except Exception:
             log.warning("stop check failed; trying again later", exc_info=True)
+
+
+async def _make_gold_twins(app: FastAPI) -> None:
+    """Make the gold twins the open studies with gold pairs lack (app/rating/twins.py), on the
+    analysis lane, every VIDARENA_STOP_CHECK_SECONDS: never in a request. A failed pass is
+    logged and tried again next time."""
+    while True:
+        await anyio.sleep(app.state.settings.stop_check_seconds)
+        try:
+            storage = getattr(app.state, "storage", None)
+            if storage is None:
+                storage = app.state.storage = get_storage(app.state.settings)
+            await anyio.to_thread.run_sync(
+                partial(twins.make_due, session_factory=app.state.session_factory, storage=storage),
+                limiter=app.state.analysis_lane,
+            )
+        except Exception:
+            log.warning("gold twins failed; trying again later", exc_info=True)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:

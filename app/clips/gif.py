@@ -24,13 +24,23 @@ MAX_FPS = 50
 MAX_COLORS = 256
 
 
-def encode_gif(frames: Sequence[Image.Image], *, fps: int, dither: float = 1.0) -> bytes:
+def encode_gif(
+    frames: Sequence[Image.Image],
+    *,
+    fps: int,
+    dither: float = 1.0,
+    durations_ms: Sequence[int] | None = None,
+) -> bytes:
     """Encode frames as a looping GIF with one shared palette; the same frames give the same bytes.
 
     dither is libimagequant's dithering level, 0.0 (none) to 1.0 (full; no banding on gradients).
     Consecutive identical frames are merged by Pillow into one longer frame (same running time).
+    `durations_ms`: each frame's own duration instead of `fps`'s (a gold twin keeps those of the
+    clip it is made from, app/rating/twins.py).
     """
     _check_encode_inputs(frames, fps=fps, dither=dither)
+    if durations_ms is not None and len(durations_ms) != len(frames):
+        raise ValueError(f"{len(durations_ms)} durations for {len(frames)} frames")
     paletted, palette = _quantize_together(frames, dither=dither)
     buffer = io.BytesIO()
     paletted[0].save(
@@ -38,7 +48,7 @@ def encode_gif(frames: Sequence[Image.Image], *, fps: int, dither: float = 1.0) 
         format="GIF",
         save_all=True,
         append_images=paletted[1:],
-        duration=frame_durations_ms(len(frames), fps=fps),
+        duration=list(durations_ms or frame_durations_ms(len(frames), fps=fps)),
         loop=0,  # forever
         palette=palette,  # global colour table only: no per-frame tables
         # Pillow's optimize marks unchanged pixels transparent: measured 3-10% *larger* files.

@@ -11,11 +11,16 @@ What it holds, per study:
 * `cube`: first-showing votes (repeats excluded) by (criterion, theme, left arm, right arm,
   choice, trial flagged): `VoteCounts.from_grouped` rows once filters are applied;
 * `excluded`: the part of `cube` cast by flagged evaluators (those with at least
-  FLAGGED_EVALUATOR_SHARE of their answered trials flagged), so that filter is a subtraction;
+  FLAGGED_EVALUATOR_SHARE of their answered trials flagged, and those whose gold accuracy is
+  below the study's `gold_min_accuracy`: app/rating/gold.py), so that filter is a subtraction;
 * answered and flagged trials per evaluator, and answered trials per minute (repeats included).
 
 `Units` keeps the verdicts' input the same way: each finished evaluator's first-showing vote
 counts, read once when they finish (`finished_evaluators`), appended to the plan's sequences.
+
+Gold trials (app/rating/gold.py) judge no matchup, so no query here reads their votes (every
+one joins the matchup): they enter no count. Their answers only flag evaluators: each advance
+counts the study's answered gold trials (one indexed query) and re-scores them when it changed.
 
 Id order and commit order: SQLite serializes writers (BEGIN IMMEDIATE), so a reader never sees
 vote n + 1 without vote n, and `settled` is simply the largest id read. PostgreSQL takes ids from
@@ -40,8 +45,9 @@ from sqlalchemy.orm import Session, aliased
 from app.analysis import Monitor, UnitCounts, VoteCounts
 from app.analysis.plan import Plan
 from app.dashboard.sqltext import minute_text
-from app.rating import votes
-from app.rating.models import Evaluator, Matchup, Trial, Vote
+from app.rating import gold, votes
+from app.rating.enrollment import rating_spec
+from app.rating.models import Evaluator, GoldPair, Matchup, Trial, Vote
 from app.studies.models import Arm, Prompt, Study, StudyStatus
 
 FLAGGED_EVALUATOR_SHARE = 0.2
@@ -102,6 +108,10 @@ class Tally:
         self.minutes: Counter[str] = Counter()
         self.flagged_evaluators: set[int] = set()
         self.matchups: dict[int, _Matchup] = {}
+        self.criteria = tuple(study.criterion_keys)
+        self.gold_min_accuracy = rating_spec(study).gold_min_accuracy
+        self.gold_answered = 0  # answered gold trials scored so far
+        self.gold_flagged: set[int] = set()  # evaluators below the gold accuracy threshold
         self.version = 0
         self.built_at = time.monotonic()
 
@@ -120,7 +130,10 @@ class Tally:
             tally.cube[tally._key(matchup_id, criterion, a_on_left, choice, flagged)] += n
         for evaluator_id, flagged, minute, n in session.execute(tally._trials_query(upto=cut)):
             tally._count_trials(evaluator_id, flagged=flagged, minute=minute, n=n)
-        tally.flagged_evaluators = {e for e, (a, f) in tally.trials.items() if is_flagged(a, f)}
+        tally._gold_pass(session)
+        tally.flagged_evaluators = {
+            e for e, (a, f) in tally.trials.items() if is_flagged(a, f)
+        } | tally.gold_flagged
         tally.excluded.update(tally._votes_of(session, tally.flagged_evaluators, upto=cut))
         tally.settled = cut
         tally.advance(session=session)
@@ -160,7 +173,8 @@ class Tally:
             self._load_matchups(session)  # clips finished since: new matchups
         for row in fresh:
             self.window[row.id] = self._add(row)
-        reflagged = self._reflag(session, {r.evaluator_id for r in fresh})
+        regolded = self._gold_pass(session)
+        reflagged = self._reflag(session, {r.evaluator_id for r in fresh} | regolded)
         self._settle(now, top)
         if fresh or reflagged:
             self.version += 1
@@ -179,7 +193,11 @@ class Tally:
 
     def _reflag(self, session: Session, evaluators: set[int]) -> bool:
         """Move evaluators whose flagged share crossed the threshold in or out of `excluded`."""
-        flagged_now = {e for e in evaluators if is_flagged(*self.trials.get(e, (0, 0)))}
+        flagged_now = {
+            e
+            for e in evaluators
+            if is_flagged(*self.trials.get(e, (0, 0))) or e in self.gold_flagged
+        }
         entering = flagged_now - self.flagged_evaluators
         leaving = (evaluators - flagged_now) & self.flagged_evaluators
         for group, sign in ((entering, 1), (leaving, -1)):
@@ -187,6 +205,24 @@ class Tally:
                 self.excluded[key] += sign * n
         self.flagged_evaluators = (self.flagged_evaluators | entering) - leaving
         return bool(entering or leaving)
+
+    def _gold_pass(self, session: Session) -> set[int]:
+        """Re-score the gold checks when answered gold trials were added; the evaluators whose
+        gold flag changed."""
+        answered = session.scalar(_gold_answered_query(self.study_id)) or 0
+        if answered == self.gold_answered:
+            return set()
+        self.gold_answered = answered
+        scores = gold.scores(
+            session=session,
+            study_id=self.study_id,
+            criteria=self.criteria,
+            min_accuracy=self.gold_min_accuracy,
+        )
+        now = {e for e, score in scores.items() if score.flagged}
+        changed = now ^ self.gold_flagged
+        self.gold_flagged = now
+        return changed
 
     def _counted_votes(self, session: Session, evaluators: set[int]) -> Counter[CubeKey]:
         """The cube entries of these evaluators' votes counted so far."""
@@ -267,6 +303,16 @@ class Tally:
         )
 
 
+def _gold_answered_query(study_id: int) -> Any:
+    """The study's answered gold trials (their count)."""
+    return (
+        select(func.count())
+        .select_from(Trial)
+        .join(GoldPair, GoldPair.id == Trial.gold_pair_id)
+        .where(GoldPair.study_id == study_id, Trial.answered_at.is_not(None))
+    )
+
+
 def _cube_query(*, upto: int) -> Any:
     """First-showing votes up to id `upto` by (matchup, criterion, side, choice, flagged), of
     every study (callers add the study or the evaluators)."""
@@ -344,8 +390,9 @@ class Units:
     Append-only: an evaluator's votes are read once, when they finish (or when the study
     closes), and added to the sequences; an evaluator who finished "before" one already
     counted (a late commit) or a counted one that is gone makes the caller start over. Flagged
-    evaluators (at least FLAGGED_EVALUATOR_SHARE of their trials flagged; final once they have
-    finished) are skipped, as the dashboard's filter would."""
+    evaluators (at least FLAGGED_EVALUATOR_SHARE of their trials flagged, or gold accuracy below
+    the study's threshold; final once they have finished) are skipped, as the dashboard's
+    filter would."""
 
     arms: tuple[str, ...]
     criteria: tuple[str, ...]
@@ -365,6 +412,13 @@ class Units:
         ids = [evaluator for _, evaluator in new]
         arm_names = {arm.id: arm.name for arm in study.arms}
         flagged = _flagged_among(session, ids)
+        spec = rating_spec(study)
+        flagged |= gold.flagged_among(
+            session=session,
+            evaluator_ids=ids,
+            criteria=study.criterion_keys,
+            min_accuracy=spec.gold_min_accuracy,
+        )
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = [e for e in ids[start : start + _IN_CHUNK] if e not in flagged]
             if not chunk:
@@ -418,13 +472,17 @@ def finished_evaluators(session: Session, study: Study) -> list[tuple[Any, int]]
 
 def _flagged_among(session: Session, evaluators: Sequence[int]) -> set[int]:
     """Those of `evaluators` with at least FLAGGED_EVALUATOR_SHARE of their answered trials
-    flagged (repeats included, as the tally counts them)."""
+    flagged (repeats included, gold trials not, as the tally counts them)."""
     out: set[int] = set()
     for start in range(0, len(evaluators), _IN_CHUNK):
         chunk = evaluators[start : start + _IN_CHUNK]
         rows = session.execute(
             select(Trial.evaluator_id, func.count(), func.sum(case((Trial.flagged, 1), else_=0)))
-            .where(Trial.evaluator_id.in_(chunk), Trial.answered_at.is_not(None))
+            .where(
+                Trial.evaluator_id.in_(chunk),
+                Trial.answered_at.is_not(None),
+                Trial.gold_pair_id.is_(None),
+            )
             .group_by(Trial.evaluator_id)
         )
         out.update(e for e, answered, flagged in rows if is_flagged(answered, flagged or 0))

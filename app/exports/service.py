@@ -10,6 +10,7 @@ instead of evaluating it. Numbers are written as numbers. Files start with a UTF
 from __future__ import annotations
 
 import csv
+import heapq
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,8 +27,8 @@ from app.clips.models import Clip
 from app.dashboard import service as dashboard_service
 from app.dashboard.schemas import Advanced, Dashboard, Filters
 from app.dashboard.sqltext import millis_between, timestamp_text
-from app.rating import votes
-from app.rating.models import Evaluator, Matchup, Trial, Vote
+from app.rating import gold, votes
+from app.rating.models import Evaluator, GoldPair, Matchup, Trial, Vote
 from app.studies.models import Arm, Prompt, Study
 
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
@@ -37,10 +38,12 @@ CHUNK_CHARS = 64 * 1024
 WRITE_ROWS = 1_000  # rows handed to the csv writer at once
 
 VOTE_COLUMNS = (
-    "study", "vote_id", "trial_id", "evaluator_id", "external_id", "prompt_id", "prompt",
+    "study", "vote_id", "trial_id", "evaluator_id", "external_id", "external_study_id",
+    "external_session_id", "prompt_id", "prompt",
     "theme", "criterion", "left_arm", "right_arm", "choice", "winner", "left_clip_id",
     "right_clip_id", "matchup_id", "position", "is_repeat", "shown_at", "answered_at",
-    "response_ms", "client_load_ms", "client_view_ms", "flagged", "flag_reason",
+    "response_ms", "client_load_ms", "client_view_ms", "loops_left", "loops_right",
+    "watched_both", "hidden_ms", "flagged", "flag_reason", "gold", "gold_correct", "gold_kind",
 )  # fmt: skip
 # A clip's own columns are named as in the `clip` table (its measured GIF: `width`, `num_frames`,
 # `size_bytes`), its arm's settings with `arm_` (what was asked for: `arm_width`,
@@ -58,6 +61,7 @@ CLIP_COLUMNS = (
     "num_frames", "width", "height", "duration_ms", "attempts", "finished_at", "error",
 )  # fmt: skip
 _BOOL = {0: "false", 1: "true"}  # also False and True (equal keys)
+_NO_EXTERNAL = ("", "", "")  # an evaluator who joined after the export began
 SUMMARY_LEADING = ("table", "criterion", "theme", "arm", "opponent", "evaluator")
 ADJUSTED_METHOD = (
     "Logistic model of the focus arm winning a decisive vote on the arm, the side and the "
@@ -152,10 +156,16 @@ def vote_rows(*, session: Session, study: Study) -> Iterator[tuple[Any, ...]]:
             select(Prompt.id, Prompt.text, Prompt.theme).where(Prompt.study_id == study.id)
         )
     }
+    # evaluator id -> (participant id, platform study id, platform session id), cells ready
     external = {
-        evaluator: safe_cell(value)
-        for evaluator, value in session.execute(
-            select(Evaluator.id, Evaluator.external_id).where(Evaluator.study_id == study.id)
+        evaluator: tuple(safe_cell(value) for value in values)
+        for evaluator, *values in session.execute(
+            select(
+                Evaluator.id,
+                Evaluator.external_id,
+                Evaluator.external_study_id,
+                Evaluator.external_session_id,
+            ).where(Evaluator.study_id == study.id)
         )
     }
     query = votes.study_votes(
@@ -177,6 +187,10 @@ def vote_rows(*, session: Session, study: Study) -> Iterator[tuple[Any, ...]]:
         millis_between(Trial.shown_at, Trial.answered_at, dialect),
         Trial.client_load_seconds,
         Trial.client_view_seconds,
+        Trial.loops_left,
+        Trial.loops_right,
+        type_coerce(Trial.watched_both, Integer),
+        Trial.hidden_seconds,
         type_coerce(Trial.flagged, Integer),
         Trial.flag_reason,
         study_id=study.id,
@@ -184,9 +198,87 @@ def vote_rows(*, session: Session, study: Study) -> Iterator[tuple[Any, ...]]:
     ).order_by(Vote.id)
     result = session.connection().execution_options(yield_per=BATCH_ROWS).execute(query)
     slug = study.slug
-    for rows in result.partitions():
-        for row in rows:
-            yield _vote_row(row, study=slug, arms=arms, prompts=prompts, external=external)
+    # Gold trials' votes (app/rating/gold.py; a few per evaluator) are read whole, then merged
+    # in vote id order: they judge no matchup, so the query above never sees them.
+    golden = _gold_rows(session=session, study=study, prompts=prompts, external=external)
+
+    def regular() -> Iterator[tuple[Any, ...]]:
+        for rows in result.partitions():
+            for row in rows:
+                yield _vote_row(row, study=slug, arms=arms, prompts=prompts, external=external)
+
+    yield from heapq.merge(regular(), golden, key=lambda row: row[1])
+
+
+def _gold_rows(
+    *,
+    session: Session,
+    study: Study,
+    prompts: dict[int, tuple[str, str]],
+    external: dict[int, tuple[Any, ...]],
+) -> list[tuple[Any, ...]]:
+    """The votes of the study's gold trials as VOTE_COLUMNS rows, in vote id order: `gold`
+    true, `gold_correct` the trial's (the original chosen on every criterion its kind scores),
+    no arm, no winner and no matchup (a gold pair compares no arms); a twin's clip id is empty
+    (it is no clip), a mismatched pair's other clip is the other prompt's."""
+    dialect = session.get_bind().dialect.name
+    query = (
+        select(
+            Vote.id,
+            Trial.id,
+            Trial.evaluator_id,
+            GoldPair.prompt_id,
+            Vote.criterion,
+            type_coerce(Vote.choice, String),
+            GoldPair.kind,
+            GoldPair.clip_id,
+            GoldPair.other_clip_id,
+            Trial.a_on_left,
+            Trial.position,
+            type_coerce(Trial.is_repeat, Integer),
+            timestamp_text(Trial.shown_at, dialect),
+            timestamp_text(Trial.answered_at, dialect),
+            millis_between(Trial.shown_at, Trial.answered_at, dialect),
+            Trial.client_load_seconds,
+            Trial.client_view_seconds,
+            Trial.loops_left,
+            Trial.loops_right,
+            type_coerce(Trial.watched_both, Integer),
+            Trial.hidden_seconds,
+            type_coerce(Trial.flagged, Integer),
+            Trial.flag_reason,
+        )
+        .select_from(Vote)
+        .join(Trial, Trial.id == Vote.trial_id)
+        .join(GoldPair, GoldPair.id == Trial.gold_pair_id)
+        .where(GoldPair.study_id == study.id)
+        .order_by(Vote.id)
+    )
+    rows = session.execute(query).all()
+    answers: dict[int, dict[str, str]] = {}
+    for row in rows:
+        answers.setdefault(row[1], {})[row[4]] = row[5]
+    criteria = study.criterion_keys
+    out = []
+    for row in rows:
+        (vote_id, trial_id, evaluator_id, prompt_id, criterion, choice, kind, clip_id,
+         other_clip_id, a_on_left, position, is_repeat, shown, answered, response_ms,
+         client_load, client_view, loops_left, loops_right, watched_both, hidden, flagged,
+         reason) = row  # fmt: skip
+        correct = gold.is_correct(
+            kind=kind, criteria=criteria, answers=answers[trial_id], a_on_left=a_on_left
+        )
+        left_clip, right_clip = votes.sides(clip_id, other_clip_id, a_on_left)
+        text, theme = prompts[prompt_id]
+        out.append((
+            study.slug, vote_id, trial_id, evaluator_id,
+            *external.get(evaluator_id, _NO_EXTERNAL), prompt_id, text, theme, criterion,
+            "", "", choice, "", left_clip, right_clip, None, position, _BOOL[is_repeat],
+            shown, answered, response_ms, _millis(client_load), _millis(client_view),
+            loops_left, loops_right, _BOOL.get(watched_both, ""), _millis(hidden),
+            _BOOL[flagged], safe_cell(reason), "true", safe_cell(correct), str(kind),
+        ))  # fmt: skip
+    return out
 
 
 def _vote_row(
@@ -195,18 +287,22 @@ def _vote_row(
     study: str,
     arms: dict[int, str],
     prompts: dict[int, tuple[str, str]],
-    external: dict[int, Any],
+    external: dict[int, tuple[Any, ...]],
 ) -> tuple[Any, ...]:
     (vote_id, trial_id, evaluator_id, prompt_id, criterion, choice, left_arm, right_arm,
      left_clip_id, right_clip_id, matchup_id, position, is_repeat, shown, answered, response_ms,
-     client_load, client_view, flagged, reason) = row  # fmt: skip
+     client_load, client_view, loops_left, loops_right, watched_both, hidden, flagged,
+     reason) = row  # fmt: skip
     winner = "tie" if choice == "tie" else arms[left_arm if choice == "left" else right_arm]
     text, theme = prompts[prompt_id]
     return (
-        study, vote_id, trial_id, evaluator_id, external.get(evaluator_id, ""), prompt_id, text,
+        study, vote_id, trial_id, evaluator_id, *external.get(evaluator_id, _NO_EXTERNAL),
+        prompt_id, text,
         theme, criterion, arms[left_arm], arms[right_arm], choice, winner, left_clip_id,
         right_clip_id, matchup_id, position, _BOOL[is_repeat], shown, answered, response_ms,
-        _millis(client_load), _millis(client_view), _BOOL[flagged], safe_cell(reason),
+        _millis(client_load), _millis(client_view), loops_left, loops_right,
+        _BOOL.get(watched_both, ""), _millis(hidden), _BOOL[flagged], safe_cell(reason),
+        "false", "", "",
     )  # fmt: skip
 
 

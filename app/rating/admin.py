@@ -1,4 +1,6 @@
-"""Admin: the study's evaluator links (open-enrollment link, personal invites) and rating counts.
+"""Admin: the study's evaluator links (open-enrollment link, personal invites) and rating counts,
+and the evaluators page (each evaluator's trials and gold checks: accuracy, flag, marked for
+rejection).
 
 Every route comes from `admin_router()`, so it requires an admin session and a CSRF token.
 Invites are stateless signed tokens: generating them writes nothing; each becomes an evaluator
@@ -15,7 +17,7 @@ from sqlalchemy import case, func, select
 
 from app.auth.deps import admin_router
 from app.deps import ReadSessionDep, StudyDep
-from app.rating import enrollment, service
+from app.rating import enrollment, gold, service
 from app.rating.deps import SecretDep
 from app.rating.models import Evaluator, Trial
 from app.web.pages import templates
@@ -84,6 +86,20 @@ def invites_page(
     request: Request, study: StudyDep, session: ReadSessionDep, secret: SecretDep
 ) -> Response:
     return _render(request, session=session, study=study, secret=secret)
+
+
+@router.get(
+    "/studies/{slug}/evaluators", response_class=HTMLResponse, name="admin_study_evaluators"
+)
+def evaluators_page(request: Request, study: StudyDep, session: ReadSessionDep) -> Response:
+    """Every evaluator with their answered and flagged trials and gold checks."""
+    context = {
+        "study": study,
+        "spec": enrollment.rating_spec(study),
+        "rows": gold.evaluator_checks(session=session, study=study),
+        "reject_after": gold.REJECT_AFTER_FAILURES,
+    }
+    return templates.TemplateResponse(request, "rate/admin_evaluators.html", context)
 
 
 @router.post("/studies/{slug}/invites", response_class=HTMLResponse)

@@ -24,22 +24,41 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from app.rating import votes as vote_view
+from app.rating.enrollment import rating_spec
 from app.rating.models import Evaluator, GoldKind, GoldPair, Trial, Vote
 from app.studies.models import Study
+from app.studies.schemas import GOLD_CRITERIA
 
 # Prolific: an evaluator may be rejected for attention checks only after failing two.
 REJECT_AFTER_FAILURES = 2
 
+# A twin's media id, in media tokens and the rating service's clip pairs: MEDIA_BASE + its gold
+# pair's id, above every clip id (the token is encrypted and fixed-width: nothing shows it).
+MEDIA_BASE = 1 << 62
+
+
+def media_id(gold_pair_id: int) -> int:
+    return MEDIA_BASE + gold_pair_id
+
+
+def is_twin(media: int) -> bool:
+    """Whether a media id is a gold twin's (else it is a clip id)."""
+    return media >= MEDIA_BASE
+
+
+def pair_of(media: int) -> int:
+    """The gold pair id of a twin's media id."""
+    return media - MEDIA_BASE
+
+
 # The criteria (of the default set, app.studies.schemas.DEFAULT_CRITERIA) each kind scores:
 # the original is the right answer on each.
 SCORES: Mapping[GoldKind, tuple[str, ...]] = {
-    GoldKind.frozen: ("motion_naturalness", "motion_amplitude"),
-    GoldKind.degraded: ("appearance_distortion", "appearance_aesthetics"),
-    GoldKind.mismatched: ("video_text_relevance",),
+    GoldKind(kind): keys for kind, keys in GOLD_CRITERIA.items()
 }
 
 
@@ -173,7 +192,87 @@ def scores(
     return result
 
 
+def flagged_among(
+    *, session: Session, evaluator_ids: Sequence[int], criteria: Sequence[str], min_accuracy: float
+) -> set[int]:
+    """Those of `evaluator_ids` whose gold accuracy is below `min_accuracy`."""
+    flagged = set()
+    ids = list(evaluator_ids)
+    for start in range(0, len(ids), 500):
+        answers = _gold_answers(session, evaluator_ids=ids[start : start + 500])
+        for evaluator_id, trials in answers.items():
+            verdicts = [
+                is_correct(kind=kind, criteria=criteria, answers=answers, a_on_left=a_on_left)
+                for kind, a_on_left, answers in trials.values()
+            ]
+            judged = [v for v in verdicts if v is not None]
+            score = GoldScore(checks=len(judged), correct=sum(judged), min_accuracy=min_accuracy)
+            if score.flagged:
+                flagged.add(evaluator_id)
+    return flagged
+
+
+@dataclass(frozen=True)
+class EvaluatorChecks:
+    """One evaluator's row on the admin evaluators page."""
+
+    evaluator_id: int
+    external_id: str | None
+    completed: bool
+    answered: int  # trials answered, gold ones included
+    flagged_trials: int
+    gold: GoldScore
+
+
+def evaluator_checks(*, session: Session, study: Study) -> list[EvaluatorChecks]:
+    """Every evaluator of the study, in joining order, with their trials and gold checks."""
+    spec = rating_spec(study)
+    found = scores(
+        session=session,
+        study_id=study.id,
+        criteria=study.criterion_keys,
+        min_accuracy=spec.gold_min_accuracy,
+    )
+    trials = dict(
+        (evaluator_id, (answered, flagged))
+        for evaluator_id, answered, flagged in session.execute(
+            select(
+                Trial.evaluator_id,
+                func.count(Trial.answered_at),
+                func.coalesce(func.sum(case((Trial.flagged, 1), else_=0)), 0),
+            )
+            .join(Evaluator, Evaluator.id == Trial.evaluator_id)
+            .where(Evaluator.study_id == study.id)
+            .group_by(Trial.evaluator_id)
+        )
+    )
+    none = GoldScore(checks=0, correct=0, min_accuracy=spec.gold_min_accuracy)
+    return [
+        EvaluatorChecks(
+            evaluator_id=evaluator_id,
+            external_id=external_id,
+            completed=completed_at is not None,
+            answered=int(trials.get(evaluator_id, (0, 0))[0]),
+            flagged_trials=int(trials.get(evaluator_id, (0, 0))[1]),
+            gold=found.get(evaluator_id, none),
+        )
+        for evaluator_id, external_id, completed_at in session.execute(
+            select(Evaluator.id, Evaluator.external_id, Evaluator.completed_at)
+            .where(Evaluator.study_id == study.id)
+            .order_by(Evaluator.id)
+        )
+    ]
+
+
 # --- when gold trials come ---------------------------------------------------------------------
+
+
+def gold_count(*, rate: float, regular: int) -> int:
+    """Gold trials an evaluator with `regular` planned trials gets: `rate` of all their trials
+    (gold ones included), rounded."""
+    if rate <= 0 or regular <= 0:
+        return 0
+    return round(regular * rate / (1 - rate))
 
 
 def gold_positions(*, rate: float, regular: int, seed: str) -> frozenset[int]:
@@ -181,9 +280,7 @@ def gold_positions(*, rate: float, regular: int, seed: str) -> frozenset[int]:
     about `rate` of all their trials, never the first. One per block of about 1/rate trials, at
     a place in the block drawn from `seed` (the evaluator), never the block's first, so gold
     trials are spread out, never adjacent, and not at a fixed period an evaluator could learn."""
-    if rate <= 0 or regular <= 0:
-        return frozenset()
-    count = round(regular * rate / (1 - rate))
+    count = gold_count(rate=rate, regular=regular)
     if count <= 0:
         return frozenset()
     total = regular + count
@@ -197,12 +294,20 @@ def gold_positions(*, rate: float, regular: int, seed: str) -> frozenset[int]:
 
 
 __all__ = [
+    "MEDIA_BASE",
     "REJECT_AFTER_FAILURES",
     "SCORES",
+    "EvaluatorChecks",
     "GoldScore",
+    "evaluator_checks",
     "failed_checks",
+    "flagged_among",
+    "gold_count",
     "gold_positions",
     "is_correct",
+    "is_twin",
+    "media_id",
+    "pair_of",
     "scored",
     "scores",
     "trial_correct",

@@ -13,8 +13,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.clips.models import Clip, ClipStatus
-from app.rating import tokens
-from app.rating.models import Trial
+from app.rating import gold, tokens
+from app.rating.models import GoldPair, Trial
 from app.studies.models import Prompt, Study, StudyStatus
 
 MEDIA_CACHE_CLIPS = 100_000  # storage keys kept per web process (about 20 MB at most)
@@ -43,18 +43,31 @@ _MEDIA = (
 
 
 def media_lookup(*, session: Session, study_id: int, clip_id: int) -> MediaFound | None:
-    """The study's status and the storage key of one of its done clips; None when there is no
-    such study. One statement."""
-    row = session.connection().execute(_MEDIA, {"clip_id": clip_id, "study_id": study_id}).first()
+    """The study's status and the storage key of one of its done clips, or of one of its gold
+    twins (`gold.is_twin`); None when there is no such study. One statement, two for a twin."""
+    twin = gold.is_twin(clip_id)
+    params: dict[str, object] = {"clip_id": 0 if twin else clip_id, "study_id": study_id}
+    row = session.connection().execute(_MEDIA, params).first()
     if row is None:
         return None
     status: StudyStatus = row[0]
+    if twin:  # a gold trial's twin (app/rating/twins.py): served like any clip
+        params = {"ids": [gold.pair_of(clip_id)], "study_id": study_id}
+        found = session.connection().execute(_TWINS, params).first()
+        return MediaFound(status, found[1] if found is not None else None)
     # The outer joins: all None when the clip is not one of this study's.
     prompt_id: int | None = row[1]
     clip_status: ClipStatus | None = row[2]
     key: str | None = row[3]
     done = prompt_id is not None and clip_status == ClipStatus.done and bool(key)
     return MediaFound(status, key if done else None)
+
+
+_TWINS = select(GoldPair.id, GoldPair.storage_key, GoldPair.size_bytes).where(
+    GoldPair.id.in_(bindparam("ids", expanding=True)),
+    GoldPair.study_id == bindparam("study_id"),
+    GoldPair.storage_key.is_not(None),
+)
 
 
 class MediaCache:

@@ -72,6 +72,7 @@ from sqlalchemy import (
     false,
     func,
     insert,
+    literal,
     select,
     true,
     update,
@@ -85,7 +86,7 @@ from sqlalchemy.sql import Executable
 from app.clips.models import Clip, ClipStatus
 from app.db import Base, utcnow
 from app.ops.metrics import count_on_commit
-from app.rating import matchups
+from app.rating import gold, matchups
 from app.rating import votes as vote_view
 from app.rating.enrollment import check_open, rating_spec
 from app.rating.errors import (
@@ -97,7 +98,7 @@ from app.rating.errors import (
     VoteValidationError,
 )
 from app.rating.matchups import ensure_matchups
-from app.rating.models import Choice, Evaluator, Matchup, Trial, Vote
+from app.rating.models import Choice, Evaluator, GoldPair, Matchup, Trial, Vote
 from app.rating.schemas import ClientTiming
 from app.studies.models import Prompt, Study, StudyStatus
 
@@ -196,8 +197,12 @@ class _State:
         return sum(1 for t in self.trials if t.is_repeat)
 
     @property
+    def golds(self) -> int:
+        return sum(1 for t in self.trials if t.gold_pair_id is not None)
+
+    @property
     def fresh(self) -> int:
-        return self.total - self.repeats
+        return self.total - self.repeats - self.golds
 
     @property
     def answered(self) -> int:
@@ -216,9 +221,15 @@ class _State:
         return [t for t in self.trials if t.answered_at is None]
 
     def sides(self, trial: Trial) -> tuple[int, int]:
-        """The clip ids shown on the left and on the right of `trial`."""
+        """The clip ids shown on the left and on the right of `trial` (a gold twin's media id,
+        `gold.media_id`, for the twin of a gold trial)."""
         a, b = self.clips_of[trial.id]
         return vote_view.sides(a, b, trial.a_on_left)
+
+    def clip_sides(self, trial: Trial) -> tuple[int, int]:
+        """`sides`, a gold twin standing for the clip it was made from (same frames and delays)."""
+        a, b = self.clips_of[trial.id]
+        return vote_view.sides(a, a if gold.is_twin(b) else b, trial.a_on_left)
 
     def own(self, trial_id: int) -> Trial:
         for trial in self.trials:
@@ -228,10 +239,21 @@ class _State:
         raise TrialNotFoundError(f"You have no trial {trial_id}.")
 
 
+# A gold twin's media id (`gold.media_id`), in SQL: a BIGINT above every clip id.
+_TWIN_MEDIA = literal(gold.MEDIA_BASE, BigInteger) + GoldPair.id
+
+# A gold trial (no matchup) shows its gold pair: the original as clip A, the twin as clip B.
 _STATE = (
-    select(Trial, Matchup.prompt_id, Prompt.text, Matchup.clip_a_id, Matchup.clip_b_id)
-    .join(Matchup, Matchup.id == Trial.matchup_id)
-    .join(Prompt, Prompt.id == Matchup.prompt_id)
+    select(
+        Trial,
+        Prompt.id,
+        Prompt.text,
+        func.coalesce(Matchup.clip_a_id, GoldPair.clip_id),
+        func.coalesce(Matchup.clip_b_id, GoldPair.other_clip_id, _TWIN_MEDIA),
+    )
+    .outerjoin(Matchup, Matchup.id == Trial.matchup_id)
+    .outerjoin(GoldPair, GoldPair.id == Trial.gold_pair_id)
+    .join(Prompt, Prompt.id == func.coalesce(Matchup.prompt_id, GoldPair.prompt_id))
     .where(Trial.evaluator_id == bindparam("evaluator_id"))
     .order_by(Trial.position)
     .execution_options(populate_existing=True)  # some columns change by plain UPDATEs
@@ -284,10 +306,16 @@ _POSSIBLE: dict[tuple[str, int, datetime | None], tuple[float, int]] = {}
 _POSSIBLE_TTL = 30.0  # seconds
 
 
-def _plan(session: Session, study: Study, *, exact: bool = False) -> tuple[int, int]:
-    """(fresh trials, repeats) an evaluator of this study gets: the quota, or every pair, bounded
-    by the pairs that exist or are still to come, not by those ready now, so an evaluator who
-    starts while clips render is not finished early. `exact`: count now, whatever is cached."""
+# (fresh trials, repeats, gold trials) an evaluator gets.
+Plan = tuple[int, int, int]
+
+
+def _plan(session: Session, study: Study, *, exact: bool = False) -> Plan:
+    """(fresh trials, repeats, gold trials) an evaluator of this study gets: the quota, or every
+    pair, bounded by the pairs that exist or are still to come, not by those ready now, so an
+    evaluator who starts while clips render is not finished early; gold trials come on top
+    (about `gold_rate` of all trials: the quota counts regular trials only). `exact`: count
+    now, whatever is cached."""
     spec = rating_spec(study)
     quota = spec.trials_per_evaluator
     key = (str(session.get_bind().engine.url), study.id, study.created_at)
@@ -297,21 +325,21 @@ def _plan(session: Session, study: Study, *, exact: bool = False) -> tuple[int, 
         possible = count_possible_matchups(session=session, study=study)
         _POSSIBLE[key] = (time.monotonic(), possible)
     fresh = min(quota, possible) if quota else possible
-    return fresh, min(spec.repeat_trials, fresh)
+    repeats = min(spec.repeat_trials, fresh)
+    return fresh, repeats, gold.gold_count(rate=spec.gold_rate, regular=fresh + repeats)
 
 
 def planned_trials(*, session: Session, study: Study) -> int:
-    """Trials an evaluator of this study will answer in all (fresh plus repeats)."""
-    fresh, repeats = _plan(session, study)
-    return fresh + repeats
+    """Trials an evaluator of this study will answer in all (fresh, repeats and gold)."""
+    return sum(_plan(session, study))
 
 
-def _progress(state: _State, plan: tuple[int, int]) -> Progress:
+def _progress(state: _State, plan: Plan) -> Progress:
     return Progress(answered=state.answered, total=max(sum(plan), state.total))
 
 
 def progress(
-    *, session: Session, study: Study, evaluator: Evaluator, plan: tuple[int, int] | None = None
+    *, session: Session, study: Study, evaluator: Evaluator, plan: Plan | None = None
 ) -> Progress:
     return _progress(_state(session, evaluator), plan or _plan(session, study))
 
@@ -693,9 +721,89 @@ def _assign_repeat(
     )
 
 
-def _repeat_due(state: _State, plan: tuple[int, int]) -> bool:
+def _gold_due(study: Study, state: _State, plan: Plan) -> bool:
+    """Whether the evaluator's next trial is a gold one: its positions (`gold.gold_positions`,
+    drawn per evaluator, never the first) up to the next have more gold trials than given."""
+    if not plan[2] or not state.trials:
+        return False
+    positions = gold.gold_positions(
+        rate=rating_spec(study).gold_rate,
+        regular=plan[0] + plan[1],
+        seed=str(state.trials[0].evaluator_id),
+    )
+    due = sum(1 for p in positions if p <= state.last_position + 1)
+    return state.golds < min(due, plan[2])
+
+
+# A gold pair for an evaluator: one they have not seen, of a kind the study's criteria score,
+# whose clips are done; another prompt than their previous trial's first, then at random.
+_GOLD_CANDIDATE = (
+    select(
+        GoldPair.id,
+        GoldPair.prompt_id,
+        GoldPair.clip_id,
+        func.coalesce(GoldPair.other_clip_id, _TWIN_MEDIA).label("twin"),
+        Prompt.text,
+    )
+    .join(Prompt, Prompt.id == GoldPair.prompt_id)
+    .join(Clip, Clip.id == GoldPair.clip_id)
+    .where(
+        GoldPair.study_id == bindparam("study_id"),
+        GoldPair.kind.in_(bindparam("kinds", expanding=True)),
+        GoldPair.id.not_in(bindparam("shown", expanding=True)),
+        Clip.status == ClipStatus.done,
+        (GoldPair.other_clip_id.is_(None))
+        | GoldPair.other_clip_id.in_(select(Clip.id).where(Clip.status == ClipStatus.done)),
+    )
+    .order_by(
+        case((GoldPair.prompt_id == bindparam("last_prompt"), 1), else_=0),
+        func.random(),
+    )
+    .limit(1)
+)
+
+
+def _assign_gold(
+    session: Session,
+    *,
+    study: Study,
+    evaluator: Evaluator,
+    state: _State,
+    now: datetime,
+    shown: bool,
+) -> Trial | None:
+    """A gold trial (app/rating/gold.py): a gold pair, sides at random. It judges no matchup,
+    so no counter changes."""
+    row = _run(
+        session,
+        _GOLD_CANDIDATE,
+        {
+            "study_id": study.id,
+            "kinds": [k.value for k in gold.usable_kinds(study.criterion_keys)],
+            "shown": [t.gold_pair_id for t in state.trials if t.gold_pair_id is not None],
+            "last_prompt": state.last_prompt_id or -1,
+        },
+    ).first()
+    if row is None:
+        return None
+    return _new_trial(
+        session,
+        evaluator=evaluator,
+        state=state,
+        matchup_id=None,
+        gold_pair_id=row.id,
+        prompt=(row.prompt_id, row.text),
+        clips=(row.clip_id, row.twin),
+        a_on_left=random.random() < 0.5,
+        is_repeat=False,
+        now=now,
+        shown=shown,
+    )
+
+
+def _repeat_due(state: _State, plan: Plan) -> bool:
     """Repeats are spread through the session: repeat k is due after k/(R+1) of the fresh trials."""
-    fresh_total, repeat_total = plan
+    fresh_total, repeat_total, _ = plan
     return state.repeats < repeat_total and (
         state.fresh >= fresh_total
         or state.fresh >= math.ceil(fresh_total * (state.repeats + 1) / (repeat_total + 1))
@@ -710,16 +818,23 @@ def _assign(
     state: _State,
     now: datetime,
     shown: bool,
-    plan: tuple[int, int],
+    plan: Plan,
     exact: bool = False,
 ) -> tuple[Trial | None, Literal["quota", "exhausted", "wait", "stopped"] | None]:
     """A new trial for the evaluator, or why there is none: "quota" (all planned trials are
     assigned), "exhausted" (no repeat can be made), "wait" (pairs still to come)."""
-    fresh_total, repeat_total = plan
+    fresh_total = plan[0]
     if study.stopped_at is not None:  # decided (its plan's stop rule): no new pairs
         return None, "stopped"
-    if state.total >= fresh_total + repeat_total:
+    if state.total >= sum(plan):
         return None, "quota"
+    if _gold_due(study, state, plan):
+        # None made yet (twins come shortly after clips): a regular trial, gold the next time.
+        trial = _assign_gold(
+            session, study=study, evaluator=evaluator, state=state, now=now, shown=shown
+        )
+        if trial is not None:
+            return trial, None
     if _repeat_due(state, plan):
         trial = _assign_repeat(session, evaluator=evaluator, state=state, now=now, shown=shown)
         if trial is not None:
@@ -780,7 +895,7 @@ def _done(
     study: Study,
     evaluator: Evaluator,
     state: _State,
-    plan: tuple[int, int] | None = None,
+    plan: Plan | None = None,
 ) -> NextResult:
     return NextResult(
         status="done",
@@ -798,7 +913,7 @@ def _trial_result(
     study: Study,
     state: _State,
     trial: Trial,
-    plan: tuple[int, int] | None = None,
+    plan: Plan | None = None,
 ) -> NextResult:
     return NextResult(
         status="trial",
@@ -857,7 +972,12 @@ def _peek_waiting(session: Session, *, study: Study, state: _State) -> NextResul
     whose next pair is still rendering asks again without taking the write lock. None when a
     write might assign (a ready candidate, a repeat due, matchups to make) or finish them."""
     plan = _plan(session, study)
-    if state.total >= sum(plan) or state.fresh >= plan[0] or _repeat_due(state, plan):
+    if (
+        state.total >= sum(plan)
+        or state.fresh >= plan[0]
+        or _repeat_due(state, plan)
+        or _gold_due(study, state, plan)
+    ):
         return None
     if _run(session, _CANDIDATE, _candidate_params(study, state)).first() is not None:
         return None
@@ -913,7 +1033,7 @@ def current_trial(
 WAIT_RETRY_SECONDS = 5.0
 
 
-def _waiting(state: _State, plan: tuple[int, int]) -> NextResult:
+def _waiting(state: _State, plan: Plan) -> NextResult:
     return NextResult(
         status="waiting",
         progress=_progress(state, plan),

@@ -7,6 +7,7 @@ validate arms the same way.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
@@ -77,6 +78,27 @@ DEFAULT_CRITERIA: tuple[Criterion, ...] = (
         question="All things considered, which clip is better?",
     ),
 )
+
+
+# Gold pairs (app/rating/gold.py): the criteria each kind of gold pair scores, among the default
+# criteria; the original clip is the right answer on each. A study's own criteria are not scored.
+GOLD_CRITERIA: dict[str, tuple[str, ...]] = {
+    "frozen": ("motion_naturalness", "motion_amplitude"),
+    "degraded": ("appearance_distortion", "appearance_aesthetics"),
+    "mismatched": ("video_text_relevance",),
+}
+
+
+def gold_problem(gold_rate: float, criteria: Sequence[str]) -> str | None:
+    """What is wrong with a study's gold_rate given its criteria (None: nothing): gold pairs
+    score only the GOLD_CRITERIA, so a study with gold_rate needs one of them."""
+    scorable = sorted({c for keys in GOLD_CRITERIA.values() for c in keys})
+    if not gold_rate or any(c in scorable for c in criteria):
+        return None
+    return (
+        f"rating.gold_rate: gold pairs score only the criteria {scorable}, and this study has "
+        "none of them: add one to criteria, or remove gold_rate"
+    )
 
 
 class SchedulerSpec(Strict):
@@ -164,6 +186,7 @@ def slugify(text: str) -> str:
 __all__ = [
     "DEFAULT_CRITERIA",
     "DEFAULT_SCHEDULERS",
+    "GOLD_CRITERIA",
     "LIGHTNING_STEPS",
     "MAX_PROMPT_CHARS",
     "PATTERN_WORDS",
@@ -172,5 +195,6 @@ __all__ = [
     "Criterion",
     "RenderSpec",
     "SchedulerSpec",
+    "gold_problem",
     "slugify",
 ]

@@ -33,6 +33,7 @@ from app.studies.schemas import (
     SchedulerSpec,
     Slug,
     Strict,
+    gold_problem,
     slugify,
 )
 from app.text import MULTILINE, first_refused, is_refused, plural, refusal, visible
@@ -76,6 +77,9 @@ class RatingSpec(Strict):
     open_enrollment: bool = False
     external_id_param: str = Field(default="PROLIFIC_PID", pattern=PARAM_PATTERN)
     repeat_trials: int = Field(default=0, ge=0, le=50)  # matchups repeated with sides swapped
+    # Gold pairs (docs/quality.md): this share of an evaluator's trials has a known answer.
+    gold_rate: float = Field(default=0.0, ge=0, le=0.5)
+    gold_min_accuracy: float = Field(default=0.7, ge=0, le=1)
     min_view_seconds: float = Field(default=0.0, ge=0, le=600)
     fast_trial_seconds: float = Field(default=0.0, ge=0, le=600)  # faster answers get flagged
     completion_code: str | None = Field(default=None, max_length=64)
@@ -188,6 +192,7 @@ def parse_study(
         for c in (spec.criteria or list(DEFAULT_CRITERIA))
     ]
     _check_unique(criteria, arms, toml_text, toml_name)
+    _check_gold(spec.rating, [c.key for c in criteria], toml_text, toml_name)
     _check_analysis(
         spec.analysis,
         criteria=[c.key for c in criteria],
@@ -459,6 +464,12 @@ def _resolve_arms(spec: StudyFile, text: str, name: str) -> list[ArmSpec]:
     if problems:
         raise StudyFileError(problems)
     return arms
+
+
+def _check_gold(rating: RatingSpec, criteria: list[str], text: str, name: str) -> None:
+    if (message := gold_problem(rating.gold_rate, criteria)) is not None:
+        line = _find_key_line(text, loc := ("rating", "gold_rate"))
+        raise StudyFileError([Problem(name, line, _column(text, line, loc), message)])
 
 
 def _check_unique(criteria: list[Criterion], arms: list[ArmSpec], text: str, name: str) -> None:
