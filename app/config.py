@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     encode_workers: int = Field(default=0, ge=0, le=64)
     # torch.compile the UNet and VAE decoder on CUDA, paying the warm-up once per worker process.
     render_compile: bool = False
+    # A CLIP model (local folder or hub id) the render workers score each clip's frames against
+    # its prompt with (the `text_similarity` measure, workers/measure_text.py); empty: off.
+    clip_model: str = ""
     # Operations (app/ops): logs, metrics, rate limits.
     log_format: Literal["json", "text"] = "json"
     metrics_token: SecretStr | None = None

@@ -204,7 +204,8 @@ class LeaseKeeper:
 def _render(
     *, job: clips_service.ClipJob, task_id: str, settings: Settings, lost: threading.Event
 ) -> PostRender:
-    from workers.pipelines import get_renderer  # torch: see the module docstring
+    from workers.measure_text import record_text_similarity  # torch: see the module docstring
+    from workers.pipelines import get_renderer  # torch, likewise
 
     started = time.time()
     arm = ArmSpec.model_validate(job.arm_spec)
@@ -218,6 +219,10 @@ def _render(
         prompt=job.prompt,
         seed=job.seed,
         on_step=_progress(settings, job.clip_id, task_id, lost),
+    )
+    # The optional CLIP text similarity (VIDARENA_CLIP_MODEL), on the GPU with the frames in hand.
+    record_text_similarity(
+        settings=settings, clip_id=job.clip_id, prompt=job.prompt, frames=rendered.frames
     )
     return PostRender(
         settings=settings,
