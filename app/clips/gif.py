@@ -1,9 +1,15 @@
 """Clip GIFs: one palette shared by every frame, an exact frame rate, nothing but pixels.
 
-`encode_gif` quantizes all frames together with libimagequant (the frames stacked vertically,
-then split): one palette means no colour flicker between frames and, on natural video, higher PSNR
-than per-frame palettes at fewer bytes. GIF stores delays in centiseconds, so frame durations are
-spread (e.g. 130, 120, 130, ... ms at 8 fps) to keep the clip's running time exact.
+`encode_gif` builds one palette for the whole clip with libimagequant from a sample of its
+pixels (about 2^18: every 4th pixel of each row and column of a 16 x 512² clip, on a grid shifted
+from frame to frame so that the frames together cover every position), then gives every pixel its
+nearest palette colour exactly (Euclidean in RGB, the distance PSNR measures): each distinct colour
+of the clip is looked up once in a k-d tree, then every pixel through a table. One palette means no
+colour flicker between frames; nearest colours without dithering give the highest PSNR at the
+fewest bytes (docs/benchmarks.md). `dither` > 0 adds ordered (Bayer 8 x 8) dithering between each
+pixel's nearest colour and the one across it: the same pattern in every frame, so a still
+background does not shimmer. GIF stores delays in centiseconds, so frame durations are spread
+(e.g. 130, 120, 130, ... ms at 8 fps) to keep the clip's running time exact.
 
 `gif_info` validates bytes as a GIF and reads its frames, size, durations and loop count; the clip
 importer uses it on uploaded files.
@@ -12,28 +18,39 @@ importer uses it on uploaded files.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import imagequant
+import numpy as np
+from numpy.typing import NDArray
 from PIL import Image, ImageSequence
+from scipy.spatial import cKDTree
 
 # Browsers show delays of 0 or 1 cs as 100 ms, so 2 cs (50 fps) is the fastest honest rate.
 MAX_FPS = 50
 MAX_COLORS = 256
+# The palette is built from about this many pixels of the clip (1/16 of a 16 x 512² clip): it
+# took a sixth of the old whole-clip quantization's time at the same PSNR (docs/benchmarks.md).
+PALETTE_SAMPLE = 1 << 18
+# Up to this many pixels the clip's distinct colours are found by sorting; above it, through a
+# table of all 2^24 colours (32 MiB while encoding), which is faster than a sort of millions.
+_SORT_UP_TO = 1 << 20
 
 
 def encode_gif(
     frames: Sequence[Image.Image],
     *,
     fps: int,
-    dither: float = 1.0,
+    dither: float = 0.0,
     durations_ms: Sequence[int] | None = None,
 ) -> bytes:
     """Encode frames as a looping GIF with one shared palette; the same frames give the same bytes.
 
-    dither is libimagequant's dithering level, 0.0 (none) to 1.0 (full; no banding on gradients).
+    dither, 0.0 (none: the nearest colour, best PSNR and fewest bytes) to 1.0 (full ordered
+    dithering: no banding on smooth gradients, at a cost in PSNR and bytes; docs/benchmarks.md).
     Consecutive identical frames are merged by Pillow into one longer frame (same running time).
     `durations_ms`: each frame's own duration instead of `fps`'s (a gold twin keeps those of the
     clip it is made from, app/rating/twins.py).
@@ -86,20 +103,110 @@ def _check_encode_inputs(frames: Sequence[Image.Image], *, fps: object, dither: 
 def _quantize_together(
     frames: Sequence[Image.Image], *, dither: float
 ) -> tuple[list[Image.Image], bytes]:
-    width, height = frames[0].size
-    strip = Image.new("RGBA", (width, height * len(frames)))
-    for index, frame in enumerate(frames):
-        strip.paste(frame.convert("RGBA"), (0, index * height))
+    # RGBX: one little-endian 32-bit word per pixel, r | g << 8 | b << 16 once X is masked off.
+    rgbx = np.stack([np.asarray(frame.convert("RGBX")) for frame in frames])
+    rgb = rgbx[..., :3]
+    colours = _shared_palette(rgb)
+    tree = cKDTree(colours.astype(np.float64))
+    indices = _nearest(_colour_keys(rgbx), tree)
+    if dither > 0:
+        indices = _ordered_dither(rgb, indices, colours, tree, strength=dither)
+    palette = colours.tobytes()
+    height, width = rgb.shape[1:3]
+    paletted = []
+    for frame_indices in indices:
+        image = Image.frombytes("P", (width, height), frame_indices.tobytes())
+        image.putpalette(palette, "RGB")
+        paletted.append(image)
+    return paletted, palette
+
+
+def _shared_palette(rgb: NDArray[np.uint8]) -> NDArray[np.uint8]:
+    """Up to MAX_COLORS colours for the whole clip, from about PALETTE_SAMPLE of its pixels."""
+    count, height, width, _ = rgb.shape
+    step = max(1, math.isqrt(count * height * width // PALETTE_SAMPLE))
+    if height // step == 0 or width // step == 0:
+        step = 1
+    rows, columns = height // step, width // step
+    # Frame i samples the grid shifted by (i // step, i) mod step: step² frames cover every pixel.
+    sample = np.concatenate(
+        [
+            frame[(i // step) % step :: step, i % step :: step][:rows, :columns]
+            for i, frame in enumerate(rgb)
+        ]
+    )
+    rgba = np.full((*sample.shape[:2], 4), 255, dtype=np.uint8)
+    rgba[..., :3] = sample
     # The raw-bytes call: quantize_pil_image copies pixels through a Python list (slow).
-    indices, rgba_palette = imagequant.quantize_raw_rgba_bytes(
-        strip.tobytes(), strip.width, strip.height, dithering_level=dither, max_colors=MAX_COLORS
+    _, rgba_palette = imagequant.quantize_raw_rgba_bytes(
+        rgba.tobytes(), columns, rgba.shape[0], dithering_level=0.0, max_colors=MAX_COLORS
     )
     # imagequant's palette is RGBA; a GIF palette is RGB (an RGBA one decodes to garbage).
-    palette = bytes(value for i, value in enumerate(rgba_palette) if i % 4 != 3)
-    paletted = Image.frombytes("P", strip.size, indices)
-    paletted.putpalette(palette, "RGB")
-    split = [paletted.crop((0, i * height, width, (i + 1) * height)) for i in range(len(frames))]
-    return split, palette
+    return np.array(rgba_palette, dtype=np.uint8).reshape(-1, 4)[:, :3].copy()
+
+
+def _colour_keys(rgbx: NDArray[np.uint8]) -> NDArray[np.uint32]:
+    keys: NDArray[np.uint32] = rgbx.view("<u4")[..., 0] & np.uint32(0xFFFFFF)
+    return keys
+
+
+def _nearest(keys: NDArray[np.uint32], tree: cKDTree) -> NDArray[np.uint8]:
+    """Each pixel's nearest palette index; every distinct colour is searched for once."""
+    flat = keys.ravel()
+    if flat.size <= _SORT_UP_TO:
+        distinct, inverse = np.unique(flat, return_inverse=True)
+        return _search(distinct, tree)[inverse].reshape(keys.shape)
+    seen = np.zeros(1 << 24, dtype=np.bool_)
+    seen[flat] = True
+    distinct = np.flatnonzero(seen).astype(np.uint32)
+    table = np.zeros(1 << 24, dtype=np.uint8)
+    table[distinct] = _search(distinct, tree)
+    return table[keys]
+
+
+def _search(keys: NDArray[np.uint32], tree: cKDTree) -> NDArray[np.uint8]:
+    points = np.stack([keys & 0xFF, (keys >> 8) & 0xFF, keys >> 16], axis=1).astype(np.float64)
+    # Exact search (eps=0) on whole numbers: the same index on every machine, ties included.
+    _, index = tree.query(points)
+    return np.asarray(index, dtype=np.uint8)
+
+
+def _ordered_dither(
+    rgb: NDArray[np.uint8],
+    nearest: NDArray[np.uint8],
+    colours: NDArray[np.uint8],
+    tree: cKDTree,
+    *,
+    strength: float,
+) -> NDArray[np.uint8]:
+    """Between each pixel's nearest colour and the colour across it (nearest to the pixel
+    mirrored through its nearest colour), take the second where the pixel's Bayer threshold lies
+    below its fraction of the way there times `strength`: at 1.0 the local mean is the pixel's."""
+    palette = colours.astype(np.int32)
+    first = palette[nearest]
+    pixels = rgb.astype(np.int32)
+    mirrored = np.zeros((*rgb.shape[:3], 4), dtype=np.uint8)
+    mirrored[..., :3] = np.clip(2 * pixels - first, 0, 255)
+    across = _nearest(_colour_keys(mirrored), tree)
+    towards = palette[across] - first
+    along = np.einsum("...c,...c->...", pixels - first, towards)
+    length = np.einsum("...c,...c->...", towards, towards)
+    fraction = np.where(length > 0, along / np.maximum(length, 1), 0.0) * strength
+    height, width = rgb.shape[1:3]
+    size = len(_BAYER)
+    threshold = np.tile(_BAYER, (height // size + 1, width // size + 1))[:height, :width]
+    return np.where(threshold < fraction, across, nearest).astype(np.uint8)
+
+
+def _bayer(size: int) -> NDArray[np.float64]:
+    """The Bayer threshold matrix of side `size` (a power of two), values (k + 0.5) / size²."""
+    matrix = np.zeros((1, 1), dtype=np.int64)
+    while len(matrix) < size:
+        matrix = np.block([[4 * matrix, 4 * matrix + 2], [4 * matrix + 3, 4 * matrix + 1]])
+    return (matrix + 0.5) / size**2
+
+
+_BAYER = _bayer(8)
 
 
 # --- reading ---------------------------------------------------------------------------------
