@@ -225,3 +225,13 @@ def test_clips_to_measure_are_those_missing_a_measure_or_its_version(session, se
         session=session, study=study, versions=VERSIONS, force=True
     )
     assert [t.clip_id for t in forced] == [a, b, c, d]
+
+
+def test_the_web_app_does_not_load_opencv():
+    """Only measuring needs OpenCV (25 MB per process): importing the app leaves it unloaded."""
+    import subprocess
+    import sys
+
+    code = "import sys, app.main, app.cli, app.exports.service; print('cv2' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

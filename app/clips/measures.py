@@ -31,10 +31,12 @@ import itertools
 import logging
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from numpy.typing import NDArray
 from PIL import Image, ImageSequence
+
+# cv2 is imported inside the functions that use it: the web app imports this module (for
+# Measured, NAMES and VERSIONS) and has no use for OpenCV's 25 MB per process.
 
 log = logging.getLogger(__name__)
 FLOW_SIZE = 128  # the longer side of the frames the flow is computed on (pixels)
@@ -118,6 +120,8 @@ def measure_frames(frames: list[Frame]) -> dict[str, Measured]:
 
 
 def _grey(rgb: Frame) -> Frame:
+    import cv2
+
     return np.asarray(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), dtype=np.uint8)
 
 
@@ -127,6 +131,8 @@ def _finite(value: float | None) -> float | None:
 
 def _working(grey: Frame) -> tuple[Frame, float]:
     """The frame at the working size and the factor from working to clip pixels."""
+    import cv2
+
     height, width = grey.shape
     scale = FLOW_SIZE / max(height, width)
     if scale >= 1:
@@ -138,6 +144,8 @@ def _working(grey: Frame) -> tuple[Frame, float]:
 
 def _motion_and_flicker(greys: list[Frame]) -> tuple[float, float, float]:
     """(motion mean, motion std, flicker); all 0 for a single frame (nothing moves)."""
+    import cv2
+
     if len(greys) < 2:
         return 0.0, 0.0, 0.0
     resized: dict[int, tuple[Frame, float]] = {}
@@ -178,6 +186,8 @@ def _residual(
     """Mean absolute grey difference between `after` and `before` warped onto it by `flow` (in
     clip pixels, upsampled to the clip's size when computed smaller), over the pixels whose
     source lies inside `before`."""
+    import cv2
+
     height, width = before.shape
     if flow.shape[:2] != (height, width):
         flow = np.asarray(
@@ -195,6 +205,8 @@ def _residual(
 
 
 def _sharpness(grey: Frame) -> float:
+    import cv2
+
     _, std = cv2.meanStdDev(cv2.Laplacian(grey, cv2.CV_32F))
     return float(std[0, 0]) ** 2
 
@@ -202,6 +214,8 @@ def _sharpness(grey: Frame) -> float:
 def colourfulness(rgb: Frame) -> float:
     """Hasler and Süsstrunk (2003): sigma_rgyb + 0.3 mu_rgyb over rg = R - G and
     yb = (R + G) / 2 - B, on 0-255 values."""
+    import cv2
+
     r, g, b = cv2.split(rgb.astype(np.float32))
     rg = cv2.subtract(r, g)
     yb = cv2.subtract(cv2.addWeighted(r, 0.5, g, 0.5, 0.0), b)
