@@ -11,6 +11,7 @@ import csv
 import io
 import itertools
 import json
+import re
 import time
 from collections import Counter
 from datetime import timedelta
@@ -44,6 +45,7 @@ CRITERIA = [
 ]
 QUOTA = 8  # regular trials per evaluator
 RATE = 0.2  # gold trials: round(8 * 0.2 / 0.8) = 2 of 10
+SIDES = ("left", "right")
 
 
 def gold_study(session, settings, *, slug="gold", prompts=10, twins_now=True, **rating):  # type: ignore[no-untyped-def]
@@ -322,6 +324,9 @@ def test_an_evaluator_who_picks_the_twins_is_flagged_and_then_marked_for_rejecti
     )
     session.rollback()
     assert every.progress.flagged == 1
+    # The dashboard's trials are regular ones: its plan leaves out the gold pairs, as its counts.
+    assert every.progress.planned_trials == QUOTA
+    assert every.progress.answered_trials == 2 * QUOTA
     by_criterion = {r.criterion: r for r in every.summary.overall}
     without = {r.criterion: r for r in kept.summary.overall}
     for criterion in CRITERIA:
@@ -385,9 +390,11 @@ def test_a_gold_trial_looks_like_any_other_over_http(client, session, settings):
     joined = join(client, base, external_id="blind-1")
     current = joined["next"]
     trials = []
+    pages = {}  # trial id -> the rating page while it is the current pair
     while current["status"] == "trial":
         trial = current["trial"]
         trials.append((trial, current))
+        pages[trial["id"]] = client.get(f"{base}/rate").text
         body = {"votes": dict.fromkeys(CRITERIA, "left")}
         response = client.post(f"{base}/api/trials/{trial['id']}/votes", json=body)
         assert response.status_code == 200, response.text
@@ -401,6 +408,20 @@ def test_a_gold_trial_looks_like_any_other_over_http(client, session, settings):
     for trial, answer in golden:
         _, other = regular[0]
         assert shape(answer) == shape(other)  # the same keys and types, `after` included
+        # The rating page: the same HTML but for the pair's own values (prompt, media URLs).
+        pages_seen = []
+        for trial_id in (trial["id"], regular[1][0]["id"]):
+            html = pages[trial_id]
+            config = json.loads(re.search(r'id="rate-config">(.*?)</script>', html).group(1))
+            pages_seen.append(config)
+            for shown in (config["first"]["trial"], config["first"]["after"] or {}):
+                values = [shown.get("prompt")] + [shown.get(k, {}).get("url") for k in SIDES]
+                for value in filter(None, values):
+                    html = html.replace(value, "VALUE")
+            pages_seen.append(re.sub(r'id="rate-config">.*?</script>', "", html, flags=re.S))
+        gold_config, gold_html, plain_config, plain_html = pages_seen
+        assert shape(gold_config) == shape(plain_config)
+        assert gold_html == plain_html
         assert answer["progress"]["total"] == other["progress"]["total"]
         for side in ("left", "right"):
             url = trial[side]["url"]

@@ -199,7 +199,7 @@ def live(*, session: Session, study: Study, filters: Filters, cache: DashboardCa
         snapshot=snapshot,
         telemetry=telemetry,
         evaluators=evaluators,
-        planned_trials=rating_service.planned_trials(session=session, study=study),
+        planned_trials=rating_service.planned_trials(session=session, study=study, gold=False),
         started=started,
         verdicts=verdict_view(
             session=session, study=study, telemetry=telemetry, snapshot=snapshot, cache=cache

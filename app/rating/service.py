@@ -329,9 +329,11 @@ def _plan(session: Session, study: Study, *, exact: bool = False) -> Plan:
     return fresh, repeats, gold.gold_count(rate=spec.gold_rate, regular=fresh + repeats)
 
 
-def planned_trials(*, session: Session, study: Study) -> int:
-    """Trials an evaluator of this study will answer in all (fresh, repeats and gold)."""
-    return sum(_plan(session, study))
+def planned_trials(*, session: Session, study: Study, gold: bool = True) -> int:
+    """Trials an evaluator of this study will answer in all (fresh, repeats and gold), or
+    without `gold` those that count (fresh and repeats: what the dashboard's trials count)."""
+    fresh, repeats, golds = _plan(session, study)
+    return fresh + repeats + (golds if gold else 0)
 
 
 def _progress(state: _State, plan: Plan) -> Progress:
