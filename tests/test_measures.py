@@ -235,3 +235,18 @@ def test_the_web_app_does_not_load_opencv():
     code = "import sys, app.main, app.cli, app.exports.service; print('cv2' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+@pytest.mark.parametrize("k", [2, 9])
+def test_motion_on_photographs_panned_by_a_known_amount(k):
+    """Natural images (scikit-image's photographs), panned k px per frame at 512²: the flow at
+    the 128-pixel working size finds the pan within 5% (docs/measures.md)."""
+    from skimage import data as photos
+
+    for name in ("astronaut", "coffee"):
+        image = photos.astronaut() if name == "astronaut" else photos.coffee()
+        scale = max(SIZE / image.shape[0], (SIZE + 6 * k + 2) / image.shape[1])
+        size = (int(image.shape[1] * scale) + 1, int(image.shape[0] * scale) + 1)
+        big = cv2.resize(image, size, interpolation=cv2.INTER_CUBIC)
+        frames = [np.ascontiguousarray(big[:SIZE, t * k : t * k + SIZE]) for t in range(6)]
+        assert values(frames)["motion_mean"] == pytest.approx(k, rel=0.05), name
