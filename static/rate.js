@@ -19,6 +19,13 @@
  * - Timing on the page's monotonic clock goes with each answer: from receiving the pair as the
  *   current one to both clips on screen (load), and from then to the answer (view). The server
  *   judges the minimum viewing time and fast answers by it, not by its own queue-laden clock.
+ * - Watch telemetry goes with each answer too (`watch`): how long each clip was on screen (at
+ *   least half of it in the viewport, IntersectionObserver) with the tab visible, from both
+ *   clips revealed to the answer, and how long the tab was hidden (visibilitychange) from
+ *   receiving the pair to the answer. A GIF cannot say when it loops: the server divides the
+ *   on-screen time by each clip's loop duration, which the page is never told.
+ * - A study with a completion URL sends the finished evaluator there (the done card shows the
+ *   code and a link meanwhile, and stays if the browser does not go).
  * No build step, no dependencies.
  */
 (function () {
@@ -48,6 +55,63 @@
   var prefetch = null;    // { after, promise -> { trial, blobs: Promise } | null }
   var timer = null;
   var finished = false;   // the done card is shown: keys do nothing any more
+
+  /* Watch telemetry of the current pair: milliseconds each clip was on screen with the tab
+   * visible (after both were revealed) and the tab was hidden (since the pair arrived). Time is
+   * added up to each change (`account`), under the state before it. */
+  var ON_SCREEN = 0.5;    // the share of a clip that must be in the viewport
+  var watch = null;       // { left, right, hidden, at, revealed }
+  var inView = { left: false, right: false };
+  var tabVisible = document.visibilityState !== "hidden";
+
+  function account() {
+    if (!watch) return;
+    var now = performance.now();
+    var elapsed = now - watch.at;
+    watch.at = now;
+    if (!tabVisible) {
+      watch.hidden += elapsed;
+    } else if (watch.revealed) {
+      if (inView.left) watch.left += elapsed;
+      if (inView.right) watch.right += elapsed;
+    }
+  }
+
+  function startWatch() {
+    watch = { left: 0, right: 0, hidden: 0, at: performance.now(), revealed: false };
+  }
+
+  function revealWatch() {
+    account();
+    if (watch) watch.revealed = true;
+  }
+
+  function watchReport() {
+    account();
+    return {
+      left_seconds: watch.left / 1000,
+      right_seconds: watch.right / 1000,
+      hidden_seconds: watch.hidden / 1000
+    };
+  }
+
+  document.addEventListener("visibilitychange", function () {
+    account();
+    tabVisible = document.visibilityState !== "hidden";
+  });
+  if ("IntersectionObserver" in window) {
+    var observer = new IntersectionObserver(function (entries) {
+      account();
+      entries.forEach(function (entry) {
+        var side = entry.target === images.left ? "left" : "right";
+        inView[side] = entry.isIntersecting && entry.intersectionRatio >= ON_SCREEN - 0.001;
+      });
+    }, { threshold: [0, ON_SCREEN, 1] });
+    observer.observe(images.left);
+    observer.observe(images.right);
+  } else {
+    inView.left = inView.right = true;  // no observer: on screen whenever the tab is visible
+  }
 
   function ApiError(status, body) {
     var detail = body && body.detail;
@@ -232,6 +296,11 @@
       card.getElementById("completion-code").firstElementChild.textContent = result.completion_code;
       card.getElementById("done-code").hidden = false;
     }
+    if (result.completion_url) {
+      card.getElementById("completion-link").href = result.completion_url;
+      card.getElementById("done-return").hidden = false;
+      card.getElementById("done-close").hidden = true;
+    }
     finished = true;
     clearInterval(timer);
     objectUrls.forEach(function (u) { URL.revokeObjectURL(u); });
@@ -243,6 +312,9 @@
     document.title = "Thank you · Video comparison";
     history.replaceState(null, "", config.done);
     $("done-title").focus();
+    watch = null;
+    // Back to the recruiting platform with the code; the card stays should the browser not go.
+    if (result.completion_url) window.location.replace(result.completion_url);
   }
 
   /* Show a `next` answer of the API: a trial, the done card, or a wait message. */
@@ -265,6 +337,7 @@
     waits = 0;
     stage.classList.remove("is-waiting");
     receivedAt = performance.now();
+    startWatch();
     var trial = result.trial;
     current = null;
     setLoading(true);
@@ -278,6 +351,7 @@
     }).then(function () {
       setLoading(false);
       revealedAt = performance.now();
+      revealWatch();
       startTimer();
       window.scrollTo(0, 0);
       focusFieldset(fieldsets[0]);
@@ -335,7 +409,7 @@
     };
     api(config.votes.replace("{id}", trialId), {
       method: "POST",
-      body: JSON.stringify({ votes: collected.votes, timing: timing })
+      body: JSON.stringify({ votes: collected.votes, timing: timing, watch: watchReport() })
     }).then(function (response) {
       return show(response.next);
     }).catch(function (error) {

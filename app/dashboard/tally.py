@@ -12,7 +12,8 @@ What it holds, per study:
   choice, trial flagged): `VoteCounts.from_grouped` rows once filters are applied;
 * `excluded`: the part of `cube` cast by flagged evaluators (those with at least
   FLAGGED_EVALUATOR_SHARE of their answered trials flagged, and those whose gold accuracy is
-  below the study's `gold_min_accuracy`: app/rating/gold.py), so that filter is a subtraction;
+  below the study's `gold_min_accuracy`: app/rating/gold.py, and straight-liners, whose answers
+  on the first criterion fail app/analysis/quality.py's tests), so that filter is a subtraction;
 * answered and flagged trials per evaluator, and answered trials per minute (repeats included).
 
 `Units` keeps the verdicts' input the same way: each finished evaluator's first-showing vote
@@ -44,6 +45,7 @@ from sqlalchemy.orm import Session, aliased
 
 from app.analysis import Monitor, UnitCounts, VoteCounts
 from app.analysis.plan import Plan
+from app.analysis.quality import StraightLining, straight_lining
 from app.dashboard.sqltext import minute_text
 from app.rating import gold, votes
 from app.rating.enrollment import rating_spec
@@ -93,6 +95,34 @@ def is_flagged(answered: int, flagged: int) -> bool:
     return answered > 0 and flagged >= FLAGGED_EVALUATOR_SHARE * answered
 
 
+def _habits(sides: Counter[str]) -> tuple[int, int, int]:
+    return sides["left"], sides["right"], sides["tie"]
+
+
+def straight_liners(
+    session: Session, *, study: Study, evaluator_ids: Sequence[int] | None = None
+) -> dict[int, StraightLining]:
+    """The straight-lining tests (app/analysis/quality.py) of the study's evaluators (or of
+    `evaluator_ids`), on each answered trial's answer to the study's first criterion (gold
+    trials, which judge no matchup, are not read)."""
+    found: dict[int, Counter[str]] = {}
+    choice = type_coerce(Vote.choice, String)
+    query = (
+        votes.study_votes(Trial.evaluator_id, choice, func.count(), study_id=study.id)
+        .where(Vote.criterion == study.criterion_keys[0])
+        .group_by(Trial.evaluator_id, choice)
+    )
+    chunks: list[Sequence[int] | None] = [None]
+    if evaluator_ids is not None:
+        ids = sorted(evaluator_ids)
+        chunks = [ids[start : start + _IN_CHUNK] for start in range(0, len(ids), _IN_CHUNK)]
+    for chunk in chunks:
+        chunked = query if chunk is None else query.where(Trial.evaluator_id.in_(chunk))
+        for evaluator_id, chosen, n in session.execute(chunked):
+            found.setdefault(evaluator_id, Counter())[str(chosen)] += n
+    return {e: straight_lining(*_habits(sides)) for e, sides in found.items()}
+
+
 class Tally:
     def __init__(self, *, study: Study, dialect: str) -> None:
         self.study_id = study.id
@@ -107,6 +137,8 @@ class Tally:
         self.trials: dict[int, list[int]] = {}
         self.minutes: Counter[str] = Counter()
         self.flagged_evaluators: set[int] = set()
+        # evaluator -> their answers on the first criterion: left, right, tie (straight-lining)
+        self.sides: dict[int, Counter[str]] = {}
         self.matchups: dict[int, _Matchup] = {}
         self.criteria = tuple(study.criterion_keys)
         self.gold_min_accuracy = rating_spec(study).gold_min_accuracy
@@ -128,11 +160,13 @@ class Tally:
             _cube_query(upto=cut).where(votes.in_study(study.id))
         ):
             tally.cube[tally._key(matchup_id, criterion, a_on_left, choice, flagged)] += n
-        for evaluator_id, flagged, minute, n in session.execute(tally._trials_query(upto=cut)):
-            tally._count_trials(evaluator_id, flagged=flagged, minute=minute, n=n)
+        for evaluator_id, flagged, minute, choice, n in session.execute(
+            tally._trials_query(upto=cut)
+        ):
+            tally._count_trials(evaluator_id, flagged=flagged, minute=minute, n=n, choice=choice)
         tally._gold_pass(session)
         tally.flagged_evaluators = {
-            e for e, (a, f) in tally.trials.items() if is_flagged(a, f)
+            e for e, (a, f) in tally.trials.items() if is_flagged(a, f) or tally._straight(e)
         } | tally.gold_flagged
         tally.excluded.update(tally._votes_of(session, tally.flagged_evaluators, upto=cut))
         tally.settled = cut
@@ -151,10 +185,10 @@ class Tally:
         self.matchups = {m: _Matchup(a, b, theme) for m, a, b, theme in rows}
 
     def _trials_query(self, *, upto: int) -> Any:
-        """Answered trials by (evaluator, flagged, minute): each trial's vote on the first
-        criterion stands for the trial (every answered trial has exactly one)."""
+        """Answered trials by (evaluator, flagged, minute, choice): each trial's vote on the
+        first criterion stands for the trial (every answered trial has exactly one)."""
         minute = minute_text(Trial.answered_at, self.dialect)
-        columns = (Trial.evaluator_id, Trial.flagged, minute)
+        columns = (Trial.evaluator_id, Trial.flagged, minute, type_coerce(Vote.choice, String))
         return (
             votes.study_votes(*columns, func.count(), study_id=self.study_id)
             .where(Vote.criterion == self.first_criterion, Vote.id <= upto)
@@ -188,7 +222,9 @@ class Tally:
             if row.evaluator_id in self.flagged_evaluators:
                 self.excluded[key] += 1
         if row.criterion == self.first_criterion:
-            self._count_trials(row.evaluator_id, flagged=row.flagged, minute=row.minute, n=1)
+            self._count_trials(
+                row.evaluator_id, flagged=row.flagged, minute=row.minute, n=1, choice=row.choice
+            )
         return _Counted(row.evaluator_id, key)
 
     def _reflag(self, session: Session, evaluators: set[int]) -> bool:
@@ -196,7 +232,9 @@ class Tally:
         flagged_now = {
             e
             for e in evaluators
-            if is_flagged(*self.trials.get(e, (0, 0))) or e in self.gold_flagged
+            if is_flagged(*self.trials.get(e, (0, 0)))
+            or e in self.gold_flagged
+            or self._straight(e)
         }
         entering = flagged_now - self.flagged_evaluators
         leaving = (evaluators - flagged_now) & self.flagged_evaluators
@@ -263,13 +301,19 @@ class Tally:
         return (criterion, m.theme, left_arm, right_arm, str(choice), bool(flagged))
 
     def _count_trials(
-        self, evaluator_id: int, *, flagged: bool, minute: str | None, n: int
+        self, evaluator_id: int, *, flagged: bool, minute: str | None, n: int, choice: Any
     ) -> None:
         counts = self.trials.setdefault(evaluator_id, [0, 0])
         counts[0] += n
         counts[1] += n if flagged else 0
         if minute:
             self.minutes[minute] += n
+        self.sides.setdefault(evaluator_id, Counter())[str(choice)] += n
+
+    def _straight(self, evaluator_id: int) -> bool:
+        """Whether the evaluator's answers (first criterion) are straight-lining."""
+        sides = self.sides.get(evaluator_id)
+        return sides is not None and straight_lining(*_habits(sides)).flagged
 
     def grouped_rows(
         self,
@@ -412,6 +456,11 @@ class Units:
         ids = [evaluator for _, evaluator in new]
         arm_names = {arm.id: arm.name for arm in study.arms}
         flagged = _flagged_among(session, ids)
+        flagged |= {
+            e
+            for e, test in straight_liners(session, study=study, evaluator_ids=ids).items()
+            if test.flagged
+        }
         spec = rating_spec(study)
         flagged |= gold.flagged_among(
             session=session,

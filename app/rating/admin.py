@@ -15,7 +15,9 @@ from fastapi import Form, Request
 from fastapi.responses import HTMLResponse, Response
 from sqlalchemy import case, func, select
 
+from app.analysis.quality import STRAIGHT_LINE_MIN_TRIALS
 from app.auth.deps import admin_router
+from app.dashboard.tally import straight_liners
 from app.deps import ReadSessionDep, StudyDep
 from app.rating import enrollment, gold, service
 from app.rating.deps import SecretDep
@@ -50,6 +52,19 @@ def _counts(session: ReadSessionDep, study_id: int) -> dict[str, int]:
         "answered": answered,
         "flagged": int(flagged),
     }
+
+
+def _platform(session: ReadSessionDep, study_id: int) -> dict[int, tuple[str | None, ...]]:
+    """evaluator id -> (platform study id, platform session id, code given at the end)."""
+    rows = session.execute(
+        select(
+            Evaluator.id,
+            Evaluator.external_study_id,
+            Evaluator.external_session_id,
+            Evaluator.completion_code,
+        ).where(Evaluator.study_id == study_id)
+    )
+    return {evaluator_id: tuple(values) for evaluator_id, *values in rows}
 
 
 def _render(
@@ -98,6 +113,9 @@ def evaluators_page(request: Request, study: StudyDep, session: ReadSessionDep) 
         "spec": enrollment.rating_spec(study),
         "rows": gold.evaluator_checks(session=session, study=study),
         "reject_after": gold.REJECT_AFTER_FAILURES,
+        "platform": _platform(session, study.id),
+        "straight": straight_liners(session, study=study),
+        "straight_min": STRAIGHT_LINE_MIN_TRIALS,
     }
     return templates.TemplateResponse(request, "rate/admin_evaluators.html", context)
 

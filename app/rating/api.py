@@ -58,6 +58,8 @@ def study_out(study: Study) -> schemas.StudyOut:
         min_view_seconds=spec.min_view_seconds,
         open_enrollment=spec.open_enrollment,
         external_id_param=spec.external_id_param,
+        external_study_param=spec.external_study_param,
+        external_session_param=spec.external_session_param,
     )
 
 
@@ -113,6 +115,7 @@ def next_out(
         last=flow.is_last(result),
         progress=schemas.Progress(**vars(result.progress)),
         completion_code=result.completion_code,
+        completion_url=result.completion_url,
         message=result.message,
         retry_after=result.retry_after,
     )
@@ -191,6 +194,8 @@ def _join(
         invite=body.invite,
         external_id=body.external_id,
         current=find_evaluator(request, session, secret, study),
+        external_study_id=body.external_study_id,
+        external_session_id=body.external_session_id,
         first_pair=body.first_pair,
     )
     token = set_evaluator_cookie(
@@ -288,6 +293,7 @@ def _submit_votes(
         trial_id=trial_id,
         votes={k: v.value for k, v in body.votes.items()},
         timing=body.timing,
+        watch=body.watch,
     )
     answered_at = answered.stored.trial.answered_at
     assert answered_at is not None

@@ -61,17 +61,27 @@ def new_invites(*, secret: str, study: Study, count: int, base_url: str = "") ->
     return [f"{link}?invite={tokens.new_invite(secret, study.id)[0]}" for _ in range(count)]
 
 
-def clean_external_id(value: str | None) -> str | None:
+def clean_external_id(value: str | None, *, what: str = "participant id") -> str | None:
+    """A platform's id from a link (`what` it is, for the message), None when blank."""
     if value is None or not value.strip():
         return None
     value = value.strip()
     if not _EXTERNAL_ID.fullmatch(value):
         raise EnrollmentError(
-            "The participant id in this link is not valid (1-200 printable characters, no "
+            f"The {what} in this link is not valid (1-200 printable characters, no "
             "spaces). Please use the link exactly as your platform gave it.",
             code="invalid_external_id",
         )
     return value
+
+
+def platform_ids(*, study_id: str | None, session_id: str | None) -> tuple[str | None, str | None]:
+    """The platform's study and session ids of a link (Prolific's STUDY_ID and SESSION_ID),
+    checked as participant ids are."""
+    return (
+        clean_external_id(study_id, what="study id"),
+        clean_external_id(session_id, what="session id"),
+    )
 
 
 def check_invite(*, secret: str, study: Study, invite: str | None) -> str | None:
@@ -133,6 +143,8 @@ def join(
     invite: str | None = None,
     external_id: str | None = None,
     current: Evaluator | None = None,
+    external_study_id: str | None = None,
+    external_session_id: str | None = None,
 ) -> JoinResult:
     """Enroll or resume an evaluator.
 
@@ -145,17 +157,35 @@ def join(
       enrollment only;
     - otherwise the evaluator of the cookie resumes;
     - otherwise, with open enrollment, a new anonymous evaluator.
+
+    The platform's study and session ids, when given, are recorded on the evaluator (those of
+    the latest join that names them: a session id changes when a participant starts again).
     """
     check_open(study)
     spec = rating_spec(study)
     nonce = check_invite(secret=secret, study=study, invite=invite)
     external_id = clean_external_id(external_id)
+    platform = platform_ids(study_id=external_study_id, session_id=external_session_id)
     # No study-wide lock: two joins racing with one invite or participant id both try to make
     # its evaluator; the unique constraints let one win and the other resumes it.
     try:
-        return _enroll(session, study, spec, nonce, external_id, current)
+        result = _enroll(session, study, spec, nonce, external_id, current)
     except _Raced:
-        return _enroll(session, study, spec, nonce, external_id, current)
+        result = _enroll(session, study, spec, nonce, external_id, current)
+    _record_platform(session, result.evaluator, *platform)
+    return result
+
+
+def _record_platform(
+    session: Session, evaluator: Evaluator, study_id: str | None, session_id: str | None
+) -> None:
+    changed = False
+    for name, value in (("external_study_id", study_id), ("external_session_id", session_id)):
+        if value is not None and getattr(evaluator, name) != value:
+            setattr(evaluator, name, value)
+            changed = True
+    if changed:
+        session.flush()
 
 
 class _Raced(Exception):

@@ -94,3 +94,8 @@ class CrossSiteError(RatingError):
             "This request came from another website, so it was not accepted. Please open your "
             "study link yourself and press Start there."
         )
+
+
+class WatchError(RatingError):
+    status_code = 422
+    code = "invalid_watch"

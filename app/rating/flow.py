@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from app.rating import enrollment, service
 from app.rating.errors import NotAnEvaluatorError, UnknownLinkError
 from app.rating.models import Evaluator
-from app.rating.schemas import ClientTiming
+from app.rating.schemas import ClientTiming, WatchIn
 from app.studies.models import Study
 
 NOT_JOINED = "Join the study first (POST /r/<key>/api/join), then send the evaluator token."
@@ -59,6 +59,8 @@ def join(
     invite: str | None = None,
     external_id: str | None = None,
     current: Evaluator | None = None,
+    external_study_id: str | None = None,
+    external_session_id: str | None = None,
     first_pair: bool = False,
     now: datetime | None = None,
 ) -> Joined:
@@ -72,6 +74,8 @@ def join(
         invite=invite,
         external_id=external_id,
         current=current,
+        external_study_id=external_study_id,
+        external_session_id=external_session_id,
     )
     first = None
     if first_pair:
@@ -144,6 +148,7 @@ def submit(
     trial_id: int,
     votes: dict[str, str],
     timing: ClientTiming | None = None,
+    watch: WatchIn | None = None,
     read: Session | None = None,
     now: datetime | None = None,
 ) -> Answered:
@@ -159,6 +164,7 @@ def submit(
         trial_id=trial_id,
         votes=votes,
         timing=timing,
+        watch=watch,
         now=now,
     )
     study, evaluator = _to_writer(read, session, study, evaluator)

@@ -33,6 +33,7 @@ from app.rating.deps import (
 from app.rating.errors import EnrollmentError, NotAnEvaluatorError
 from app.rating.media import MediaCache, MediaFound
 from app.storage import InvalidKeyError, ObjectNotFoundError, StorageError, media_type
+from app.studies.schemas import completion_url
 from app.web.pages import templates
 
 router = APIRouter(prefix="/r/{key}", tags=["rating"], include_in_schema=False)
@@ -58,6 +59,10 @@ def welcome(key: str, request: Request, session: ReadSessionDep, secret: SecretD
     spec = enrollment.rating_spec(study)
     invite = request.query_params.get("invite") or None
     external_id = enrollment.clean_external_id(request.query_params.get(spec.external_id_param))
+    external_study_id, external_session_id = enrollment.platform_ids(
+        study_id=request.query_params.get(spec.external_study_param),
+        session_id=request.query_params.get(spec.external_session_param),
+    )
     enrollment.check_invite(secret=secret, study=study, invite=invite)
     evaluator = find_evaluator(request, session, secret, study)
     if not (invite or spec.open_enrollment or evaluator is not None):
@@ -75,6 +80,8 @@ def welcome(key: str, request: Request, session: ReadSessionDep, secret: SecretD
         "pairs": service.planned_trials(session=session, study=study),
         "invite": invite,
         "external_id": external_id,
+        "external_study_id": external_study_id,
+        "external_session_id": external_session_id,
         "returning": evaluator is not None and not (invite or external_id),
         "answered": answered,
     }
@@ -90,13 +97,16 @@ async def join(
     settings: SettingsDep,
     invite: Annotated[str, Form(max_length=300)] = "",
     external_id: Annotated[str, Form(max_length=300)] = "",
+    external_study_id: Annotated[str, Form(max_length=300)] = "",
+    external_session_id: Annotated[str, Form(max_length=300)] = "",
 ) -> Response:
     """Join, and assign the first pair (marked shown) and the one after it in the same
     transaction (on the rating threads, as the API's join), so the rating page it leads to
     only reads them."""
     check_same_origin(request)
+    platform = (external_study_id, external_session_id)
     return await in_rating_lane(
-        request, _join, key, request, session, secret, settings, invite, external_id
+        request, _join, key, request, session, secret, settings, invite, external_id, platform
     )
 
 
@@ -108,6 +118,7 @@ def _join(
     settings: Settings,
     invite: str,
     external_id: str,
+    platform: tuple[str, str],
 ) -> Response:
     study = find_study(session, secret, key)
     joined = flow.join(
@@ -117,6 +128,8 @@ def _join(
         invite=invite or None,
         external_id=external_id or None,
         current=find_evaluator(request, session, secret, study),
+        external_study_id=platform[0] or None,
+        external_session_id=platform[1] or None,
         first_pair=True,
     )
     response = RedirectResponse(f"/r/{key}/rate", status_code=303, headers=PRIVATE_HEADERS)
@@ -172,8 +185,17 @@ def done(key: str, request: Request, session: ReadSessionDep, secret: SecretDep)
     if evaluator.completed_at is None:
         return RedirectResponse(f"/r/{key}/rate", status_code=303, headers=PRIVATE_HEADERS)
     progress = service.progress(session=session, study=study, evaluator=evaluator)
-    context = {"code": evaluator.completion_code, "answered": progress.answered}
-    return page(request, "rate/done.html", context)
+    code = evaluator.completion_code
+    template = enrollment.rating_spec(study).completion_url
+    url = completion_url(template, code) if template and code else None
+    context = {"code": code, "answered": progress.answered, "url": url}
+    if url is None:
+        return page(request, "rate/done.html", context)
+    # Back to the recruiting platform with the code; the page (code and link) is the body, for
+    # a client that does not follow redirects.
+    response = page(request, "rate/done.html", context, status_code=303)
+    response.headers["Location"] = url
+    return response
 
 
 @media_router.get(

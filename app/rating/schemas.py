@@ -32,6 +32,12 @@ class StudyOut(BaseModel):
     )
     open_enrollment: bool
     external_id_param: str = Field(description="Query parameter carrying a participant id.")
+    external_study_param: str = Field(
+        description="Query parameter carrying the platform's study id (Prolific: STUDY_ID)."
+    )
+    external_session_param: str = Field(
+        description="Query parameter carrying the platform's session id (Prolific: SESSION_ID)."
+    )
 
 
 class Progress(BaseModel):
@@ -85,6 +91,11 @@ class NextOut(BaseModel):
     )
     progress: Progress
     completion_code: str | None = None
+    completion_url: str | None = Field(
+        default=None,
+        description="With `done`, when the study names one: where to send the evaluator now "
+        "(the recruiting platform's completion address, `completion_code` in it).",
+    )
     message: str | None = None
     retry_after: float | None = Field(
         default=None, description="With `waiting`: seconds after which to ask again."
@@ -97,6 +108,12 @@ class JoinIn(BaseModel):
     invite: str | None = Field(default=None, max_length=300, description="Invite token.")
     external_id: ExternalId | None = Field(
         default=None, description="Participant id from a crowd platform (e.g. a Prolific PID)."
+    )
+    external_study_id: ExternalId | None = Field(
+        default=None, description="The platform's study id (e.g. Prolific's STUDY_ID)."
+    )
+    external_session_id: ExternalId | None = Field(
+        default=None, description="The platform's session id (e.g. Prolific's SESSION_ID)."
     )
     first_pair: bool = Field(
         default=True,
@@ -135,6 +152,31 @@ class ClientTiming(BaseModel):
     )
 
 
+class WatchIn(BaseModel):
+    """What the page saw of the pair before the answer, on its monotonic clock, in seconds.
+
+    A clip counts as watched while at least half of it is on screen (IntersectionObserver)
+    and the tab is visible (`document.visibilityState`), from both clips revealed to the
+    answer. The server turns each side's time into whole-loop equivalents with the clip's own
+    loop duration (a GIF in an `<img>` cannot report its loops), so the page needs no clip's
+    duration."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    left_seconds: float = Field(
+        ge=0, le=86_400, description="Time the left clip was on screen, the tab visible."
+    )
+    right_seconds: float = Field(
+        ge=0, le=86_400, description="Time the right clip was on screen, the tab visible."
+    )
+    hidden_seconds: float = Field(
+        ge=0,
+        le=86_400,
+        description="Time the tab was hidden, from receiving the pair as the current one to "
+        "the answer.",
+    )
+
+
 class VotesIn(BaseModel):
     """One answer per criterion of the study: all of them, nothing else."""
 
@@ -148,6 +190,12 @@ class VotesIn(BaseModel):
         default=None,
         description="The client's own measurement of this trial. Without it, response times "
         "are the server's (which include network and queueing).",
+    )
+    watch: WatchIn | None = Field(
+        default=None,
+        description="The client's watch telemetry of this trial: stored as loops per side, "
+        "whether both clips played a whole loop, and the hidden time; judged by the study's "
+        "`min_loops`. Without it they are stored as unknown.",
     )
 
 

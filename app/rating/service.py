@@ -99,8 +99,10 @@ from app.rating.errors import (
 )
 from app.rating.matchups import ensure_matchups
 from app.rating.models import Choice, Evaluator, GoldPair, Matchup, Trial, Vote
-from app.rating.schemas import ClientTiming
+from app.rating.schemas import ClientTiming, WatchIn
+from app.rating.watch import check_watch
 from app.studies.models import Prompt, Study, StudyStatus
+from app.studies.schemas import completion_url
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +135,7 @@ class NextResult:
     trial: Trial | None = None
     prompt: str | None = None  # the trial's prompt text
     completion_code: str | None = None
+    completion_url: str | None = None  # with `done`: the study's, the code in it
     message: str | None = None
     clips: tuple[int, int] | None = None  # the clip ids on the left and right of `trial`
     after: Trial | None = None  # the trial assigned ahead of `trial` (its clips can preload)
@@ -884,9 +887,15 @@ def _complete(
     if evaluator.completed_at is not None:
         return
     evaluator.completed_at = now
-    evaluator.completion_code = rating_spec(study).completion_code or "".join(
+    spec = rating_spec(study)
+    evaluator.completion_code = spec.completion_code or "".join(
         secrets.choice(_CODE_ALPHABET) for _ in range(10)
     )
+    if spec.screenout_code:
+        failed = gold.failed_checks(session=session, evaluator_id=evaluator.id)
+        if failed >= gold.REJECT_AFTER_FAILURES:
+            # Failed the gold checks (Prolific's policy: at least two): the screen-out code.
+            evaluator.completion_code = spec.screenout_code
     _stop_judging(session, evaluator=evaluator)
     session.flush()
 
@@ -899,10 +908,13 @@ def _done(
     state: _State,
     plan: Plan | None = None,
 ) -> NextResult:
+    template = rating_spec(study).completion_url
+    code = evaluator.completion_code
     return NextResult(
         status="done",
         progress=_progress(state, plan or _plan(session, study)),
-        completion_code=evaluator.completion_code,
+        completion_code=code,
+        completion_url=completion_url(template, code) if template and code else None,
         message="You have finished. Thank you!"
         if study.stopped_at is None
         else "This study has the answers it needed and has stopped. Thank you!",
@@ -1184,6 +1196,7 @@ def check_submission(
     trial_id: int,
     votes: dict[str, str],
     timing: ClientTiming | None = None,
+    watch: WatchIn | None = None,
     now: datetime | None = None,
     state: _State | None = None,
 ) -> Submission:
@@ -1193,7 +1206,8 @@ def check_submission(
 
     `timing`: the client's own load and view times; the viewing time that the minimum viewing
     time and the fast flag judge is the client's when given (checked against the server's, which
-    includes queueing and network), else the server's."""
+    includes queueing and network), else the server's. `watch`: the page's watch telemetry
+    (app/rating/watch.py), stored as loops and judged by the study's `min_loops`."""
     now = now or utcnow()
     if study.status == StudyStatus.closed:
         check_open(study)
@@ -1227,12 +1241,21 @@ def check_submission(
         )
     if trial.is_repeat:
         reasons.extend(_repeat_consistency(session, trial=trial, votes=checked))
+    watched, watch_reasons = check_watch(
+        session,
+        watch=watch,
+        clips=state.clip_sides(trial),
+        elapsed=(now - trial.shown_at).total_seconds(),
+        min_loops=spec.min_loops,
+    )
+    reasons.extend(watch_reasons)
     values: dict[str, object] = {
         "answered_at": now,
         "flagged": bool(reasons),
         "flag_reason": "; ".join(reasons)[:200] if reasons else None,
         "client_load_seconds": timing.load_seconds if timing else None,
         "client_view_seconds": timing.view_seconds if timing else None,
+        **watched,
     }
     return Submission(trial=trial, votes=checked, values=values, state=state)
 
@@ -1272,6 +1295,10 @@ _ANSWER = (
         flag_reason=bindparam("flag_reason"),
         client_load_seconds=bindparam("client_load_seconds"),
         client_view_seconds=bindparam("client_view_seconds"),
+        loops_left=bindparam("loops_left"),
+        loops_right=bindparam("loops_right"),
+        watched_both=bindparam("watched_both"),
+        hidden_seconds=bindparam("hidden_seconds"),
     )
     .returning(_TRIAL.c.released_at)
 )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from typing import Annotated, Literal
+from urllib.parse import quote, urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
@@ -183,6 +184,41 @@ def slugify(text: str) -> str:
     return slug[:63].strip("-") or "study"
 
 
+CODE_PLACEHOLDER = "{code}"
+_EXAMPLE_COMPLETION_URL = "https://app.prolific.com/submissions/complete?cc={code}"
+
+
+def check_completion_url(value: str) -> str:
+    """A completion URL template: https, a host, `{code}` where the code goes, no other braces,
+    no spaces or control characters. Raises ValueError saying what to change."""
+    value = value.strip()
+    parts = urlsplit(value)
+    if parts.scheme.lower() != "https" or not parts.hostname:
+        raise ValueError(
+            f"{value[:80]!r} is not an https:// address: write the full address evaluators are "
+            f"sent to when they finish, e.g. {_EXAMPLE_COMPLETION_URL!r}"
+        )
+    if CODE_PLACEHOLDER not in value:
+        raise ValueError(
+            f"{value[:80]!r} has no {CODE_PLACEHOLDER} placeholder: write {CODE_PLACEHOLDER} "
+            f"where the completion code goes, e.g. {_EXAMPLE_COMPLETION_URL!r}"
+        )
+    if "{" in value.replace(CODE_PLACEHOLDER, "") or "}" in value.replace(CODE_PLACEHOLDER, ""):
+        raise ValueError(
+            f"{value[:80]!r}: the only placeholder is {CODE_PLACEHOLDER} (lowercase, in single "
+            "braces); remove any other brace"
+        )
+    if any(c.isspace() or not c.isprintable() for c in value):
+        raise ValueError(f"{value[:80]!r} contains spaces or control characters: remove them")
+    return value
+
+
+def completion_url(template: str, code: str) -> str:
+    """The completion URL for one evaluator: `template` with the code, percent-encoded, in
+    place of every `{code}`."""
+    return template.replace(CODE_PLACEHOLDER, quote(code, safe=""))
+
+
 __all__ = [
     "DEFAULT_CRITERIA",
     "DEFAULT_SCHEDULERS",
@@ -195,6 +231,8 @@ __all__ = [
     "Criterion",
     "RenderSpec",
     "SchedulerSpec",
+    "check_completion_url",
+    "completion_url",
     "gold_problem",
     "slugify",
 ]

@@ -1,7 +1,9 @@
 """Read and validate a study: a TOML study file plus a prompts CSV.
 
 Every problem is reported at once with file, line and column (`prompts.csv:14:1: prompt is
-empty`), and nothing touches the database until the whole study is valid.
+empty`), and nothing touches the database until the whole study is valid. Longer than most
+modules on purpose: every table of the study file and the prompts CSV are checked here, so that
+each problem is placed at its file, line and column the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import Field, StringConstraints, ValidationError, field_validator
+from pydantic import Field, StringConstraints, ValidationError, ValidationInfo, field_validator
 from pydantic_core import ErrorDetails
 
 # The [analysis] table's model, read here with the rest of the file (and importable from here).
@@ -33,6 +35,7 @@ from app.studies.schemas import (
     SchedulerSpec,
     Slug,
     Strict,
+    check_completion_url,
     gold_problem,
     slugify,
 )
@@ -83,6 +86,32 @@ class RatingSpec(Strict):
     min_view_seconds: float = Field(default=0.0, ge=0, le=600)
     fast_trial_seconds: float = Field(default=0.0, ge=0, le=600)  # faster answers get flagged
     completion_code: str | None = Field(default=None, max_length=64)
+    # Trials answered before both clips played this many whole loops on screen get flagged
+    # (0: off); measured by the rating page (a submit's `watch`), see README "Watch telemetry".
+    min_loops: float = Field(default=0.0, ge=0, le=100)
+    # Where a finished evaluator is sent: an https address with {code} where the completion
+    # (or screen-out) code goes, e.g. Prolific's "https://app.prolific.com/submissions/complete?cc={code}".
+    completion_url: str | None = Field(default=None, max_length=500)
+    # The code given instead of the completion code to evaluators who failed the gold checks.
+    screenout_code: str | None = Field(default=None, min_length=1, max_length=64)
+    # Query parameters carrying the platform's study and session ids (recorded on the evaluator).
+    external_study_param: str = Field(default="STUDY_ID", pattern=PARAM_PATTERN)
+    external_session_param: str = Field(default="SESSION_ID", pattern=PARAM_PATTERN)
+
+    @field_validator("completion_url")
+    @classmethod
+    def _completion_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_completion_url(value)
+
+    @field_validator("screenout_code")
+    @classmethod
+    def _screenout_code(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is not None and value == info.data.get("completion_code"):
+            raise ValueError(
+                "the screen-out code must differ from completion_code: it tells the platform "
+                "that this evaluator failed the gold checks"
+            )
+        return value
 
 
 class ArmEntry(Strict):
