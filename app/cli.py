@@ -429,8 +429,9 @@ def worker(
         str | None, typer.Option(help="Worker name, e.g. gpu0@%h (default: celery@host).")
     ] = None,
 ) -> None:
-    """Run one render worker: one process, one clip at a time (start one per GPU, choosing it
-    with CUDA_VISIBLE_DEVICES)."""
+    """Run one render worker: one process rendering one clip at a time on its GPU while its
+    encoder processes (VIDARENA_ENCODE_WORKERS) finish the clips before (start one per GPU,
+    choosing it with CUDA_VISIBLE_DEVICES)."""
     settings = get_settings()
     ensure_schema(settings)
     from app.broker import RENDER_QUEUE

@@ -59,7 +59,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy.exc import DBAPIError, OperationalError
 
@@ -96,6 +96,12 @@ class Outcome:
 
 
 OnFinished = Callable[[Outcome], None]
+
+
+class Lease(Protocol):
+    """What the CPU stage needs of a clip's lease: to stop renewing it once the clip is settled."""
+
+    def stop(self) -> None: ...
 
 
 def render_clip(
@@ -388,8 +394,13 @@ class EncoderPool:
     it returns, records what it could not (a failure) and reports the final outcome.
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(
+        self, workers: int, *, stage: Callable[[PostRender], Outcome] | None = None
+    ) -> None:
         self.workers = workers
+        # What an encoder runs per clip: post_render; benchmarks/pipeline.py swaps in a stage
+        # without the database (a picklable module-level function).
+        self._stage = stage or _post_render_in_encoder
         self._slots = threading.BoundedSemaphore(workers)
         self._lock = threading.Lock()
         self._processes = self._new_processes()
@@ -407,9 +418,7 @@ class EncoderPool:
         futures = [self._processes.submit(_warm_up) for _ in range(self.workers)]
         return [future.result(timeout=timeout) for future in futures]
 
-    def hand_off(
-        self, work: PostRender, *, lease: LeaseKeeper, on_finished: OnFinished | None
-    ) -> float:
+    def hand_off(self, work: PostRender, *, lease: Lease, on_finished: OnFinished | None) -> float:
         """Give a rendered clip to the CPU stage; returns the seconds spent waiting for a slot."""
         started = time.perf_counter()
         self._slots.acquire()
@@ -425,7 +434,7 @@ class EncoderPool:
         with self._lock:
             self._in_flight.discard(future)
 
-    def _finish(self, work: PostRender, lease: LeaseKeeper, on_finished: OnFinished | None) -> None:
+    def _finish(self, work: PostRender, lease: Lease, on_finished: OnFinished | None) -> None:
         settings, clip_id, task_id = work.settings, work.clip_id, work.task_id
         try:
             try:
@@ -457,7 +466,7 @@ class EncoderPool:
     def _submit(self, work: PostRender) -> Future[Outcome]:
         with self._lock:
             processes = self._processes
-        return processes.submit(_post_render_in_encoder, work)
+        return processes.submit(self._stage, work)
 
     def _replace_broken_pool(self) -> None:
         with self._lock:
