@@ -47,6 +47,10 @@ export_app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(export_app, name="export")
+audit_app = typer.Typer(
+    help="Check what a study's evaluators could tell apart.", no_args_is_help=True
+)
+app.add_typer(audit_app, name="audit")
 
 
 def fail(message: str, code: int = 1) -> typer.Exit:
@@ -719,6 +723,54 @@ def report(
     if html is not None:
         html.write_text(report_service.html(d, a), encoding="utf-8")
         typer.secho(f"wrote {html}", err=True)
+
+
+@audit_app.command("blinding")
+def audit_blinding(
+    slug: SlugArgument,
+    unpadded: Annotated[
+        bool,
+        typer.Option(help="Audit the clips as they would be served without the padding."),
+    ] = False,
+    folds: Annotated[int, typer.Option(help="Cross-validation folds (of prompts).", min=2)] = 10,
+) -> None:
+    """Predict which arm is on which side of each matchup from what an evaluator observes
+    without judging the pixels (served bytes, size, frames, duration, palette, response time):
+    cross-validated accuracy per feature and all together; chance is 50%. The last line names
+    the accuracy (docs/blinding.md)."""
+    import sys
+
+    from rich.table import Table
+
+    from app.analysis.blinding import interval_text, summary_line
+    from app.db import session_scope
+    from app.rating import audit
+    from app.storage import get_storage
+
+    settings = get_settings()
+    ensure_schema(settings)
+    with session_scope(read_only=True) as session:
+        study = _study_or_exit(session, slug)
+        result = audit.blinding_audit(
+            session=session,
+            study=study,
+            storage=get_storage(settings),
+            padded=not unpadded,
+            folds=folds,
+        )
+    console = inert_console(width=None if sys.stdout.isatty() else 120)
+    served = "as they would be served without padding" if unpadded else "as served"
+    table = Table(
+        title=f"Blinding audit of {slug}: clips {served}, {plural(result.n_matchups, 'matchup')} "
+        f"of {plural(result.n_prompts, 'prompt')}, {result.folds}-fold cross-validation by prompt"
+    )
+    for column in ("observed", "accuracy", "95% CI"):
+        table.add_column(column, justify="left" if column == "observed" else "right")
+    for row in result.rows if result.enough else ():
+        table.add_row(row.label, f"{100 * row.accuracy:.1f}%", interval_text(row))
+    if result.enough:
+        console.print(table)
+    typer.echo(summary_line(result))
 
 
 def main() -> None:  # pragma: no cover - console entry point

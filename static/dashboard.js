@@ -68,24 +68,28 @@
 
   // Robustness panel: fetched on request; "Recompute" inside it asks for a fresh computation.
   function loadAdvanced(url) {
-    advanced.setAttribute("aria-busy", "true");
+    loadInto(advanced, url);
+  }
+
+  function loadInto(body, url) {
+    body.setAttribute("aria-busy", "true");
     var note = document.createElement("p");
     note.className = "muted";
     note.textContent = "Computing… (seconds for large studies)";
-    advanced.prepend(note);
+    body.prepend(note);
     fetch(url, { headers: { Accept: "text/html" }, credentials: "same-origin" })
       .then(function (response) {
         if (!response.ok) throw new Error(response.status + " " + response.statusText);
         return response.text();
       })
       .then(function (html) {
-        advanced.innerHTML = html;
+        body.innerHTML = html;
       })
       .catch(function (error) {
         note.textContent = "Could not compute: " + error.message;
       })
       .finally(function () {
-        advanced.removeAttribute("aria-busy");
+        body.removeAttribute("aria-busy");
       });
   }
 
@@ -95,6 +99,17 @@
       if (!link) return;
       event.preventDefault();
       loadAdvanced(link.getAttribute("href"));
+    });
+  }
+
+  // Blinding audit panel: the same, into its own body.
+  var blinding = document.getElementById("blinding-body");
+  if (blinding) {
+    blinding.addEventListener("click", function (event) {
+      var link = event.target.closest("[data-load-blinding]");
+      if (!link) return;
+      event.preventDefault();
+      loadInto(blinding, link.getAttribute("href"));
     });
   }
 

@@ -203,8 +203,9 @@ def test_the_study_page_links_to_its_dashboard(client, session, settings):
 
 
 ROUTES = (
-    "dashboard", "dashboard/live", "dashboard/advanced", "dashboard/events", "export/votes.csv",
-    "export/clips.csv", "export/summary.csv", "export/summary.json", "export/report.html",
+    "dashboard", "dashboard/live", "dashboard/advanced", "dashboard/events", "dashboard/blinding",
+    "export/votes.csv", "export/clips.csv", "export/summary.csv", "export/summary.json",
+    "export/report.html",
 )  # fmt: skip
 
 

@@ -430,7 +430,7 @@ def test_media_is_opaque_cacheable_and_unforgeable(client, session, settings, st
     assert client.get(f"{base}/api/next").json()["trial"] == trial
     token = trial["left"]["url"].rsplit("/", 1)[1]
     other_side = trial["right"]["url"].rsplit("/", 1)[1]
-    assert re.fullmatch(r"[A-Za-z0-9_-]{55}", token) and len(other_side) == len(token)
+    assert re.fullmatch(r"[A-Za-z0-9_-]{66}", token) and len(other_side) == len(token)
     db_trial = session.get(Trial, trial["id"])
     found = tokens.parse_media_token(settings.resolved_secret_key(), token)
     assert found is not None and (found.study_id, found.trial_id, found.side) == (
@@ -440,13 +440,17 @@ def test_media_is_opaque_cacheable_and_unforgeable(client, session, settings, st
     )
     clip_on_left = db_trial.matchup.clip_a_id if db_trial.a_on_left else db_trial.matchup.clip_b_id
     assert found.clip_id == clip_on_left
+    assert {found.clip_id, found.partner_id} == {
+        db_trial.matchup.clip_a_id,
+        db_trial.matchup.clip_b_id,
+    }
     forged = [
         token[:-1] + ("A" if token[-1] != "A" else "B"),  # last character changed
         token[:30] + ("A" if token[30] != "A" else "B") + token[31:],  # one in the middle
         token[:20] + other_side[20:],  # halves of two tokens
         tokens.media_token(  # the right clip id, but not signed with this server's secret
             "another-secret-" + "y" * 32,
-            tokens.MediaRef(study.id, trial["id"], found.clip_id, "l"),
+            tokens.MediaRef(study.id, trial["id"], found.clip_id, "l", found.partner_id),
         ),
         "1l.x",
         "../../etc/passwd",

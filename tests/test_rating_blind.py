@@ -13,6 +13,7 @@ import re
 from sqlalchemy import select
 
 from app.clips.models import Clip
+from app.rating.padding import unpad_gif
 from tests.kit.rating import all_left, invite_token, link
 from tests.kit.studies import ARMS, rating_study
 
@@ -174,5 +175,7 @@ def test_media_headers_and_bytes_carry_no_provenance(client, session, settings):
     for header in ("last-modified", "etag", "content-disposition", "x-clip", "x-arm"):
         assert header not in media.headers
     assert media.headers["cache-control"] == "private, max-age=86400, immutable"
-    # A GIF made by the render side holds pixels, timing and the loop count: no comment blocks.
-    assert b"\x21\xfe" not in media.content
+    # A GIF made by the render side holds pixels, timing and the loop count: no comment blocks
+    # but the padding (app/rating/padding.py), whose bytes are all zero.
+    stored = unpad_gif(media.content)
+    assert b"\x21\xfe" not in stored and len(stored) < len(media.content)

@@ -22,10 +22,11 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.auth.deps import admin_router
-from app.dashboard import charts, service
+from app.dashboard import blinding, charts, service
 from app.dashboard.schemas import Dashboard, Filters
 from app.deps import ReadSessionDep, StudyDep
 from app.ops import bulkhead
+from app.rating.deps import StorageDep
 from app.studies import service as studies_service
 from app.studies.models import Study
 from app.web.pages import templates
@@ -97,6 +98,36 @@ async def dashboard_advanced(
 
     html = await bulkhead.in_analysis_lane(request, _with_study, factory, study.id, render)
     return HTMLResponse(html, headers=NO_STORE)
+
+
+@router.get("/studies/{slug}/dashboard/blinding", response_class=HTMLResponse)
+async def dashboard_blinding(
+    request: Request, study: StudyDep, storage: StorageDep, fresh: bool = False
+) -> Response:
+    """The blinding audit (every matchup's clips read from storage; cached for minutes), on the
+    analysis lane like the robustness panel."""
+    factory, cache = request.app.state.read_session_factory, get_blinding_cache(request.app)
+    refresh = f"{request.url.path}?fresh=1"
+
+    def render(session: Session, study: Study) -> str:
+        made = blinding.panel(
+            session=session, study=study, storage=storage, cache=cache, fresh=fresh
+        )
+        return templates.get_template("dashboard/_blinding.html").render(
+            p=made, charts=charts, refresh_url=refresh
+        )
+
+    html = await bulkhead.in_analysis_lane(request, _with_study, factory, study.id, render)
+    return HTMLResponse(html, headers=NO_STORE)
+
+
+def get_blinding_cache(app: Any) -> blinding.BlindingCache:
+    """The blinding audits of `app` (created on first use)."""
+    with _cache_lock:
+        cache = getattr(app.state, "blinding_cache", None)
+        if cache is None:
+            cache = app.state.blinding_cache = blinding.BlindingCache()
+        return cache
 
 
 @router.get("/studies/{slug}/dashboard/events")

@@ -74,11 +74,21 @@ def trial_out(
     clips: tuple[int, int],
 ) -> schemas.TrialOut:
     base = f"{request.scope.get('root_path', '')}/r/{key}/media/"
-    sides: tuple[tuple[Literal["l", "r"], int], ...] = (("l", clips[0]), ("r", clips[1]))
+    sides: tuple[tuple[Literal["l", "r"], int, int], ...] = (
+        ("l", clips[0], clips[1]),
+        ("r", clips[1], clips[0]),
+    )
     left, right = (
         base
-        + media_token(secret=secret, study_id=study_id, trial=trial, side=side, clip_id=clip_id)
-        for side, clip_id in sides
+        + media_token(
+            secret=secret,
+            study_id=study_id,
+            trial=trial,
+            side=side,
+            clip_id=clip_id,
+            partner_id=partner_id,
+        )
+        for side, clip_id, partner_id in sides
     )
     # The prompt's text is all that leaves the server of its matchup.
     return schemas.TrialOut(

@@ -207,8 +207,10 @@ def done(key: str, request: Request, session: ReadSessionDep, secret: SecretDep)
 async def media(
     key: str, token: str, request: Request, secret: SecretDep, storage: StorageDep
 ) -> Response:
-    """The clip behind an opaque, per-trial token. Served without Last-Modified or ETag (they
-    would carry render times or content hashes), cacheable by the browser only.
+    """The clip behind an opaque, per-trial token, padded to the size of its trial's other clip
+    (app/rating/padding.py). Served without Last-Modified or ETag (they would carry render times
+    or content hashes), cacheable by the browser only: the URL names one side of one trial, so
+    the padded bytes under it never change and no cache can answer it with another pair's.
 
     `async`, and on the event loop while the process cache has the answer (every view of a clip
     after its first): the busiest route, two requests per trial, does no thread hop then."""
@@ -224,30 +226,37 @@ async def media(
         return not_found
     cache: MediaCache = request.app.state.media_cache
     found = cache.found(study_id=study_id, clip_id=ref.clip_id)
-    if found is None:
-        found = await run_in_threadpool(_media_lookup, request, study_id, ref.clip_id)
-        if found is None:
+    partner = cache.found(study_id=study_id, clip_id=ref.partner_id)
+    if found is None or partner is None:
+        pair = (ref.clip_id, ref.partner_id)
+        both = await run_in_threadpool(_media_lookup, request, study_id, pair)
+        if both is None:
             return not_found
+        found, partner = both[ref.clip_id], both[ref.partner_id]
     enrollment.check_open_status(found.status)  # refused as text by the RatingError handler
     if found.storage_key is None:
         return not_found
     data = cache.blob(found.storage_key)
-    if data is None:
-        try:
+    partner_size = partner.size_bytes
+    try:
+        if data is None:
             data = await run_in_threadpool(storage.read, found.storage_key)
-        except (ObjectNotFoundError, InvalidKeyError):  # a tampered key reads nothing: not found
-            return not_found
-        except StorageError:
-            return Response(
-                "media temporarily unavailable", status_code=503, headers=PRIVATE_HEADERS
-            )
-        cache.keep_blob(found.storage_key, data)
-    return Response(data, media_type=media_type(found.storage_key), headers=headers)
+            cache.keep_blob(found.storage_key, data)
+        if partner_size is None and partner.storage_key is not None:  # a size not recorded
+            partner_size = await run_in_threadpool(storage.size, partner.storage_key)
+    except (ObjectNotFoundError, InvalidKeyError):  # a tampered key reads nothing: not found
+        return not_found
+    except StorageError:
+        return Response("media temporarily unavailable", status_code=503, headers=PRIVATE_HEADERS)
+    body = rating_media.served(data, size=found.size_bytes, partner_size=partner_size)
+    return Response(body, media_type=media_type(found.storage_key), headers=headers)
 
 
-def _media_lookup(request: Request, study_id: int, clip_id: int) -> MediaFound | None:
+def _media_lookup(
+    request: Request, study_id: int, clip_ids: tuple[int, int]
+) -> dict[int, MediaFound] | None:
     with request.app.state.read_session_factory() as session:
-        found = rating_media.media_lookup(session=session, study_id=study_id, clip_id=clip_id)
-    if found is not None:
-        request.app.state.media_cache.keep(study_id=study_id, clip_id=clip_id, found=found)
+        found = rating_media.media_lookup(session=session, study_id=study_id, clip_ids=clip_ids)
+    for clip_id, one in (found or {}).items():
+        request.app.state.media_cache.keep(study_id=study_id, clip_id=clip_id, found=one)
     return found

@@ -13,7 +13,8 @@ has its own salt, so a token made for one purpose is refused for every other:
 Invite and evaluator tokens are accepted in one spelling only: base64 leaves spare bits in the
 signature's last character (and the decoder skips stray characters), and each spelling would
 otherwise count as a token of its own, e.g. for the per-evaluator vote limit.
-- media token (`/r/<key>/media/<token>`): one side of one trial and the clip shown there,
+- media token (`/r/<key>/media/<token>`): one side of one trial, the clip shown there and the
+  clip on the other side (the media route pads both to one size: app/rating/padding.py),
   encrypted (AES-SIV): the URL names no trial, clip or storage key, yet the media route needs no
   database lookup to know which clip to serve.
 """
@@ -44,8 +45,9 @@ EVALUATOR_MAX_AGE = 180 * 24 * 3600  # a long crowd study can run for months
 MAX_EVALUATOR_TOKEN = 512  # genuine ones are about 100 characters
 
 _STUDY_KEY = re.compile(r"(?P<id>[1-9][0-9]{0,11})-(?P<mac>[a-z2-7]{16})")
-# study id, trial id, clip id, side: fixed width, so the token's length says nothing either.
-_MEDIA = struct.Struct(">QQQc")
+# study id, trial id, clip id, the other side's clip id, side: fixed width, so the token's
+# length says nothing either.
+_MEDIA = struct.Struct(">QQQQc")
 _MEDIA_CONTEXT = [b"vidarena.media"]
 
 
@@ -176,6 +178,7 @@ class MediaRef:
     trial_id: int
     clip_id: int
     side: str  # "l" or "r"
+    partner_id: int  # the clip on the other side of the trial (the two are padded alike)
 
 
 @lru_cache(maxsize=8)
@@ -192,7 +195,7 @@ def media_token(secret: str, ref: MediaRef) -> str:
     the clip, its arm nor its storage key."""
     if ref.side not in ("l", "r"):
         raise ValueError(f"side must be 'l' or 'r', not {ref.side!r}")
-    plain = _MEDIA.pack(ref.study_id, ref.trial_id, ref.clip_id, ref.side.encode())
+    plain = _MEDIA.pack(ref.study_id, ref.trial_id, ref.clip_id, ref.partner_id, ref.side.encode())
     sealed = _media_cipher(str(secret)).encrypt(plain, _MEDIA_CONTEXT)
     return base64.urlsafe_b64encode(sealed).decode().rstrip("=")
 
@@ -215,9 +218,9 @@ def parse_media_token(secret: str, token: str) -> MediaRef | None:
         except (ValueError, InvalidTag):
             continue
     try:
-        study_id, trial_id, clip_id, side = _MEDIA.unpack(plain or b"")
+        study_id, trial_id, clip_id, partner_id, side = _MEDIA.unpack(plain or b"")
     except struct.error:
         return None
     if side not in (b"l", b"r"):
         return None
-    return MediaRef(study_id, trial_id, clip_id, side.decode())
+    return MediaRef(study_id, trial_id, clip_id, side.decode(), partner_id)

@@ -125,12 +125,14 @@ DEFAULT_SCHEDULERS: dict[str, SchedulerSpec] = {
 
 
 class RenderSpec(Strict):
-    """Clip geometry shared by every arm of a study unless an arm overrides it."""
+    """Clip geometry shared by every arm of a study unless an arm overrides it, and whether the
+    arms may end up differing in it (`arm_differences`)."""
 
     num_frames: int = Field(default=16, ge=1, le=128)
     width: int = Field(default=512, ge=16, le=2048, multiple_of=8)
     height: int = Field(default=512, ge=16, le=2048, multiple_of=8)
     fps: int = Field(default=8, ge=1, le=50)  # GIF delays under 20 ms play at 100 ms
+    allow_arm_differences: bool = False
 
 
 class ArmSpec(Strict):
@@ -177,6 +179,28 @@ class ArmSpec(Strict):
     def denoiser_passes(self) -> int:
         """UNet evaluations per clip: classifier-free guidance doubles them."""
         return self.steps * (2 if self.guidance_scale > 1.0 else 1)
+
+
+# The geometry an evaluator observes without judging the pixels (frame count, delays, size).
+OBSERVABLE_GEOMETRY = ("num_frames", "fps", "width", "height")
+
+
+def arm_differences(arms: Sequence[ArmSpec]) -> list[tuple[tuple[str | int, ...], str]]:
+    """(location, message) for each OBSERVABLE_GEOMETRY value of an arm that differs from the
+    first arm's: such arms are told apart without judging a pixel (docs/blinding.md)."""
+    return [
+        (
+            ("arms", index, key),
+            f"arm {arm.name!r} has {key} = {getattr(arm, key)}, arm {arms[0].name!r} has "
+            f"{getattr(arms[0], key)}; evaluators tell arms apart by frame count, frame rate or "
+            f"size without judging the video, so the study would not be blind. Give every arm "
+            f"the same {key} (set it once in [render]), or set `allow_arm_differences = true` "
+            "in [render] to run such a study knowingly",
+        )
+        for index, arm in enumerate(arms[1:], start=1)
+        for key in OBSERVABLE_GEOMETRY
+        if getattr(arm, key) != getattr(arms[0], key)
+    ]
 
 
 def slugify(text: str) -> str:

@@ -35,6 +35,7 @@ from app.studies.schemas import (
     SchedulerSpec,
     Slug,
     Strict,
+    arm_differences,
     check_completion_url,
     gold_problem,
     slugify,
@@ -221,6 +222,8 @@ def parse_study(
         for c in (spec.criteria or list(DEFAULT_CRITERIA))
     ]
     _check_unique(criteria, arms, toml_text, toml_name)
+    if differences := [] if spec.render.allow_arm_differences else arm_differences(arms):
+        raise StudyFileError([_analysis_problem(*d, toml_text, toml_name) for d in differences])
     _check_gold(spec.rating, [c.key for c in criteria], toml_text, toml_name)
     _check_analysis(
         spec.analysis,
@@ -480,7 +483,7 @@ def _resolve_arms(spec: StudyFile, text: str, name: str) -> list[ArmSpec]:
     problems: list[Problem] = []
     for index, entry in enumerate(spec.arms):
         values = entry.model_dump(exclude_none=True)
-        for key, default in spec.render.model_dump().items():
+        for key, default in spec.render.model_dump(exclude={"allow_arm_differences"}).items():
             values.setdefault(key, default)
         try:
             arms.append(ArmSpec.model_validate(values))
