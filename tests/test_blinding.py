@@ -36,6 +36,7 @@ from tests.kit.cli import VIDARENA
 from tests.kit.media import encoded_gif_bytes, gif_bytes, noise_gif_bytes
 from tests.kit.paths import EXAMPLE_STUDY
 from tests.kit.rating import link
+from tests.kit.s3 import running_s3_server, s3_settings
 from tests.kit.studies import SMALL_PROMPTS_CSV, SMALL_STUDY_TOML
 
 # --- padding ------------------------------------------------------------------------------------
@@ -140,6 +141,41 @@ def test_both_clips_of_every_trial_are_served_at_one_size(client, session, setti
         body = {"votes": votes, "timing": timing}
         client.post(f"{base}/api/trials/{trial['id']}/votes", json=body)
     assert sizes and all(size == size_class(size) for size in sizes)
+
+
+@pytest.fixture(scope="module")
+def s3_endpoint():  # type: ignore[no-untyped-def]
+    with running_s3_server("vidarena-blinding") as endpoint_url:
+        yield endpoint_url
+
+
+def test_clips_in_s3_are_padded_alike_even_without_a_recorded_size(session, settings, s3_endpoint):
+    from fastapi.testclient import TestClient
+    from sqlalchemy import update
+
+    from app.clips.models import Clip
+    from app.main import create_app
+
+    s3 = type(settings)(
+        **{
+            **settings.model_dump(),
+            **s3_settings(s3_endpoint, "vidarena-blinding", prefix="pad"),
+        }
+    )
+    study = leaky_study(session, s3, slug="s3-served", prompts=2, arms=2, evaluators=0)
+    assert get_storage(s3).__class__.__name__ == "S3Storage"
+    # Clips imported before sizes were recorded: the other side's size is asked of S3.
+    session.execute(update(Clip).values(size_bytes=None))
+    session.commit()
+    with TestClient(create_app(s3)) as client:
+        base = link(s3, study)
+        client.post(f"{base}/api/join", json={})
+        trial = client.get(f"{base}/api/next").json()["trial"]
+        left, right = client.get(trial["left"]["url"]), client.get(trial["right"]["url"])
+    assert left.status_code == right.status_code == 200
+    assert len(left.content) == len(right.content) == size_class(len(left.content))
+    stored = sorted(len(unpad_gif(r.content)) for r in (left, right))
+    assert stored[0] < stored[1] and len(left.content) == matchup_size(*stored)
 
 
 # --- the statistics -----------------------------------------------------------------------------
