@@ -73,7 +73,7 @@ def queue(session, study: Study, settings: Settings) -> list[int]:
 
 def held_encoders(worker, log: Path) -> list[int]:
     """Wait for the worker's encoder (started and warmed up when the worker is ready), then
-    stop it."""
+    stop it (SIGSTOP: it stays alive, holding whatever it is given)."""
     wait_until(
         lambda: b"encoder process(es) ready" in log.read_bytes(),
         timeout=180,
@@ -90,11 +90,10 @@ def test_the_next_clip_renders_while_one_encodes_and_a_kill_mid_encode_ends_done
     session, render_settings, tmp_path
 ):
     study = small_study(session)
-    ids = queue(session, study, render_settings)
-    assert len(ids) == 4
     log = tmp_path / "worker.log"
     with running_worker(render_settings, log, VIDARENA_ENCODE_WORKERS="1") as first:
-        held_encoders(first, log)
+        held_encoders(first, log)  # before anything is queued: no clip can slip through
+        assert len(queue(session, study, render_settings)) == 4
         # Clip 1 is rendered and waits in the (held) encoder; the GPU stage renders clip 2
         # meanwhile: the stages overlap.
         wait_until(
@@ -133,10 +132,10 @@ def test_the_next_clip_renders_while_one_encodes_and_a_kill_mid_encode_ends_done
 def test_a_clip_cancelled_while_encoding_stays_cancelled(session, render_settings, tmp_path):
     study = small_study(session, prompts_csv="prompt,theme,seed\na lighthouse,coast,3\n")
     study_id = study.id
-    queue(session, study, render_settings)
     log = tmp_path / "worker.log"
     with running_worker(render_settings, log, VIDARENA_ENCODE_WORKERS="1") as worker:
         pids = held_encoders(worker, log)
+        queue(session, study, render_settings)
         wait_until(
             lambda: rendered(clips(session)[0]),
             timeout=180,

@@ -306,6 +306,8 @@ def post_render(work: PostRender) -> Outcome:
         "encode_wait_s": round(work.waited_s, 4),
         "fps": work.fps,
     }
+    # Per-clip measures (app/clips/measures.py, from `data`) belong here, between the encode
+    # and the store: CPU work of this stage, not of the GPU's.
     tries = work.settings.render_max_retries + 1
     for attempt in range(1, tries + 1):
         try:

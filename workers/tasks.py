@@ -126,12 +126,17 @@ def _start_sweeper(**_: object) -> None:
         _recover_queued()
     except Exception:
         log.exception("start-up recovery failed")
+    # Encoders start beside the first render, not before it (a first clip renders for seconds).
+    threading.Thread(target=_warm_up_encoders, name="encoder-warm-up", daemon=True).start()
+    threading.Thread(target=_sweeper, name="lease-sweeper", daemon=True).start()
+
+
+def _warm_up_encoders() -> None:
     try:
         pids = encoder_pool(get_settings()).warm_up()
         log.info("%d encoder process(es) ready: %s", len(pids), pids)
     except Exception:
         log.exception("could not start the encoder processes")
-    threading.Thread(target=_sweeper, name="lease-sweeper", daemon=True).start()
 
 
 @worker_shutdown.connect
