@@ -227,6 +227,10 @@ def test_frozen_twin_holds_one_frame_and_degraded_twin_is_blurred():
     detail = np.mean([np.abs(np.diff(f, axis=1)).mean() for f in original])
     blurred = np.mean([np.abs(np.diff(f, axis=1)).mean() for f in degraded])
     assert blurred < detail / 2
+    # Neither twin outgrows its original, so the pair's padding (to the larger clip's size
+    # class) serves it at the original's size: a gold pair cannot be spotted by its bytes.
+    assert len(twins.degraded_twin(source)) <= len(source)
+    assert len(twins.frozen_twin(source)) <= len(source)
 
 
 # --- assignment -------------------------------------------------------------------------------
