@@ -19,7 +19,7 @@
  * - Timing on the page's monotonic clock goes with each answer: from receiving the pair as the
  *   current one to both clips on screen (load), and from then to the answer (view). The server
  *   judges the minimum viewing time and fast answers by it, not by its own queue-laden clock.
- * - Watch telemetry goes with each answer too (`watch`): how long each clip was on screen (at
+ * - What the page saw goes with each answer too (`watch`): how long each clip was on screen (at
  *   least half of it in the viewport, IntersectionObserver) with the tab visible, from both
  *   clips revealed to the answer, and how long the tab was hidden (visibilitychange) from
  *   receiving the pair to the answer. A GIF cannot say when it loops: the server divides the
@@ -56,7 +56,7 @@
   var timer = null;
   var finished = false;   // the done card is shown: keys do nothing any more
 
-  /* Watch telemetry of the current pair: milliseconds each clip was on screen with the tab
+  /* What the page saw of the current pair: milliseconds each clip was on screen with the tab
    * visible (after both were revealed) and the tab was hidden (since the pair arrived). Time is
    * added up to each change (`account`), under the state before it. */
   var ON_SCREEN = 0.5;    // the share of a clip that must be in the viewport

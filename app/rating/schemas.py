@@ -193,7 +193,7 @@ class VotesIn(BaseModel):
     )
     watch: WatchIn | None = Field(
         default=None,
-        description="The client's watch telemetry of this trial: stored as loops per side, "
+        description="What the client saw of this trial: stored as loops per side, "
         "whether both clips played a whole loop, and the hidden time; judged by the study's "
         "`min_loops`. Without it they are stored as unknown.",
     )
