@@ -695,8 +695,9 @@ def report(
     arm: FocusArm = None,
     margin: Margin = None,
 ) -> None:
-    """Print the per-criterion results table; --html FILE writes the full report (charts,
-    tables, bootstrap, agreement) as one file to attach to a paper."""
+    """Print the per-criterion results table (and, when clips are measured, the preference with
+    the measures held equal); --html FILE writes the full report (charts, tables, bootstrap,
+    agreement, clip measures) as one file to attach to a paper."""
     import sys
 
     from app.dashboard import service as dashboard_service
@@ -717,6 +718,9 @@ def report(
     console = inert_console(width=None if sys.stdout.isatty() else 120)
     for table in report_service.terminal_tables(d):
         console.print(table)
+    adjusted = report_service.adjusted_table(d, a)
+    if adjusted is not None:
+        console.print(adjusted)
     console.print(report_service.NOTE, style="dim")
     for warning in d.summary.warnings[2:]:
         console.print(warning, style="yellow")

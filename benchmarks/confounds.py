@@ -257,13 +257,90 @@ HEADER = (
 )
 
 
+def cost(votes: int) -> None:
+    """The panel's cost in the dashboard: the example study (2 arms, 100 prompts, 6 criteria)
+    seeded with `votes` votes in a fresh SQLite database (benchmarks/analytics.py), every clip
+    given five measures; times `confound_view` (read the measures and the decisive votes with
+    their clips, every fit) and the whole robustness panel it is part of."""
+    import random
+    import shutil
+    import tempfile
+
+    from app.clips.models import Clip, ClipMeasure
+    from app.dashboard import service
+    from app.dashboard.confounds import confound_view
+    from app.dashboard.schemas import Filters
+    from app.db import make_engine, session_factory, utcnow
+    from app.studies.models import Arm, Study
+    from benchmarks.analytics import seed_study, seed_votes
+    from tests.kit.db import fresh_database
+
+    folder = Path(tempfile.mkdtemp(prefix="vidarena-confounds-"))
+    try:
+        with fresh_database("sqlite", folder, name="bench") as url:
+            engine = make_engine(url)
+            study_id, matchups, _ = seed_study(engine)
+            n = seed_votes(engine, votes=votes, study_id=study_id, matchups=matchups)
+            rng = random.Random(0)
+            with session_factory(engine)() as session:
+                clips = session.execute(
+                    Clip.__table__.select()
+                    .with_only_columns(Clip.id)
+                    .join(Arm, Arm.id == Clip.arm_id)
+                    .where(Arm.study_id == study_id)
+                ).scalars()
+                now = utcnow()
+                for clip_id in clips:
+                    for name in ("motion_mean", "motion_std", "flicker", "sharpness",
+                                 "colourfulness"):  # fmt: skip
+                        session.add(ClipMeasure(clip_id=clip_id, name=name,
+                                                value=rng.gauss(0, 1), version="1",
+                                                measured_at=now))  # fmt: skip
+                session.commit()
+            with session_factory(engine, read_only=True)() as session:
+                study = session.get(Study, study_id)
+                assert study is not None
+                arms = [a.name for a in study.arms]
+                pairs = [(arms[0], a) for a in arms[1:]]
+                started = time.perf_counter()
+                confound_view(session=session, study=study, pairs=pairs)
+                first = time.perf_counter() - started  # statsmodels' import included
+                started = time.perf_counter()
+                summary = confound_view(session=session, study=study, pairs=pairs)
+                alone = time.perf_counter() - started
+                started = time.perf_counter()
+                panel = service.advanced(
+                    session=session, study=study, filters=Filters(),
+                    cache=service.DashboardCache(), fresh=True,
+                )  # fmt: skip
+                whole = time.perf_counter() - started
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    fits = len(summary.slopes) + 2 * len(summary.adjusted)
+    print(f"{n:,} votes, {len(summary.measures)} measures, {fits} fits "
+          f"({len(summary.notes)} not made)")  # fmt: skip
+    print(f"| clip measures beside the votes (confound_view) | {alone:.2f} s |")
+    print(f"| the same, first in a process (statsmodels' import included) | {first:.2f} s |")
+    print(f"| whole robustness panel, measures included | {whole:.1f} s "
+          f"({panel.n_votes:,} votes) |")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--studies", type=int, default=1000)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--scenario", type=int, help="run only this scenario (0-based)")
     parser.add_argument("--measurement-sd", type=float, default=None)
+    parser.add_argument(
+        "--cost",
+        type=int,
+        metavar="VOTES",
+        help="time the dashboard panel on a seeded study of VOTES votes instead",
+    )
     args = parser.parse_args(argv)
+    if args.cost:
+        cost(args.cost)
+        return
     chosen = SCENARIOS if args.scenario is None else (SCENARIOS[args.scenario],)
     if args.measurement_sd is not None:
         chosen = tuple(

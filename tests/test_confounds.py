@@ -30,7 +30,7 @@ from app.dashboard import service as dashboard_service
 from app.dashboard.schemas import Filters
 from app.exports import report
 from app.exports import service as exports_service
-from benchmarks.confounds import ARMS, MOTION, SCENARIOS, Scenario, analyse, simulate
+from benchmarks.confounds import ARMS, CRITERIA, MOTION, SCENARIOS, Scenario, analyse, simulate
 from tests.kit.admin import log_in
 from tests.kit.rating import join, link
 from tests.kit.studies import rating_study, study_clips
@@ -121,6 +121,34 @@ def test_slope_equals_statsmodels_and_follows_measured_motion():
     assert appearance.upper < 0  # appearance votes go to the clip that moves less
     sharp = [s for s in slopes if s.measure == "sharpness"]
     assert len(sharp) == 2 and all(s.slope is not None for s in sharp)
+
+
+def test_counted_rows_give_the_same_results_as_the_votes_they_count():
+    """The dashboard reads votes counted by SQL GROUP BY: a row of count c must weigh exactly
+    as c votes."""
+    votes = simulate(SCENARIOS[2], np.random.default_rng(17))
+    keys = np.column_stack([
+        np.unique(votes.criterion, return_inverse=True)[1].reshape(-1),
+        votes.prompt, votes.left_clip, votes.right_clip, votes.choice,
+    ])  # fmt: skip
+    rows, counts = np.unique(keys, axis=0, return_counts=True)
+    assert len(rows) < len(votes) / 4
+    counted = MeasuredVotes.build(
+        votes.clips, criterion=np.unique(votes.criterion)[rows[:, 0]], prompt=rows[:, 1],
+        left_clip=rows[:, 2], right_clip=rows[:, 3], choice=rows[:, 4], count=counts,
+    )  # fmt: skip
+    for a, b in (
+        (adjusted_effects(v, criteria=CRITERIA, pairs=[ARMS], covariates=MOTION)[0]
+         for v in (votes, counted)),
+        (measure_slopes(v, criteria=CRITERIA)[0] for v in (votes, counted)),
+    ):  # fmt: skip
+        for x, y in zip(a, b, strict=True):
+            for field, value in x.as_row().items():
+                other = y.as_row()[field]
+                if isinstance(value, float):
+                    assert other == pytest.approx(value, rel=1e-9, abs=1e-12), field
+                else:
+                    assert other == value, field
 
 
 def test_simulated_confounded_studies_adjusted_recovers_the_truth_unadjusted_does_not():
@@ -250,6 +278,25 @@ def test_summary_json_dashboard_and_report_show_the_adjusted_effects(measured, s
     assert f"{100 * unadjusted['unadjusted_effect']:.1f}%" in page.text
     html = report.html(d, a)
     assert "Motion held equal" in html and f"{100 * unadjusted['effect']:.1f}%" in html
+
+
+def test_report_command_prints_both_effects(measured, monkeypatch, settings):
+    from typer.testing import CliRunner
+
+    from app.cli import app
+    from app.config import get_settings
+
+    monkeypatch.setenv("VIDARENA_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("VIDARENA_VAR_DIR", str(settings.var_dir))
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(app, ["report", measured.slug, "--arm", FAVORED])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 0, result.output
+    assert "with the clip measures held equal" in result.stdout
+    for text in ("unadjusted", "motion held equal", "every measure held equal", "zebra-arm"):
+        assert text in result.stdout, text
 
 
 def test_no_evaluator_page_shows_a_measure(measured, client, settings):

@@ -101,7 +101,9 @@ class ClipTable:
 @dataclass(frozen=True, eq=False)
 class MeasuredVotes:
     """Votes with the clips they compared: `left_clip` / `right_clip` index into `clips`;
-    `choice` 0 = left, 1 = right, 2 = tie; `prompt` is the cluster (any integer code)."""
+    `choice` 0 = left, 1 = right, 2 = tie; `prompt` is the cluster (any integer code);
+    `count` how many votes each row stands for (1 each, or a SQL `GROUP BY`'s counts: every
+    result is the same for a row of count c as for c equal rows of count 1)."""
 
     clips: ClipTable
     criterion: np.ndarray  # object array of criterion keys
@@ -109,6 +111,7 @@ class MeasuredVotes:
     left_clip: np.ndarray
     right_clip: np.ndarray
     choice: np.ndarray
+    count: np.ndarray
 
     @classmethod
     def build(
@@ -120,7 +123,9 @@ class MeasuredVotes:
         left_clip: Sequence[int] | np.ndarray,
         right_clip: Sequence[int] | np.ndarray,
         choice: Sequence[int] | np.ndarray,
+        count: Sequence[int] | np.ndarray | None = None,
     ) -> MeasuredVotes:
+        n = len(choice)
         return cls(
             clips=clips,
             criterion=np.asarray(criterion, dtype=object),
@@ -128,10 +133,19 @@ class MeasuredVotes:
             left_clip=np.asarray(left_clip, dtype=np.int64),
             right_clip=np.asarray(right_clip, dtype=np.int64),
             choice=np.asarray(choice, dtype=np.int64),
+            count=np.ones(n, dtype=np.int64) if count is None else np.asarray(count, np.int64),
         )
 
     def __len__(self) -> int:
         return int(self.choice.shape[0])
+
+    def of(self, criterion: str) -> np.ndarray:
+        """The row mask of one criterion's votes (computed once per criterion)."""
+        cache = self.__dict__.setdefault("_criterion_rows", {})
+        if criterion not in cache:
+            cache[criterion] = self.criterion == criterion
+        rows: np.ndarray = cache[criterion]
+        return rows
 
     @property
     def left_arm(self) -> np.ndarray:
@@ -280,9 +294,12 @@ class Fit:
         return float(2 * stats.t.sf(t, df=max(self.n_prompts - 1, 1)))
 
 
-def cluster_logit(y: np.ndarray, x: np.ndarray, groups: np.ndarray) -> Fit | str:
-    """Logistic regression of `y` (0/1, one per vote) on `x` (with its own constant column),
-    with prompt-clustered standard errors; or a sentence saying why no fit is given.
+def cluster_logit(
+    y: np.ndarray, x: np.ndarray, groups: np.ndarray, count: np.ndarray | None = None
+) -> Fit | str:
+    """Logistic regression of `y` (0/1, one per row, standing for `count` votes: default 1)
+    on `x` (with its own constant column), with prompt-clustered standard errors; or a sentence
+    saying why no fit is given.
 
     Votes with the same prompt and the same row of `x` (in these models: the same matchup and
     side) are fitted as one binomial row, so a fit costs the same at a thousand votes as at a
@@ -294,15 +311,17 @@ def cluster_logit(y: np.ndarray, x: np.ndarray, groups: np.ndarray) -> Fit | str
 
     codes = np.unique(groups, return_inverse=True)[1].reshape(-1)
     n_prompts = int(codes.max(initial=-1)) + 1
-    n, k = x.shape
+    k = x.shape[1]
+    count = np.ones(len(y), dtype=np.int64) if count is None else count
+    n = int(count.sum())
     if n < MIN_VOTES:
         return f"{n} decisive votes (a fit needs {MIN_VOTES})"
     if n_prompts < max(MIN_PROMPTS, k + EXTRA_PROMPTS):
         needed = max(MIN_PROMPTS, k + EXTRA_PROMPTS)
         return f"{n_prompts} prompts (a fit with {k} parameters needs {needed})"
-    if y.min() == y.max():
+    if y[count > 0].min() == y[count > 0].max():
         return "every decisive vote went the same way"
-    design, cluster, trials, wins = _binomial_rows(y, x, codes)
+    design, cluster, trials, wins = _binomial_rows(y, x, codes, count)
     if np.linalg.matrix_rank(design) < k:
         return "a measure does not vary between the clips compared"
     with warnings.catch_warnings():
@@ -323,7 +342,7 @@ def cluster_logit(y: np.ndarray, x: np.ndarray, groups: np.ndarray) -> Fit | str
 
 
 def _binomial_rows(
-    y: np.ndarray, x: np.ndarray, codes: np.ndarray
+    y: np.ndarray, x: np.ndarray, codes: np.ndarray, count: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The distinct (prompt, row of x) pairs (one sort by prompt then every column) with their
     votes and wins."""
@@ -337,8 +356,8 @@ def _binomial_rows(
     row_of[order] = np.cumsum(starts) - 1
     first = order[starts]
     design, cluster = x[first], codes[first]
-    trials = np.bincount(row_of, minlength=len(design)).astype(float)
-    wins = np.bincount(row_of, weights=y, minlength=len(design))
+    trials = np.bincount(row_of, weights=count, minlength=len(design))
+    wins = np.bincount(row_of, weights=y * count, minlength=len(design))
     return design, cluster, trials, wins
 
 
@@ -426,14 +445,14 @@ def measure_slopes(
     for name in votes.clips.measures:
         scale = votes.clips.scale(name)
         for criterion in criteria:
-            rows = _decisive(votes, (votes.criterion == criterion) & _complete(votes, [name]))
-            n, g = int(rows.sum()), len(np.unique(votes.prompt[rows]))
+            rows = _decisive(votes, votes.of(criterion) & _complete(votes, [name]))
+            n, g = int(votes.count[rows].sum()), len(np.unique(votes.prompt[rows]))
             fit: Fit | str = "the measure does not vary between clips"
             if scale is not None:
                 diff = votes.difference(name, scale)[rows]
-                x = np.column_stack([np.ones(n), diff])
+                x = np.column_stack([np.ones(len(diff)), diff])
                 y = (votes.choice[rows] == 0).astype(float)
-                fit = cluster_logit(y, x, votes.prompt[rows])
+                fit = cluster_logit(y, x, votes.prompt[rows], votes.count[rows])
             if isinstance(fit, str):
                 notes.append(f"{criterion}, {name}: no slope: {fit}.")
                 slope = MeasureSlope(criterion, name, None, None, None, None, None, scale, n, g,
@@ -467,14 +486,14 @@ def adjusted_effects(
         arm_left = (left == arm) & (right == opponent)
         arm_right = (left == opponent) & (right == arm)
         for criterion in criteria:
-            rows = _decisive(votes, (arm_left | arm_right) & (votes.criterion == criterion))
+            rows = _decisive(votes, (arm_left | arm_right) & votes.of(criterion))
             rows &= complete
-            n, g = int(rows.sum()), len(np.unique(votes.prompt[rows]))
+            n, g = int(votes.count[rows].sum()), len(np.unique(votes.prompt[rows]))
             side = np.where(arm_left[rows], 1.0, -1.0)
             y = ((votes.choice[rows] == 0) == arm_left[rows]).astype(float)
-            groups = votes.prompt[rows]
-            base = np.column_stack([np.ones(n), side])
-            plain = cluster_logit(y, base, groups)
+            groups, count = votes.prompt[rows], votes.count[rows]
+            base = np.column_stack([np.ones(len(y)), side])
+            plain = cluster_logit(y, base, groups, count)
             adjusted: Fit | str
             if flat:
                 adjusted = f"no spread in {', '.join(flat)}"
@@ -484,7 +503,7 @@ def adjusted_effects(
                     for name, scale in scales.items()
                     if scale is not None
                 ]
-                adjusted = cluster_logit(y, np.column_stack([base, *diffs]), groups)
+                adjusted = cluster_logit(y, np.column_stack([base, *diffs]), groups, count)
             label = f"{criterion}, {arm} vs {opponent}"
             if isinstance(plain, str):
                 notes.append(f"{label}: no unadjusted effect: {plain}.")

@@ -7,6 +7,7 @@ from rich import box
 from rich.table import Table
 
 from app.dashboard import charts
+from app.dashboard.confounds import MOTION
 from app.dashboard.schemas import Advanced, Dashboard
 from app.web.pages import STATIC_DIR, templates
 
@@ -94,6 +95,57 @@ def terminal_tables(d: Dashboard) -> list[Table]:
         fixed[0].caption = "\n".join([charts.focus_note(d), *charts.cost_notes(d)])
         fixed[0].caption_justify = "left"
     return tables + fixed
+
+
+def adjusted_table(d: Dashboard, a: Advanced) -> Table | None:
+    """The focus arm's decisive win rate with the clip measures held equal, beside the
+    unadjusted one (None when no clip is measured or nothing could be fitted)."""
+    c = a.confounds
+    if c is None or not c.adjusted:
+        return None
+    sets = list(dict.fromkeys(r.covariates for r in c.adjusted))
+    focus = ", ".join(dict.fromkeys(r.arm for r in c.adjusted))
+    table = Table(
+        title=f"{d.name}: {focus} with the clip measures held equal (fixed-sample, 95%)",
+        box=box.SIMPLE_HEAVY,
+    )
+    table.add_column("criterion")
+    table.add_column("against", no_wrap=True)
+    table.add_column("unadjusted", justify="right", no_wrap=True)
+    for names in sets:
+        table.add_column(
+            "motion held equal" if names == MOTION else "every measure held equal",
+            justify="right",
+            no_wrap=True,
+        )
+    table.add_column("votes", justify="right", no_wrap=True)
+
+    def cell(effect: float | None, lower: float | None, upper: float | None) -> str:
+        if effect is None:
+            return "—"
+        return f"{charts.percent(effect)} ({charts.interval(lower, upper)})"
+
+    keys = dict.fromkeys((r.criterion, r.opponent) for r in c.adjusted)
+    for criterion, opponent in keys:
+        rows = {
+            r.covariates: r
+            for r in c.adjusted
+            if (r.criterion, r.opponent) == (criterion, opponent)
+        }
+        first = next(iter(rows.values()))
+        table.add_row(
+            d.label(criterion),
+            opponent,
+            cell(first.unadjusted_effect, first.unadjusted_lower, first.unadjusted_upper),
+            *(cell(r.effect, r.lower, r.upper) if r else "—" for r in (rows.get(n) for n in sets)),
+            f"{first.n_votes:,}",
+        )
+    table.caption = (
+        "Logistic model of the focus arm winning a decisive vote, with the side and the measure "
+        f"differences; prompt-clustered jackknife intervals. Motion: {', '.join(MOTION)}."
+    )
+    table.caption_justify = "left"
+    return table
 
 
 NOTE = (
