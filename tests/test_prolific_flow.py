@@ -185,6 +185,14 @@ def test_a_finished_evaluator_is_sent_back_with_the_completion_code(client, sess
     again = client.get(f"{base}/api/next").json()
     assert (again["completion_code"], again["completion_url"]) == (CODE, url)
     assert client.get(base, follow_redirects=False).headers["location"] == f"{base}/done"
+    # The admin's links page gives the study link with Prolific's three placeholders.
+    log_in(client)
+    links = client.get(f"/admin/studies/{study.slug}/invites").text
+    assert (
+        "?PROLIFIC_PID={{%PROLIFIC_PID%}}&amp;STUDY_ID={{%STUDY_ID%}}"
+        "&amp;SESSION_ID={{%SESSION_ID%}}" in links
+    )
+    assert "https://app.prolific.com/submissions/complete?cc={code}" in links and SCREENOUT in links
 
 
 def test_without_a_completion_url_the_done_page_shows_the_code(client, session, settings):
