@@ -7,7 +7,8 @@ load test without a browser. Authenticate with the `evaluator_token` from `join`
 Errors (app/rating/errors.py, answered by the app's one RatingError handler) are JSON:
 `{"detail": {"code": "...", "message": "..."}}` with 401 (not joined), 403
 (invite required, study not open), 404 (unknown link or trial), 409 (study closed, pair answered
-differently, answered too early, not the current pair) or 422 (invalid votes or timing). A refused
+differently, answered too early, not the current pair) or 422 (invalid votes, timing or watch
+telemetry). A refused
 request stores nothing. While the study's clips still render, `next` may answer `waiting` with a
 `retry_after`: the evaluator is not finished, the next pair is on its way.
 
