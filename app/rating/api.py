@@ -8,9 +8,8 @@ Errors (app/rating/errors.py, answered by the app's one RatingError handler) are
 `{"detail": {"code": "...", "message": "..."}}` with 401 (not joined), 403
 (invite required, study not open), 404 (unknown link or trial), 409 (study closed, pair answered
 differently, answered too early, not the current pair) or 422 (invalid votes, timing or watch
-telemetry). A refused
-request stores nothing. While the study's clips still render, `next` may answer `waiting` with a
-`retry_after`: the evaluator is not finished, the next pair is on its way.
+telemetry). A refused request stores nothing. While the study's clips still render, `next` may
+answer `waiting` with a `retry_after`: the evaluator is not finished, the next pair is on its way.
 
 Round trips: `join` answers the first pair too (`next`, as `GET next` would: the current pair,
 marked shown, and `after`, the pair after it, assigned ahead), so an arrival is one request; a
