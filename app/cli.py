@@ -768,10 +768,11 @@ def audit_blinding(
         title=f"Blinding audit of {slug}: clips {served}, {plural(result.n_matchups, 'matchup')} "
         f"of {plural(result.n_prompts, 'prompt')}, {result.folds}-fold cross-validation by prompt"
     )
-    for column in ("observed", "accuracy", "95% CI"):
+    for column in ("observed", "accuracy", "95% CI", "permutation p"):
         table.add_column(column, justify="left" if column == "observed" else "right")
     for row in result.rows if result.enough else ():
-        table.add_row(row.label, f"{100 * row.accuracy:.1f}%", interval_text(row))
+        p_value = "" if row.p_value is None else f"{row.p_value:.3f}"
+        table.add_row(row.label, f"{100 * row.accuracy:.1f}%", interval_text(row), p_value)
     if result.enough:
         console.print(table)
     typer.echo(summary_line(result))

@@ -216,7 +216,10 @@ def simulated_units(rng, *, n_prompts, signal, pairs=("0-1",)):
 
 def test_the_audit_finds_a_known_leak_and_no_leak_where_there_is_none():
     rng = np.random.default_rng(11)
-    null = [blinding.audit(simulated_units(rng, n_prompts=40, signal=0.0)) for _ in range(200)]
+    null = [
+        blinding.audit(simulated_units(rng, n_prompts=40, signal=0.0), permutations=0)
+        for _ in range(200)
+    ]
     # A false alarm is an interval above 50%: at most 2.5% expected (held-out predictions are
     # not quite independent, so below-chance intervals come more often than 2.5%: see
     # docs/blinding.md); binomial 99.9th percentile of 2.5% of 200: 12.
@@ -229,6 +232,23 @@ def test_the_audit_finds_a_known_leak_and_no_leak_where_there_is_none():
     assert leak.overall.accuracy > 0.9 and leak.overall.low > 0.8
     bytes_row = next(r for r in leak.rows if r.feature == "served_bytes")
     assert bytes_row.accuracy > 0.9 and leak.n_matchups == 80 and leak.folds == 10
+    assert leak.overall.p_value == 1 / (1 + blinding.PERMUTATIONS)  # no flip scores as high
+    assert all(row.p_value is None for row in leak.rows[:-1])
+
+
+def test_the_permutation_p_value_is_valid_without_a_leak():
+    rng = np.random.default_rng(5)
+    p = np.array(
+        [
+            blinding.audit(
+                simulated_units(rng, n_prompts=30, signal=0.0), permutations=40
+            ).overall.p_value
+            for _ in range(150)
+        ]
+    )
+    # Valid: P(p <= a) <= a under no leak (binomial slack for 150 studies).
+    assert np.mean(p <= 0.05) <= 0.05 + 0.06 and np.mean(p <= 0.25) <= 0.25 + 0.11
+    assert np.mean(p <= 0.5) > 0.2  # and not stuck at 1
 
 
 def test_folds_keep_each_prompt_whole():
@@ -264,10 +284,10 @@ def test_audit_of_a_study_with_leaky_bytes_is_at_chance_with_padding_only(sessio
     assert padded.n_matchups == unpadded.n_matchups == 36 and padded.n_prompts == 12
     row = {r.feature: r for r in padded.rows}
     assert row["served_bytes"].accuracy == 0.5 and row[blinding.ALL].accuracy == 0.5, padded.rows
-    assert padded.overall.low < 0.5 < padded.overall.high
+    assert padded.overall.low < 0.5 < padded.overall.high and padded.overall.p_value == 1.0
     leaked = {r.feature: r for r in unpadded.rows}
     assert leaked["served_bytes"].accuracy > 0.9 and leaked["served_bytes"].low > 0.75
-    assert unpadded.overall.low > 0.6
+    assert unpadded.overall.low > 0.6 and unpadded.overall.p_value < 0.01
     for feature in ("width", "height", "frames", "duration_ms", "palette_size"):
         assert leaked[feature].accuracy == 0.5  # equal on both sides: a coin
     # With the real clock, response times join as noise: still nowhere near the leak.
@@ -381,7 +401,8 @@ def test_cli_audit_prints_the_table_and_ends_with_the_accuracy(session, settings
     last = padded.stdout.strip().splitlines()[-1]
     assert "served bytes" in padded.stdout and "all features together" in padded.stdout
     assert last.startswith("Blinding audit: arm predicted from served bytes and metadata with ")
-    assert last.endswith("12 matchups), chance is 50%")
+    assert "(95% CI " in last and "12 matchups, permutation p " in last
+    assert last.endswith("), chance is 50%")
     unpadded = run_cli(settings, tmp_path, "audit", "blinding", study.slug, "--unpadded")
     assert unpadded.returncode == 0, unpadded.stderr
     bytes_line = next(line for line in unpadded.stdout.splitlines() if "served bytes" in line)

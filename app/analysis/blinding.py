@@ -13,14 +13,17 @@ Accuracy is cross-validated over folds of prompts (a prompt's matchups never sit
 a fold: with more than two arms a prompt's clips recur in several matchups), each matchup
 predicted once by a model that never saw its prompt. A prediction of exactly 0.5 (no
 information) counts half right. The interval is Wilson's score interval over the matchups (the
-held-out predictions are treated as independent trials). Chance is 50%.
+held-out predictions are treated as independent trials). Chance is 50%. All features together
+also get a permutation test that needs no such assumption: with no leak, a matchup's
+differences are as likely negated whatever its answer, so the cross-validation is rerun with
+random matchups' differences negated and the p-value is the share that scores as high.
 """
 
 from __future__ import annotations
 
 import math
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -46,6 +49,7 @@ FEATURE_LABELS: dict[str, str] = {
 }
 ALL = "all"  # the row of every feature together
 DEFAULT_FOLDS = 10
+PERMUTATIONS = 200
 CHANCE = 0.5
 DASH = "\u2013"  # an en dash between an interval's bounds
 Z95 = 1.959963984540054
@@ -72,6 +76,7 @@ class AuditRow:
     n: int
     low: float
     high: float
+    p_value: float | None = None  # permutation test, all features together only
 
     @property
     def accuracy(self) -> float:
@@ -105,9 +110,10 @@ def audit(
     features: Sequence[str] = FEATURES,
     folds: int = DEFAULT_FOLDS,
     seed: int = 0,
+    permutations: int = PERMUTATIONS,
 ) -> BlindingAudit:
     """Cross-validated accuracy of predicting the arm on each side, per feature and from all
-    `features` together (the last row)."""
+    `features` together (the last row, with its permutation p-value)."""
     n = len(units)
     groups = [u.group for u in units]
     fold_of, k = grouped_folds(groups, folds=folds, seed=seed)
@@ -117,17 +123,46 @@ def audit(
     ).reshape(n, len(features))
     pairs = np.array([u.pair for u in units], dtype=object)
     folds_of = np.asarray(fold_of, dtype=int)
-    rows = []
-    for column, name in [*((np.array([i]), f) for i, f in enumerate(features)), (None, ALL)]:
-        chosen = x if column is None else x[:, column]
+
+    def accuracy_of(chosen: np.ndarray, answers: np.ndarray) -> float:
         correct = 0.0
         for pair in sorted(set(pairs.tolist())) if k >= 2 else ():
             mine = pairs == pair
-            correct += cross_validated(chosen[mine], y[mine], folds_of[mine].tolist(), k)
+            correct += cross_validated(chosen[mine], answers[mine], folds_of[mine].tolist(), k)
+        return correct
+
+    rows = []
+    for column, name in [*((np.array([i]), f) for i, f in enumerate(features)), (None, ALL)]:
+        chosen = x if column is None else x[:, column]
+        correct = accuracy_of(chosen, y)
         used = n if k >= 2 else 0
         low, high = wilson(correct, used)
-        rows.append(AuditRow(name, correct, used, low, high))
+        p_value = None
+        if column is None and used:
+            p_value = permutation_p(x, y, correct, accuracy_of, permutations, seed=seed)
+        rows.append(AuditRow(name, correct, used, low, high, p_value))
     return BlindingAudit(rows=tuple(rows), n_matchups=n, n_prompts=len(set(groups)), folds=k)
+
+
+def permutation_p(
+    x: np.ndarray,
+    y: np.ndarray,
+    correct: float,
+    accuracy_of: Callable[[np.ndarray, np.ndarray], float],
+    permutations: int,
+    *,
+    seed: int = 0,
+) -> float:
+    """One-sided p-value of `correct` under "the observables say nothing about the sides": then
+    a matchup's left-minus-right differences are as likely negated whichever arm was on the
+    left, so the whole cross-validation is rerun with the differences of random matchups
+    negated (the answers kept), `permutations` times."""
+    rng = np.random.default_rng(seed)
+    as_high = 0
+    for _ in range(permutations):
+        flip = rng.random(len(y)) < 0.5
+        as_high += accuracy_of(np.where(flip[:, None], -x, x), y) >= correct - 1e-9
+    return (1 + as_high) / (1 + permutations)
 
 
 def grouped_folds(groups: Sequence[str], *, folds: int, seed: int = 0) -> tuple[list[int], int]:
@@ -212,6 +247,6 @@ def summary_line(result: BlindingAudit) -> str:
         )
     return (
         f"Blinding audit: arm predicted from served bytes and metadata with "
-        f"{100 * row.accuracy:.1f}% accuracy (95% CI {interval_text(row)}, {row.n} matchups), "
-        "chance is 50%"
+        f"{100 * row.accuracy:.1f}% accuracy (95% CI {interval_text(row)}, {row.n} matchups, "
+        f"permutation p {row.p_value:.2f}), chance is 50%"
     )
