@@ -30,6 +30,7 @@ from sqlalchemy import func, select
 
 from app.clips.models import Clip, ClipStatus
 from app.rating.models import Vote
+from app.rating.padding import unpad_gif
 from app.storage import get_storage
 from tests.kit.admin import admin_token, log_in, upload
 from tests.kit.config import configured
@@ -216,7 +217,9 @@ def test_create_render_rate_dashboard_export(live_server, settings, engine, tmp_
                     trial = result["trial"]
                     shown = [browser.get(trial[side]["url"]) for side in ("left", "right")]
                     assert [r.status_code for r in shown] == [200, 200]
-                    assert {r.content for r in shown} <= stored_media
+                    # Served padded to one size (app/rating/padding.py): the stored bytes inside.
+                    assert {unpad_gif(r.content) for r in shown} <= stored_media
+                    assert len(shown[0].content) == len(shown[1].content)
                     votes = {k: CHOICES[(n + step + i) % 3] for i, k in enumerate(criteria)}
                     answer = browser.post(
                         f"{parts.path}/api/trials/{trial['id']}/votes",
