@@ -15,6 +15,8 @@ tests/conftest.py holds the fixtures (built on this kit).
 - `media`: GIF bytes (gif_bytes, noise_gif_bytes, encoded_gif_bytes).
 - `rating`: link, invite_token, all_left, join (over HTTP), evaluator, answer, run_session.
 - `votes`: cast_votes with known preference rates, flagged_evaluator_ids, copy_votes.
+- `blinding`: arm_gif, leaky_study (arms whose GIFs differ only in bytes, rated by simulated
+  evaluators: the blinding audit's known leak).
 - `clips`: write_manifest, imported_study (clips through `vidarena clips import`).
 - `cli`: VIDARENA, run (the command line in a real process).
 - `servers`: server_env, spawn_uvicorn, uvicorn_server, wait_until_healthy, stop_group,
