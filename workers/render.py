@@ -298,16 +298,17 @@ def post_render(work: PostRender) -> Outcome:
     encode_started = time.perf_counter()
     data = encode_gif(work.frames, fps=work.fps)
     info = gif_info(data)
+    encode_s = time.perf_counter() - encode_started
+    measure_started = time.perf_counter()
     measures = measure_or_none(data, num_frames=len(work.frames))  # motion, flicker...
     telemetry = {
         **work.telemetry,
-        "encode_s": round(time.perf_counter() - encode_started, 4),
+        "encode_s": round(encode_s, 4),
+        "measure_s": round(time.perf_counter() - measure_started, 4),
         "encode_queue_s": round(max(0.0, time.time() - work.handed_off_at), 4),
         "encode_wait_s": round(work.waited_s, 4),
         "fps": work.fps,
     }
-    # Per-clip measures (app/clips/measures.py, from `data`) belong here, between the encode
-    # and the store: CPU work of this stage, not of the GPU's.
     tries = work.settings.render_max_retries + 1
     for attempt in range(1, tries + 1):
         try:
