@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     encode_workers: int = Field(default=0, ge=0, le=64)
     # torch.compile the UNet and VAE decoder on CUDA, paying the warm-up once per worker process.
     render_compile: bool = False
+    # Queued clips of one arm a render worker claims together and denoises in one call (1: one
+    # clip per call); a batch that runs out of GPU memory is rendered one clip at a time.
+    render_batch: int = Field(default=1, ge=1, le=16)
     # A CLIP model (local folder or hub id) the render workers score each clip's frames against
     # its prompt with (the `text_similarity` measure, workers/measure_text.py); empty: off.
     clip_model: str = ""

@@ -233,7 +233,7 @@ def run_overlapped(render: Render, settings: Settings, encoders: int, *, clips: 
     done = threading.Semaphore(0)
     encode_times: list[float] = []
 
-    def finished(outcome: Outcome) -> None:
+    def finished(clip: int, outcome: Outcome) -> None:
         encode_times.append(float(outcome.detail))
         done.release()
 

@@ -164,7 +164,7 @@ def _overlapped_run(
     encoded: list[float] = []
     done = threading.Semaphore(0)
 
-    def finished(outcome: Outcome) -> None:
+    def finished(clip: int, outcome: Outcome) -> None:
         encoded.append(float(outcome.detail))
         done.release()
 

@@ -159,3 +159,30 @@ def test_a_clip_cancelled_while_encoding_stays_cancelled(session, render_setting
     after = clips(session)
     assert [c.status for c in after] == [ClipStatus.cancelled] * 2
     assert [c.storage_key for c in after] == [None, None]
+
+
+def test_a_worker_batches_the_clips_of_an_arm_into_one_denoising_call(
+    session, render_settings, tmp_path
+):
+    study = small_study(session)  # 2 prompts x 2 arms, queued prompt by prompt
+    queue(session, study, render_settings)
+    log = tmp_path / "worker.log"
+    with running_worker(render_settings, log, VIDARENA_RENDER_BATCH="2"):
+        wait_until(
+            lambda: all(c.status == ClipStatus.done for c in clips(session)),
+            timeout=240,
+            what="every clip done",
+            log=log,
+        )
+    done = clips(session)
+    # The first task of each arm claimed that arm's second clip too; the tasks of those found
+    # them taken and skipped them. Every clip rendered once, two per denoising call.
+    assert [c.attempts for c in done] == [1, 1, 1, 1]
+    assert [c.telemetry["batch_size"] for c in done] == [2, 2, 2, 2]
+    by_arm: dict[int, set[str]] = {}
+    for clip in done:
+        by_arm.setdefault(clip.arm_id, set()).add(clip.task_id)
+    assert all(len(tasks) == 1 for tasks in by_arm.values())  # one task per arm's batch
+    assert log.read_text().count("skipped") >= 2
+    storage = get_storage(render_settings)
+    assert len({storage.read(c.storage_key) for c in done}) == 4

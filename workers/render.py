@@ -18,6 +18,11 @@ recorded. A hand-off beyond that blocks the task until an encoder is free, so a 
 its encoders waits for them (its throughput becomes theirs) instead of piling up frames in
 memory, and a worker never holds more than one unstarted clip (the message it is rendering).
 
+With VIDARENA_RENDER_BATCH = N > 1, a task claims up to N - 1 more queued clips of its clip's
+arm (`clips.service.claim_batch`, under its own task id and leases) and renders them all in one
+denoising call (`Renderer.render_batch`: the same clips as one at a time); each is then handed
+off on its own, and their own tasks, when they come, find them taken and skip them.
+
 Why the task returns at the hand-off rather than when clip N is stored. The clip's durability
 never rested on the broker's acknowledgement: a worker that dies (SIGKILL, OOM, power) never
 acknowledges on the solo pool, and Redis redelivers an unacknowledged message only after its
@@ -95,7 +100,7 @@ class Outcome:
     detail: str = ""
 
 
-OnFinished = Callable[[Outcome], None]
+OnFinished = Callable[[int, Outcome], None]  # (clip id, its final outcome)
 
 
 class Lease(Protocol):
@@ -114,10 +119,13 @@ def render_clip(
 ) -> Outcome:
     """The GPU stage of one clip, then the hand-off to the CPU stage.
 
-    Returns `handed_off` once the frames are with an encoder (the clip's final outcome is then
-    passed to `on_finished`, later, from another thread), or the final outcome when the clip
-    ended in this stage: skipped, aborted, failed, or retry (a transient error, re-queued unless
-    this is the last try).
+    With VIDARENA_RENDER_BATCH > 1 the task also claims up to that many less one queued clips of
+    the same arm and renders them in the same denoising call; each is handed off on its own.
+    Returns `handed_off` once the frames are with an encoder (each clip's final outcome is then
+    passed to `on_finished`, later, from another thread), or the final outcome of `clip_id` when
+    it ended in this stage: skipped, aborted, failed, or retry (a transient error, re-queued
+    unless this is the last try). The other clips of a batch that ends here are queued again
+    with tasks of their own (a cancelled one stays cancelled), or fail with it for good.
     """
     from workers.pipelines import MissingWeightsError  # torch: see the module docstring
 
@@ -131,33 +139,80 @@ def render_clip(
             worker=worker,
             lease_s=settings.render_lease_seconds,
         )
+        jobs = [] if job is None else [job]
+        if job is not None and settings.render_batch > 1:
+            jobs += clips_service.claim_batch(
+                session=session,
+                job=job,
+                task_id=task_id,
+                worker=worker,
+                lease_s=settings.render_lease_seconds,
+                limit=settings.render_batch - 1,
+            )
     if job is None:
         return Outcome("skipped", "not queued, or another worker holds it")
-    lease = LeaseKeeper(settings, clip_id, task_id).start()
+    leases = [LeaseKeeper(settings, j.clip_id, task_id).start() for j in jobs]
+
+    def settle(*, requeue: bool, message: str) -> None:
+        for lease in leases:
+            lease.stop()
+        others = [j.clip_id for j in jobs[1:]]
+        if others:
+            _settle_others(settings, others, task_id, message, requeue=requeue, tiny=job.tiny)
+
     try:
-        work = _render(job=job, task_id=task_id, settings=settings, lost=lease.lost)
+        works = _render(jobs=jobs, task_id=task_id, settings=settings, leases=leases)
     except RenderAborted as exc:
-        lease.stop()
+        settle(requeue=True, message=f"its batch stopped: {exc}")
         return Outcome("aborted", str(exc))
     except TransientRenderError as exc:
-        lease.stop()
         message = f"attempt {job.attempts}: {exc}"
+        settle(requeue=True, message=message)
         _record_failure(settings, clip_id, task_id, message, requeue=not last_try)
         if last_try:
             return Outcome("failed", message)
         return Outcome("retry", message)
     except Exception as exc:
-        lease.stop()
         if not isinstance(exc, MissingWeightsError):
             log.exception("clip %s failed", clip_id)
         # Permanent: missing weights or a bug. Failing once beats a crash loop.
         message = (
             str(exc) if isinstance(exc, MissingWeightsError) else f"{type(exc).__name__}: {exc}"
         )
+        settle(requeue=False, message=message)
         _record_failure(settings, clip_id, task_id, message, requeue=False)
         return Outcome("failed", message)
-    waited = encoder_pool(settings).hand_off(work, lease=lease, on_finished=on_finished)
-    return Outcome("handed_off", f"waited {waited:.3f} s for an encoder")
+    pool = encoder_pool(settings)
+    waited = sum(
+        pool.hand_off(work, lease=lease, on_finished=on_finished)
+        for work, lease in zip(works, leases, strict=True)
+    )
+    return Outcome("handed_off", f"{len(works)} clip(s), waited {waited:.3f} s for encoders")
+
+
+def _settle_others(
+    settings: Settings,
+    clip_ids: list[int],
+    task_id: str,
+    message: str,
+    *,
+    requeue: bool,
+    tiny: bool,
+) -> None:
+    """The other clips of a batch that ended in the GPU stage: failed with it, or queued again
+    with a task each (only those still ours: a cancelled clip stays cancelled)."""
+    from app.clips.dispatch import send_renders
+
+    with session_scope(get_engine(settings)) as session:
+        ours = [
+            other
+            for other in clip_ids
+            if clips_service.fail(
+                session=session, clip_id=other, task_id=task_id, error=message, requeue=requeue
+            )
+        ]
+    if requeue and ours:
+        send_renders(settings=settings, clips=[(other, tiny) for other in ours])
 
 
 class LeaseKeeper:
@@ -208,37 +263,67 @@ class LeaseKeeper:
 
 
 def _render(
-    *, job: clips_service.ClipJob, task_id: str, settings: Settings, lost: threading.Event
-) -> PostRender:
-    from workers.measure_text import record_text_similarity  # torch: see the module docstring
-    from workers.pipelines import get_renderer  # torch, likewise
+    *,
+    jobs: list[clips_service.ClipJob],
+    task_id: str,
+    settings: Settings,
+    leases: list[LeaseKeeper],
+) -> list[PostRender]:
+    """Render the clips of one arm (one, or a batch) in one denoising call."""
+    import torch  # see the module docstring
+
+    from workers.measure_text import record_text_similarity
+    from workers.pipelines import get_renderer
 
     started = time.time()
-    arm = ArmSpec.model_validate(job.arm_spec)
+    arm = ArmSpec.model_validate(jobs[0].arm_spec)
     renderer = get_renderer(
         arm,
-        tiny=job.tiny,
+        tiny=jobs[0].tiny,
         tiny_root=settings.var_dir / "tiny-models",
         compile_models=settings.render_compile,
     )
-    rendered = renderer.render(
-        prompt=job.prompt,
-        seed=job.seed,
-        on_step=_progress(settings, job.clip_id, task_id, lost),
-    )
-    # The optional CLIP text similarity (VIDARENA_CLIP_MODEL), on the GPU with the frames in hand.
-    record_text_similarity(
-        settings=settings, clip_id=job.clip_id, prompt=job.prompt, frames=rendered.frames
-    )
-    return PostRender(
-        settings=settings,
-        clip_id=job.clip_id,
-        task_id=task_id,
-        frames=rendered.frames,
-        fps=arm.fps,
-        telemetry={**rendered.telemetry, "attempt": job.attempts},
-        started_at=started,
-    )
+    reports = [
+        _progress(settings, job.clip_id, task_id, lease.lost)
+        for job, lease in zip(jobs, leases, strict=True)
+    ]
+
+    def on_step(step: int, total: int) -> None:
+        for report in reports:
+            report(step, total)
+
+    prompts, seeds = [job.prompt for job in jobs], [job.seed for job in jobs]
+    try:
+        rendered = renderer.render_batch(prompts=prompts, seeds=seeds, on_step=on_step)
+    except torch.OutOfMemoryError:
+        if len(jobs) == 1:
+            raise
+        # The batch did not fit: the same clips one at a time (the same frames: render_batch).
+        log.warning("a batch of %d clips ran out of GPU memory; one at a time", len(jobs))
+        torch.cuda.empty_cache()
+        rendered = [
+            renderer.render(prompt=job.prompt, seed=job.seed, on_step=report)
+            for job, report in zip(jobs, reports, strict=True)
+        ]
+    works = []
+    for job, clip in zip(jobs, rendered, strict=True):
+        # The optional CLIP text similarity (VIDARENA_CLIP_MODEL), on the GPU with the frames
+        # in hand.
+        record_text_similarity(
+            settings=settings, clip_id=job.clip_id, prompt=job.prompt, frames=clip.frames
+        )
+        works.append(
+            PostRender(
+                settings=settings,
+                clip_id=job.clip_id,
+                task_id=task_id,
+                frames=clip.frames,
+                fps=arm.fps,
+                telemetry={**clip.telemetry, "attempt": job.attempts},
+                started_at=started,
+            )
+        )
+    return works
 
 
 def _progress(
@@ -460,7 +545,7 @@ class EncoderPool:
             lease.stop()
             if on_finished is not None:
                 try:
-                    on_finished(outcome)
+                    on_finished(clip_id, outcome)
                 except Exception:
                     log.exception("clip %s: reporting its outcome failed", clip_id)
         finally:

@@ -51,14 +51,15 @@ def render_clip(self: Task[[int, bool], str], clip_id: int, tiny: bool = False) 
     task_id = self.request.id
     assert task_id is not None  # a worker always runs a task with its id
 
-    def finished(outcome: Outcome) -> None:
-        """The clip's final outcome: now, or later from the post-render stage."""
+    def finished(clip: int, outcome: Outcome) -> None:
+        """A clip's final outcome (this task's, or another of its batch): now, or later from
+        the post-render stage."""
         ops_metrics.record_render(
             outcome.status,
-            clips_service.arm_kind_of(get_engine(settings), clip_id),
+            clips_service.arm_kind_of(get_engine(settings), clip),
             time.perf_counter() - started,
         )
-        log.info("clip %s: %s %s", clip_id, outcome.status, outcome.detail)
+        log.info("clip %s: %s %s", clip, outcome.status, outcome.detail)
 
     outcome = render_one(
         clip_id=clip_id,
@@ -70,7 +71,7 @@ def render_clip(self: Task[[int, bool], str], clip_id: int, tiny: bool = False) 
     if outcome.status == "handed_off":  # the GPU is free; an encoder finishes the clip
         log.info("clip %s: rendered, %s", clip_id, outcome.detail)
         return outcome.status
-    finished(outcome)
+    finished(clip_id, outcome)
     if outcome.status == "retry":
         # Exponential backoff with full jitter, capped at five minutes.
         countdown = random.uniform(0, min(300, 2 ** (retries + 1)))

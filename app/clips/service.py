@@ -172,6 +172,34 @@ def claim(
     )
 
 
+def claim_batch(
+    *, session: Session, job: ClipJob, task_id: str, worker: str, lease_s: int, limit: int
+) -> list[ClipJob]:
+    """Also claim up to `limit` more queued clips of `job`'s arm (tiny alike), in prompt order,
+    for the same task, which renders them in one denoising call. Each is claimed as `claim` does
+    (their own tasks will find them taken and skip them)."""
+    if limit <= 0:
+        return []
+    arm_id = select(Clip.arm_id).where(Clip.id == job.clip_id).scalar_subquery()
+    candidates = session.scalars(
+        select(Clip.id)
+        .join(Prompt, Prompt.id == Clip.prompt_id)
+        .where(
+            Clip.arm_id == arm_id,
+            Clip.status == ClipStatus.queued,
+            Clip.tiny == job.tiny,
+            Clip.id != job.clip_id,
+        )
+        .order_by(Prompt.position, Clip.id)
+        .limit(limit)
+    ).all()
+    claimed = (
+        claim(session=session, clip_id=clip_id, task_id=task_id, worker=worker, lease_s=lease_s)
+        for clip_id in candidates
+    )
+    return [more for more in claimed if more is not None]
+
+
 def _update_if_ours(*, session: Session, clip_id: int, task_id: str, **values: Any) -> bool:
     """Change a rendering clip only while this task holds it; False once it is not ours
     (cancelled, or taken over after the lease lapsed)."""
