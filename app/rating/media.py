@@ -14,8 +14,8 @@ from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from app.clips.models import Clip, ClipStatus
-from app.rating import padding, tokens
-from app.rating.models import Trial
+from app.rating import gold, padding, tokens
+from app.rating.models import GoldPair, Trial
 from app.studies.models import Prompt, Study, StudyStatus
 
 MEDIA_CACHE_CLIPS = 100_000  # storage keys kept per web process (about 20 MB at most)
@@ -59,9 +59,10 @@ def media_lookup(
     """The study's status and, for each of `clip_ids` (a trial's clip and the one beside it),
     its storage key and size if it is a done clip of this study; None when there is no such
     study. One statement."""
+    clips = [0 if gold.is_twin(c) else c for c in clip_ids]  # a twin is looked up below
     rows = (
         session.connection()
-        .execute(_MEDIA, {"clip_id": clip_ids[0], "partner_id": clip_ids[1], "study_id": study_id})
+        .execute(_MEDIA, {"clip_id": clips[0], "partner_id": clips[1], "study_id": study_id})
         .all()
     )
     if not rows:
@@ -76,7 +77,19 @@ def media_lookup(
         key: str | None = row[4]
         if clip_id is not None and prompt_id is not None and clip_status == ClipStatus.done and key:
             found[clip_id] = MediaFound(status, key, row[5])
+    twins = [gold.pair_of(c) for c in clip_ids if gold.is_twin(c)]
+    if twins:  # a gold trial's twin (app/rating/twins.py): served like any clip
+        params = {"ids": twins, "study_id": study_id}
+        for pair_id, key, size in session.connection().execute(_TWINS, params):
+            found[gold.media_id(pair_id)] = MediaFound(status, key, size)
     return found
+
+
+_TWINS = select(GoldPair.id, GoldPair.storage_key, GoldPair.size_bytes).where(
+    GoldPair.id.in_(bindparam("ids", expanding=True)),
+    GoldPair.study_id == bindparam("study_id"),
+    GoldPair.storage_key.is_not(None),
+)
 
 
 def served(data: bytes, *, size: int | None, partner_size: int | None) -> bytes:

@@ -222,9 +222,9 @@ def parse_study(
         for c in (spec.criteria or list(DEFAULT_CRITERIA))
     ]
     _check_unique(criteria, arms, toml_text, toml_name)
+    _check_gold(spec.rating, [c.key for c in criteria], toml_text, toml_name)
     if differences := [] if spec.render.allow_arm_differences else arm_differences(arms):
         raise StudyFileError([_analysis_problem(*d, toml_text, toml_name) for d in differences])
-    _check_gold(spec.rating, [c.key for c in criteria], toml_text, toml_name)
     _check_analysis(
         spec.analysis,
         criteria=[c.key for c in criteria],
