@@ -250,7 +250,7 @@ def run_overlapped(render: Render, settings: Settings, encoders: int, *, clips: 
     for _ in range(clips):
         done.acquire()
     elapsed = time.perf_counter() - started
-    pool.shutdown()
+    pool.shutdown(wait=True)
     return Row(
         render.name,
         "overlapped",

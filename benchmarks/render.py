@@ -197,7 +197,7 @@ def _overlapped_run(
     for _ in clips:
         done.acquire()
     wall_s = (time.perf_counter() - started) / len(clips)
-    pool.shutdown()
+    pool.shutdown(wait=True)
     for clip, encode_s in zip(clips, encoded, strict=True):
         clip["encode_s"] = encode_s
     return clips, wall_s

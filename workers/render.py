@@ -577,9 +577,9 @@ class EncoderPool:
             with contextlib.suppress(Exception):
                 pending[0].result(timeout=remaining)
 
-    def shutdown(self) -> None:
-        self._waiters.shutdown(wait=False, cancel_futures=True)
-        self._processes.shutdown(wait=False, cancel_futures=True)
+    def shutdown(self, *, wait: bool = False) -> None:
+        self._waiters.shutdown(wait=wait, cancel_futures=True)
+        self._processes.shutdown(wait=wait, cancel_futures=True)
 
 
 _pool: EncoderPool | None = None
