@@ -55,7 +55,7 @@ MAX_SEED = 2**64 - 1  # torch.Generator.manual_seed's range
 # at a few GiB for that), never one frame at a time.
 DECODE_CHUNK_FRAMES = 16
 # Text embeddings kept per renderer (prompt, negative prompt): a study has hundreds of prompts.
-EMBEDDING_CACHE = 1024
+EMBEDDING_CACHE = 256
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 StepCallback = Callable[[int, int], None]
 
@@ -243,7 +243,7 @@ class Renderer:
         self.load_s = load_s
         self.compiled = compiled
         self._load_s_unreported = load_s
-        self._embeddings: OrderedDict[str, tuple[torch.Tensor, torch.Tensor | None]] = OrderedDict()
+        self._embeddings: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     def reset_load_report(self) -> None:
         """Report `load_s` (as it is now) on the next clip, as for a fresh renderer."""
@@ -271,21 +271,24 @@ class Renderer:
         """Classifier-free guidance: the UNet evaluates a negative-prompt copy of each video."""
         return self.arm.guidance_scale > 1.0
 
-    @torch.inference_mode()
     def text_embeddings(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The prompt's (and, with guidance, the arm's negative prompt's) text embeddings,
-        computed once per prompt and renderer (arm)."""
-        if prompt in self._embeddings:
-            self._embeddings.move_to_end(prompt)
-            return self._embeddings[prompt]
-        negative = self.arm.negative_prompt if self.guided else None
-        positive, negative_embeds = self.pipe.encode_prompt(
-            prompt, self.device, 1, self.guided, negative
-        )
-        self._embeddings[prompt] = (positive, negative_embeds)
+        """The prompt's text embeddings and, with guidance, the arm's negative prompt's, each
+        computed once per renderer (arm): the negative prompt once for all the arm's clips."""
+        negative = self._embed(self.arm.negative_prompt or "") if self.guided else None
+        return self._embed(prompt), negative
+
+    @torch.inference_mode()
+    def _embed(self, text: str) -> torch.Tensor:
+        # encode_prompt without guidance: the same tokens and encoder call it makes for a
+        # negative prompt (padded to 77 tokens, truncated), so either text is embedded alike.
+        if text in self._embeddings:
+            self._embeddings.move_to_end(text)
+            return self._embeddings[text]
+        embeds: torch.Tensor = self.pipe.encode_prompt(text, self.device, 1, False)[0]
+        self._embeddings[text] = embeds
         while len(self._embeddings) > EMBEDDING_CACHE:
             self._embeddings.popitem(last=False)
-        return positive, negative_embeds
+        return embeds
 
     def initial_noise(self, *, seed: int) -> torch.Tensor:
         """The clip's starting noise: fp32 from a CPU generator, alike for every arm and device."""
