@@ -153,17 +153,19 @@ def render_clip(
         return Outcome("skipped", "not queued, or another worker holds it")
     leases = [LeaseKeeper(settings, j.clip_id, task_id).start() for j in jobs]
 
-    def settle(*, requeue: bool, message: str) -> None:
+    def settle(*, requeue: bool, message: str, own: bool = False) -> None:
         for lease in leases:
             lease.stop()
-        others = [j.clip_id for j in jobs[1:]]
+        others = [j.clip_id for j in (jobs if own else jobs[1:])]
         if others:
             _settle_others(settings, others, task_id, message, requeue=requeue, tiny=job.tiny)
 
     try:
         works = _render(jobs=jobs, task_id=task_id, settings=settings, leases=leases)
     except RenderAborted as exc:
-        settle(requeue=True, message=f"its batch stopped: {exc}")
+        # Every clip of the batch still ours (this task's too, when another was the one
+        # cancelled) goes back to the queue; the cancelled one stays cancelled.
+        settle(requeue=True, message=f"its batch stopped: {exc}", own=True)
         return Outcome("aborted", str(exc))
     except TransientRenderError as exc:
         message = f"attempt {job.attempts}: {exc}"
