@@ -97,6 +97,18 @@ def test_best_arm_plans_drop_pairs_of_two_arms_that_have_both_lost():
     assert allocation.wanted_pairs(plan, upset) == pairs("c_d")
 
 
+def test_secondary_criteria_of_a_best_arm_plan_follow_the_same_rule():
+    plan = plan_of(
+        "best", arms=("a", "b", "c"), criteria=("overall", "motion"), secondary=("motion",)
+    )
+    best_everywhere = verdicts(plan, a_b="superior", a_c="superior")
+    assert allocation.decided(plan, best_everywhere)
+    # b against c is undecided on both criteria, but neither can be best: nothing is open.
+    assert allocation.wanted_pairs(plan, best_everywhere) is None
+    secondary_open = verdicts(plan, a_b="superior", a_c="superior", motion_a_c="undecided")
+    assert allocation.wanted_pairs(plan, secondary_open) == pairs("a_c", "b_c")
+
+
 def test_a_cycle_of_preferences_is_decided_with_no_best_arm():
     plan = plan_of("best", arms=("a", "b", "c"))
     cycle = verdicts(plan, a_b="superior", b_c="superior", a_c="inferior")

@@ -12,8 +12,8 @@ Wanted pairs (adaptive allocation). The arm pairs whose trials can still change 
 - `best`: per primary criterion whose best arm is not identified, the undecided pairs with at
   least one arm that has lost to none (two arms that have each lost to another arm cannot be
   the best; their order does not matter for the question asked).
-When nothing primary is open, the pairs of undecided secondary hypotheses; when nothing at all
-is, None: allocate uniformly. The rating service gives a new trial a matchup of a wanted pair
+When nothing primary is open, the same for the secondary hypotheses; when nothing at all is,
+None: allocate uniformly. The rating service gives a new trial a matchup of a wanted pair
 when the evaluator has one left, else any (see `app.rating.service`), least covered first
 within each group, so coverage stays balanced across the prompts of every pair.
 
@@ -108,7 +108,7 @@ def decided(plan: Plan, verdicts: Sequence[Verdict]) -> bool:
 def _open_pairs(plan: Plan, verdicts: Sequence[Verdict], *, primary: bool) -> set[ArmPair]:
     pairs: set[ArmPair] = set()
     rows = [(h, s) for h, s in _by_hypothesis(plan, verdicts) if h.primary == primary]
-    if plan.compare == "best" and primary:
+    if plan.compare == "best":
         for criterion in dict.fromkeys(h.criterion for h, _ in rows):
             if criterion_decided(plan, verdicts, criterion=criterion):
                 continue
