@@ -180,19 +180,7 @@ def vote_rows(*, session: Session, study: Study) -> Iterator[tuple[Any, ...]]:
         votes.left_clip_id,
         votes.right_clip_id,
         Matchup.id,
-        Trial.position,
-        type_coerce(Trial.is_repeat, Integer),
-        timestamp_text(Trial.shown_at, dialect),
-        timestamp_text(Trial.answered_at, dialect),
-        millis_between(Trial.shown_at, Trial.answered_at, dialect),
-        Trial.client_load_seconds,
-        Trial.client_view_seconds,
-        Trial.loops_left,
-        Trial.loops_right,
-        type_coerce(Trial.watched_both, Integer),
-        Trial.hidden_seconds,
-        type_coerce(Trial.flagged, Integer),
-        Trial.flag_reason,
+        *_trial_columns(dialect),
         study_id=study.id,
         dialect=dialect,
     ).order_by(Vote.id)
@@ -234,19 +222,7 @@ def _gold_rows(
             GoldPair.clip_id,
             GoldPair.other_clip_id,
             Trial.a_on_left,
-            Trial.position,
-            type_coerce(Trial.is_repeat, Integer),
-            timestamp_text(Trial.shown_at, dialect),
-            timestamp_text(Trial.answered_at, dialect),
-            millis_between(Trial.shown_at, Trial.answered_at, dialect),
-            Trial.client_load_seconds,
-            Trial.client_view_seconds,
-            Trial.loops_left,
-            Trial.loops_right,
-            type_coerce(Trial.watched_both, Integer),
-            Trial.hidden_seconds,
-            type_coerce(Trial.flagged, Integer),
-            Trial.flag_reason,
+            *_trial_columns(dialect),
         )
         .select_from(Vote)
         .join(Trial, Trial.id == Vote.trial_id)
@@ -262,9 +238,7 @@ def _gold_rows(
     out = []
     for row in rows:
         (vote_id, trial_id, evaluator_id, prompt_id, criterion, choice, kind, clip_id,
-         other_clip_id, a_on_left, position, is_repeat, shown, answered, response_ms,
-         client_load, client_view, loops_left, loops_right, watched_both, hidden, flagged,
-         reason) = row  # fmt: skip
+         other_clip_id, a_on_left, *trial) = row  # fmt: skip
         correct = gold.is_correct(
             kind=kind, criteria=criteria, answers=answers[trial_id], a_on_left=a_on_left
         )
@@ -273,10 +247,8 @@ def _gold_rows(
         out.append((
             study.slug, vote_id, trial_id, evaluator_id,
             *external.get(evaluator_id, _NO_EXTERNAL), prompt_id, text, theme, criterion,
-            "", "", choice, "", left_clip, right_clip, None, position, _BOOL[is_repeat],
-            shown, answered, response_ms, _millis(client_load), _millis(client_view),
-            loops_left, loops_right, _BOOL.get(watched_both, ""), _millis(hidden),
-            _BOOL[flagged], safe_cell(reason), "true", safe_cell(correct), str(kind),
+            "", "", choice, "", left_clip, right_clip, None, *_trial_cells(trial),
+            "true", safe_cell(correct), str(kind),
         ))  # fmt: skip
     return out
 
@@ -290,19 +262,44 @@ def _vote_row(
     external: dict[int, tuple[Any, ...]],
 ) -> tuple[Any, ...]:
     (vote_id, trial_id, evaluator_id, prompt_id, criterion, choice, left_arm, right_arm,
-     left_clip_id, right_clip_id, matchup_id, position, is_repeat, shown, answered, response_ms,
-     client_load, client_view, loops_left, loops_right, watched_both, hidden, flagged,
-     reason) = row  # fmt: skip
+     left_clip_id, right_clip_id, matchup_id, *trial) = row  # fmt: skip
     winner = "tie" if choice == "tie" else arms[left_arm if choice == "left" else right_arm]
     text, theme = prompts[prompt_id]
     return (
         study, vote_id, trial_id, evaluator_id, *external.get(evaluator_id, _NO_EXTERNAL),
         prompt_id, text,
         theme, criterion, arms[left_arm], arms[right_arm], choice, winner, left_clip_id,
-        right_clip_id, matchup_id, position, _BOOL[is_repeat], shown, answered, response_ms,
-        _millis(client_load), _millis(client_view), loops_left, loops_right,
-        _BOOL.get(watched_both, ""), _millis(hidden), _BOOL[flagged], safe_cell(reason),
-        "false", "", "",
+        right_clip_id, matchup_id, *_trial_cells(trial), "false", "", "",
+    )  # fmt: skip
+
+
+def _trial_columns(dialect: str) -> tuple[Any, ...]:
+    """The trial's own columns of a votes.csv row, from `position` to `flag_reason`: the same
+    for regular and gold trials (`_trial_cells` formats them)."""
+    return (
+        Trial.position,
+        type_coerce(Trial.is_repeat, Integer),
+        timestamp_text(Trial.shown_at, dialect),
+        timestamp_text(Trial.answered_at, dialect),
+        millis_between(Trial.shown_at, Trial.answered_at, dialect),
+        Trial.client_load_seconds,
+        Trial.client_view_seconds,
+        Trial.loops_left,
+        Trial.loops_right,
+        type_coerce(Trial.watched_both, Integer),
+        Trial.hidden_seconds,
+        type_coerce(Trial.flagged, Integer),
+        Trial.flag_reason,
+    )
+
+
+def _trial_cells(values: Sequence[Any]) -> tuple[Any, ...]:
+    (position, is_repeat, shown, answered, response_ms, client_load, client_view, loops_left,
+     loops_right, watched_both, hidden, flagged, reason) = values  # fmt: skip
+    return (
+        position, _BOOL[is_repeat], shown, answered, response_ms, _millis(client_load),
+        _millis(client_view), loops_left, loops_right, _BOOL.get(watched_both, ""),
+        _millis(hidden), _BOOL[flagged], safe_cell(reason),
     )  # fmt: skip
 
 
