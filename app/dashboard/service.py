@@ -440,8 +440,11 @@ def _wanted(plan: Plan, verdicts: Sequence[Verdict]) -> tuple[tuple[str, str], .
     if pairs is None:
         return None
     order = {arm: i for i, arm in enumerate(allocation.arms_of(plan))}
-    ordered = [sorted(pair, key=order.__getitem__) for pair in pairs]
-    return tuple(sorted(((a, b) for a, b in ordered), key=lambda p: (order[p[0]], order[p[1]])))
+    ordered: list[tuple[str, str]] = []
+    for pair in pairs:
+        first, second = sorted(pair, key=order.__getitem__)
+        ordered.append((first, second))
+    return tuple(sorted(ordered, key=lambda p: (order[p[0]], order[p[1]])))
 
 
 # --- the expensive statistics -------------------------------------------------------------------

@@ -132,16 +132,14 @@ def check_studies(
 
 
 def allocation_of(study: Study, view: VerdictView | None) -> dict[str, Any] | None:
-    """`study.allocation` for the verdicts in `view`: the wanted arm pairs with their keys for
-    the rating service's candidate order (both orders of the arms' ids), or None (uniform)."""
-    if view is None:
-        return None
-    pairs = allocation.wanted_pairs(view.plan, view.summary.verdicts)
-    if pairs is None:
+    """`study.allocation` for the verdicts in `view`: the wanted arm pairs (`view.wanted`) with
+    their keys for the rating service's candidate order (both orders of the arms' ids), or None
+    (uniform)."""
+    if view is None or view.wanted is None:
         return None
     ids = {arm.name: arm.id for arm in study.arms}
     span = max(ids.values()) + 1
-    names = sorted(sorted(pair) for pair in pairs)
+    names = sorted(sorted(pair) for pair in view.wanted)
     keys = sorted(ids[x] * span + ids[y] for a, b in names for x, y in ((a, b), (b, a)))
     return {"pairs": names, "keys": keys, "span": span, "updated_at": utcnow().isoformat()}
 
