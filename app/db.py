@@ -24,9 +24,20 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from prometheus_client import Counter
-from sqlalchemy import Connection, DateTime, Engine, Enum, MetaData, create_engine, event
+from sqlalchemy import (
+    Connection,
+    DateTime,
+    Engine,
+    Enum,
+    MetaData,
+    create_engine,
+    event,
+    insert,
+    inspect,
+)
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings, get_settings
@@ -79,6 +90,35 @@ def str_enum(cls: type[enum.StrEnum], name: str) -> Enum:
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def insert_new(
+    session: Session, model: type[Base], rows: list[dict[str, object]], *, unique: list[str]
+) -> int:
+    """INSERT `rows` of `model`, leaving out those whose `unique` columns are already taken
+    (ON CONFLICT DO NOTHING: writers racing to make the same rows make each once). Returns how
+    many were inserted. SQLite and PostgreSQL."""
+    if not rows:
+        return 0
+    dialect = session.get_bind().dialect.name
+    key = inspect(model).primary_key
+    statement: Executable
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+
+        statement = (
+            postgresql_insert(model).on_conflict_do_nothing(index_elements=unique).returning(*key)
+        )
+    elif dialect == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        statement = (
+            sqlite_insert(model).on_conflict_do_nothing(index_elements=unique).returning(*key)
+        )
+    else:  # pragma: no cover - we support SQLite and PostgreSQL
+        session.execute(insert(model), rows)
+        return len(rows)
+    return len(session.execute(statement, rows).all())
 
 
 def normalize_url(url: str) -> str:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from itertools import combinations
 from typing import TypeVarTuple
 
-from sqlalchemy import Select, insert, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session, aliased
 
 from app.clips.models import Clip, ClipStatus
-from app.db import utcnow
+from app.db import insert_new, utcnow
 from app.rating.models import Matchup
 from app.studies import service as studies_service
 from app.studies.models import Prompt, Study, StudyStatus
@@ -59,29 +59,7 @@ def ensure_matchups(
         for (arm_a, clip_a), (arm_b, clip_b) in combinations(sorted(clips), 2)
         if (clip_a, clip_b) not in existing
     ]
-    if not rows:
-        return 0
-    pair = ["clip_a_id", "clip_b_id"]
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        statement = (
-            postgresql_insert(Matchup)
-            .on_conflict_do_nothing(index_elements=pair)
-            .returning(Matchup.id)
-        )
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = (
-            sqlite_insert(Matchup).on_conflict_do_nothing(index_elements=pair).returning(Matchup.id)
-        )
-    else:  # pragma: no cover - we support SQLite and PostgreSQL
-        session.execute(insert(Matchup), rows)
-        return len(rows)
-    result = session.execute(statement, rows)
-    return len(result.all())
+    return insert_new(session, Matchup, rows, unique=["clip_a_id", "clip_b_id"])
 
 
 def ensure_matchups_for_prompt(*, session: Session, clip_id: int) -> int:

@@ -30,12 +30,12 @@ from collections.abc import Sequence
 
 import numpy as np
 from PIL import Image, ImageFilter, ImageSequence
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.clips.gif import encode_gif, gif_info
 from app.clips.models import Clip, ClipStatus
-from app.db import utcnow
+from app.db import insert_new, utcnow
 from app.rating import gold
 from app.rating.enrollment import rating_spec
 from app.rating.models import GoldKind, GoldPair
@@ -91,33 +91,6 @@ def _encode(frames: Sequence[Image.Image], info: dict[str, object]) -> bytes:
 
 
 TWIN_MAKERS = {GoldKind.frozen: frozen_twin, GoldKind.degraded: degraded_twin}
-
-
-def _insert(session: Session, rows: list[dict[str, object]]) -> int:
-    if not rows:
-        return 0
-    pair = ["clip_id", "kind"]
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        statement = (
-            postgresql_insert(GoldPair)
-            .on_conflict_do_nothing(index_elements=pair)
-            .returning(GoldPair.id)
-        )
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = (
-            sqlite_insert(GoldPair)
-            .on_conflict_do_nothing(index_elements=pair)
-            .returning(GoldPair.id)
-        )
-    else:  # pragma: no cover - we support SQLite and PostgreSQL
-        session.execute(insert(GoldPair), rows)
-        return len(rows)
-    return len(session.execute(statement, rows).all())
 
 
 def make_twins(
@@ -187,7 +160,7 @@ def make_twins(
                     "created_at": now,
                 }
             )
-    return _insert(session, rows)
+    return insert_new(session, GoldPair, rows, unique=["clip_id", "kind"])
 
 
 def make_due(*, session_factory: sessionmaker[Session], storage: Storage) -> int:
