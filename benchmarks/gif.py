@@ -10,10 +10,13 @@ ground, soft shapes), without and with the same noise. Per scene: encode seconds
 ratio, the PSNR of each against the source frames and the difference, and whether every target
 holds (time <= 0.5x, PSNR >= +2 dB, bytes <= 1.0x). Then where encode_gif's time goes (palette,
 remap, write) beside the default's (per-frame quantization, write), and with --dither the cost of
-dithering.
+dithering. With --bound N: the best PSNR any one shared palette reached, searched for far beyond
+an encoder's time (weighted k-means over every pixel of the clip, N Lloyd iterations from
+libimagequant's palette and from three k-means++ seeds), to tell an encoder's shortfall from the
+limit of a single 256-colour palette.
 
     .venv/bin/python benchmarks/gif.py [--repeat 5] [--scenes astronaut,landscape] [--dither 1.0]
-                                       [--tiny [--tiny-root var/tiny-models]]
+                                       [--tiny [--tiny-root var/tiny-models]] [--bound 300]
 
 About 2 minutes on 2 CPU cores with the default 5 runs.
 """
@@ -56,6 +59,9 @@ def main() -> None:
     )
     parser.add_argument("--tiny", action="store_true", help="add a tiny Lightning clip (16x64²)")
     parser.add_argument("--tiny-root", type=Path, default=None, help="tiny-model cache folder")
+    parser.add_argument(
+        "--bound", type=int, default=0, metavar="N", help="best shared palette: N Lloyd iterations"
+    )
     args = parser.parse_args()
     scenes = build_scenes(args.scenes.split(",") if args.scenes else None)
     if args.tiny:
@@ -107,6 +113,78 @@ def main() -> None:
             seconds = time.process_time() - started
             lead = psnr(frames, decode(data)) - psnr(frames, decode(base))
             print(f"| {name} | {len(data) / len(base):.2f} | {lead:+.2f} | {seconds:.3f} |")
+    if args.bound:
+        print_bound(scenes, iterations=args.bound)
+
+
+# --- the limit of one shared palette -----------------------------------------------------------
+
+
+def print_bound(scenes: dict[str, list[Image.Image]], *, iterations: int) -> None:
+    """Per scene, the PSNR lead over the default of the best shared palette found.
+
+    With the palette fixed, each pixel's nearest colour is the least squared error there is, so
+    the clip's PSNR depends on the palette alone, and the best 256-colour palette is the k-means
+    optimum of the clip's pixels in RGB. Lloyd's iterations over every distinct colour (weighted
+    by its pixel count) from four starts approach it from above in MSE; the best is a bound that
+    an encoder with one palette can only approach, however much time it spends.
+    """
+    print(
+        f"\nThe best one shared palette found ({iterations} Lloyd iterations over every pixel):\n"
+    )
+    print("| scene | encode_gif Δ dB | start | Δ dB after | CPU s |")
+    print("|---|---:|---|---:|---:|")
+    for name, frames in scenes.items():
+        rgb = np.stack([np.asarray(f.convert("RGB")) for f in frames])
+        base = psnr(frames, decode(export_to_gif_bytes(frames)))
+        ours = psnr(frames, decode(encode_gif(frames, fps=FPS))) - base
+        keys = gif._colour_keys(np.concatenate([rgb, rgb[..., :1]], axis=-1))
+        distinct, counts = np.unique(keys, return_counts=True)
+        points = np.stack([distinct & 0xFF, (distinct >> 8) & 0xFF, distinct >> 16], axis=1)
+        points, weights = points.astype(np.float64), counts.astype(np.float64)
+        starts = {"libimagequant": gif._shared_palette(rgb).astype(np.float64)}
+        for seed in range(3):
+            starts[f"k-means++ seed {seed}"] = _kmeans_plus_plus(points, weights, seed=seed)
+        for start, palette in starts.items():
+            started = time.process_time()
+            palette = _lloyd(points, weights, palette, iterations=iterations)
+            seconds = time.process_time() - started
+            lead = _palette_psnr(points, weights, np.rint(palette)) - base
+            print(f"| {name} | {ours:+.2f} | {start} | {lead:+.2f} | {seconds:.1f} |", flush=True)
+
+
+def _kmeans_plus_plus(
+    points: np.ndarray, weights: np.ndarray, *, seed: int, k: int = gif.MAX_COLORS
+) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    chosen = [points[rng.choice(len(points), p=weights / weights.sum())]]
+    nearest = np.sum((points - chosen[0]) ** 2, axis=1)
+    for _ in range(k - 1):
+        odds = weights * nearest
+        chosen.append(points[rng.choice(len(points), p=odds / odds.sum())])
+        nearest = np.minimum(nearest, np.sum((points - chosen[-1]) ** 2, axis=1))
+    return np.array(chosen)
+
+
+def _lloyd(
+    points: np.ndarray, weights: np.ndarray, palette: np.ndarray, *, iterations: int
+) -> np.ndarray:
+    palette = palette.copy()
+    for _ in range(iterations):
+        _, index = cKDTree(palette).query(points)
+        mass = np.bincount(index, weights, minlength=len(palette))
+        for channel in range(3):
+            total = np.bincount(index, weights * points[:, channel], minlength=len(palette))
+            palette[:, channel] = np.where(
+                mass > 0, total / np.maximum(mass, 1e-12), palette[:, channel]
+            )
+    return palette
+
+
+def _palette_psnr(points: np.ndarray, weights: np.ndarray, palette: np.ndarray) -> float:
+    distance, _ = cKDTree(palette).query(points)
+    mse = float(np.sum(weights * distance**2) / (3 * weights.sum()))
+    return 10 * np.log10(255.0**2 / mse)
 
 
 def build_scenes(only: list[str] | None) -> dict[str, list[Image.Image]]:
