@@ -10,6 +10,7 @@ lease alive; killed then, the clips end done exactly once after another worker t
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import time
 from pathlib import Path
@@ -71,17 +72,17 @@ def queue(session, study: Study, settings: Settings) -> list[int]:
     return ids
 
 
-def held_encoders(worker, log: Path) -> list[int]:
-    """Wait for the worker's encoder (started and warmed up when the worker is ready), then
-    stop it (SIGSTOP: it stays alive, holding whatever it is given)."""
+def held_encoders(worker, log: Path, count: int = 1) -> list[int]:
+    """Wait for the worker's `count` encoders (VIDARENA_ENCODE_WORKERS; started and warmed up
+    when the worker is ready), then stop them (SIGSTOP: alive, holding whatever they are given)."""
     wait_until(
         lambda: b"encoder process(es) ready" in log.read_bytes(),
         timeout=180,
-        what="the encoder warmed up",
+        what="the encoders warmed up",
         log=log,
     )
     pids = encoder_processes(worker)
-    assert len(pids) == 1  # VIDARENA_ENCODE_WORKERS=1
+    assert len(pids) == count
     signal_processes(pids, signal.SIGSTOP)
     return pids
 
@@ -127,6 +128,62 @@ def test_the_next_clip_renders_while_one_encodes_and_a_kill_mid_encode_ends_done
         assert storage.read(clip.storage_key)[:6] == b"GIF89a"
         assert clip.telemetry["encode_s"] > 0 and clip.telemetry["total_s"] > 0
         assert clip.progress_step == clip.progress_total
+
+
+def test_an_encoder_that_dies_loses_its_clips_to_their_leases_and_the_worker_goes_on(
+    session, render_settings, tmp_path
+):
+    study = small_study(session)
+    log = tmp_path / "worker.log"
+    with running_worker(render_settings, log, VIDARENA_ENCODE_WORKERS="2") as worker:
+        held = held_encoders(worker, log, count=2)
+        assert len(queue(session, study, render_settings)) == 4
+        # Clips 1 and 2 wait in the two (held) encoders; clip 3 is rendered and waits for one.
+        wait_until(
+            lambda: all(rendered(c) for c in clips(session)[:3]),
+            timeout=180,
+            what="clips 1 and 2 in the encoders, clip 3 waiting for one",
+            log=log,
+        )
+        victim, survivor = held
+        signal_processes([victim], signal.SIGKILL)  # OOM-killed, say
+        # The pool breaks: both clips in it are lost (neither is recorded; their leases lapse).
+        wait_until(
+            lambda: log.read_bytes().count(b"its encoder process died") >= 2,
+            timeout=60,
+            what="both clips of the broken pool given up",
+            log=log,
+        )
+        # The survivor is the broken pool's to dispose of (the worker kills it); resumed, it
+        # must not finish a lost clip behind its waiter's back.
+        with contextlib.suppress(ProcessLookupError):
+            signal_processes([survivor], signal.SIGCONT)
+
+        # The same worker, its pool replaced, finishes clips 3 and 4 and, once the sweeper has
+        # re-queued their lapsed leases, clips 1 and 2.
+        def settled() -> bool:  # every clip done, or one failed (it would stay failed)
+            statuses = {c.status for c in clips(session)}
+            return statuses == {ClipStatus.done} or ClipStatus.failed in statuses
+
+        wait_until(
+            settled,
+            timeout=240,
+            what="every clip done by the same worker after its encoder died",
+            log=log,
+        )
+        assert [c.status for c in clips(session)] == [ClipStatus.done] * 4
+        assert worker.poll() is None
+        encoders = encoder_processes(worker)
+        assert 1 <= len(encoders) <= 2 and not set(encoders) & set(held), (held, encoders)
+    done = clips(session)
+    assert [c.attempts for c in done] == [2, 2, 1, 1]
+    assert [c.telemetry["attempt"] for c in done] == [2, 2, 1, 1]
+    storage = get_storage(render_settings)
+    for clip in done:
+        assert storage.read(clip.storage_key)[:6] == b"GIF89a"
+    text = log.read_text()
+    assert ": failed" not in text and "cannot schedule new futures" not in text
+    assert text.count("its encoder process died") == 2
 
 
 def test_a_clip_cancelled_while_encoding_stays_cancelled(session, render_settings, tmp_path):

@@ -526,9 +526,11 @@ class EncoderPool:
 
     def _finish(self, work: PostRender, lease: Lease, on_finished: OnFinished | None) -> None:
         settings, clip_id, task_id = work.settings, work.clip_id, work.task_id
+        processes: ProcessPoolExecutor | None = None
         try:
             try:
-                outcome = self._submit(work).result()
+                processes, future = self._submit(work)
+                outcome = future.result()
             except RenderAborted as exc:
                 outcome = Outcome("aborted", str(exc))
             except BrokenProcessPool:
@@ -536,7 +538,8 @@ class EncoderPool:
                 # re-queues the clip.
                 log.error("clip %s: its encoder process died; its lease will re-queue it", clip_id)
                 outcome = Outcome("lost", "the encoder process died")
-                self._replace_broken_pool()
+                if processes is not None:
+                    self._replace_broken_pool(processes)
             except Exception as exc:  # TransientRenderError after its tries, or a bug
                 lease.stop()
                 outcome = Outcome("failed", str(exc))
@@ -553,17 +556,29 @@ class EncoderPool:
         finally:
             self._slots.release()
 
-    def _submit(self, work: PostRender) -> Future[Outcome]:
+    def _submit(self, work: PostRender) -> tuple[ProcessPoolExecutor, Future[Outcome]]:
+        """Submit to the current pool; returns it too, so that a break is blamed on that pool."""
         with self._lock:
             processes = self._processes
-        return processes.submit(self._stage, work)
+        try:
+            return processes, processes.submit(self._stage, work)
+        except BrokenProcessPool:  # broke before this clip reached it: not lost, the next takes it
+            processes = self._replace_broken_pool(processes)
+            return processes, processes.submit(self._stage, work)
 
-    def _replace_broken_pool(self) -> None:
+    def _replace_broken_pool(self, broken: ProcessPoolExecutor) -> ProcessPoolExecutor:
+        """Every clip of a broken pool ends here; returns the pool that replaced it."""
         with self._lock:
-            broken = self._processes
-            if getattr(broken, "_broken", False):
+            # Only the first swaps: by a later one's turn `self._processes` is the new pool.
+            if self._processes is broken:
                 self._processes = self._new_processes()
+            current = self._processes
+        # Encoders ignore SIGTERM, so the executor's terminate leaves a survivor running the
+        # broken pool's clips behind their "lost" (or stuck on a queue lock the dead one held).
+        for process in list((broken._processes or {}).values()):
+            process.kill()
         broken.shutdown(wait=False, cancel_futures=True)
+        return current
 
     def drain(self, timeout: float) -> bool:
         """Wait up to `timeout` seconds for the clips in the CPU stage; True when none is left."""
