@@ -35,9 +35,9 @@ from sqlalchemy import (
     insert,
     inspect,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
-from sqlalchemy.sql import Executable
 from sqlalchemy.types import TypeDecorator
 
 from app.config import Settings, get_settings
@@ -101,23 +101,13 @@ def insert_new(
     if not rows:
         return 0
     dialect = session.get_bind().dialect.name
-    key = inspect(model).primary_key
-    statement: Executable
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as postgresql_insert
-
-        statement = (
-            postgresql_insert(model).on_conflict_do_nothing(index_elements=unique).returning(*key)
-        )
-    elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        statement = (
-            sqlite_insert(model).on_conflict_do_nothing(index_elements=unique).returning(*key)
-        )
-    else:  # pragma: no cover - we support SQLite and PostgreSQL
+    if dialect not in ("postgresql", "sqlite"):  # pragma: no cover - we support these two
         session.execute(insert(model), rows)
         return len(rows)
+    # Each dialect's own insert() has on_conflict_do_nothing; both take the same arguments.
+    dialect_insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
+    key = inspect(model).primary_key
+    statement = dialect_insert(model).on_conflict_do_nothing(index_elements=unique).returning(*key)
     return len(session.execute(statement, rows).all())
 
 
