@@ -166,8 +166,8 @@ class Tally:
             tally._count_trials(evaluator_id, flagged=flagged, minute=minute, n=n, choice=choice)
         tally._gold_pass(session)
         tally.flagged_evaluators = {
-            e for e, (a, f) in tally.trials.items() if is_flagged(a, f) or tally._straight(e)
-        } | tally.gold_flagged
+            e for e in tally.trials.keys() | tally.gold_flagged if tally._excluded(e)
+        }
         tally.excluded.update(tally._votes_of(session, tally.flagged_evaluators, upto=cut))
         tally.settled = cut
         tally.advance(session=session)
@@ -229,13 +229,7 @@ class Tally:
 
     def _reflag(self, session: Session, evaluators: set[int]) -> bool:
         """Move evaluators whose flagged share crossed the threshold in or out of `excluded`."""
-        flagged_now = {
-            e
-            for e in evaluators
-            if is_flagged(*self.trials.get(e, (0, 0)))
-            or e in self.gold_flagged
-            or self._straight(e)
-        }
+        flagged_now = {e for e in evaluators if self._excluded(e)}
         entering = flagged_now - self.flagged_evaluators
         leaving = (evaluators - flagged_now) & self.flagged_evaluators
         for group, sign in ((entering, 1), (leaving, -1)):
@@ -310,10 +304,15 @@ class Tally:
             self.minutes[minute] += n
         self.sides.setdefault(evaluator_id, Counter())[str(choice)] += n
 
-    def _straight(self, evaluator_id: int) -> bool:
-        """Whether the evaluator's answers (first criterion) are straight-lining."""
+    def _excluded(self, evaluator_id: int) -> bool:
+        """Whether the flagged-evaluators filter leaves the evaluator out: too many flagged
+        trials, gold checks below the threshold, or straight-lining (first criterion)."""
         sides = self.sides.get(evaluator_id)
-        return sides is not None and straight_lining(*_habits(sides)).flagged
+        return (
+            is_flagged(*self.trials.get(evaluator_id, (0, 0)))
+            or evaluator_id in self.gold_flagged
+            or (sides is not None and straight_lining(*_habits(sides)).flagged)
+        )
 
     def grouped_rows(
         self,
