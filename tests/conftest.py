@@ -25,7 +25,7 @@ from app.db import make_engine, session_factory, upgrade_schema
 from tests.kit.admin import ADMIN_PASSWORD, log_in
 from tests.kit.browser import CHROMIUM, CHROMIUM_ARGS, DESKTOP
 from tests.kit.db import POSTGRES_URL, empty_tables, postgres_database
-from tests.kit.services import free_port, require_service
+from tests.kit.services import free_port, redis_broker_url, require_service
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +80,23 @@ def settings(database_url: str, tmp_path: Path, engine: sa.Engine) -> Settings:
         storage_url=str(tmp_path / "media"),
         admin_password=ADMIN_PASSWORD,
         secret_key="test-secret-key-" + "x" * 32,
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The render workers' var folder: tiny models are built once per test session and shared by
+    every worker."""
+    return tmp_path_factory.mktemp("var")
+
+
+@pytest.fixture
+def render_settings(settings: Settings, tiny_cache: Path, tmp_path: Path) -> Settings:
+    """`settings` for a real render worker: the filesystem broker beside SQLite, Redis beside
+    PostgreSQL, the shared tiny models and a 3 s lease (the crash tests wait for it to lapse)."""
+    broker = f"filesystem://{tmp_path / 'broker'}" if settings.is_sqlite else redis_broker_url()
+    return settings.model_copy(
+        update={"broker_url": broker, "var_dir": tiny_cache, "render_lease_seconds": 3}
     )
 
 

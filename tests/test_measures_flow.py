@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -26,7 +25,6 @@ from app.db import session_factory
 from app.exports import service as exports_service
 from app.storage import get_storage
 from tests.kit.clips import write_manifest
-from tests.kit.services import redis_broker_url
 from tests.kit.studies import rating_study, small_study, study_clips
 from tests.kit.workers import running_worker, wait_until
 
@@ -186,17 +184,8 @@ def test_clips_measure_names_the_clips_it_could_not_read(session, settings, cli)
 # --- the render worker ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("var")
-
-
 @pytest.mark.slow
-def test_the_render_worker_measures_what_it_rendered(session, settings, tiny_cache, tmp_path):
-    broker = f"filesystem://{tmp_path / 'broker'}" if settings.is_sqlite else redis_broker_url()
-    render_settings = settings.model_copy(
-        update={"broker_url": broker, "var_dir": tiny_cache, "render_lease_seconds": 3}
-    )
+def test_the_render_worker_measures_what_it_rendered(session, render_settings, tmp_path):
     study = small_study(session)
     ids = clips_service.queue_missing(session=session, study=study, tiny=True)
     session.commit()

@@ -3,8 +3,6 @@ PostgreSQL, with tiny random-weight models standing in for the real weights."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import selectinload
@@ -15,27 +13,12 @@ from app.clips.models import Clip, ClipStatus
 from app.config import Settings
 from app.db import session_factory
 from app.storage import get_storage
-from tests.kit.services import redis_broker_url
 from tests.kit.studies import small_study
 from tests.kit.workers import kill_worker, running_worker, wait_until
 
 pytestmark = pytest.mark.slow
 
 SLOW_PROMPTS = "prompt,theme,seed\na slow river under a bridge,nature,11\n"
-
-
-@pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory) -> Path:
-    """Tiny models are built once per test session and shared by every worker."""
-    return tmp_path_factory.mktemp("var")
-
-
-@pytest.fixture
-def render_settings(settings: Settings, tiny_cache: Path, tmp_path: Path) -> Settings:
-    broker = f"filesystem://{tmp_path / 'broker'}" if settings.is_sqlite else redis_broker_url()
-    return settings.model_copy(
-        update={"broker_url": broker, "var_dir": tiny_cache, "render_lease_seconds": 3}
-    )
 
 
 def clips(session) -> list[Clip]:

@@ -24,7 +24,6 @@ from app.config import Settings
 from app.db import session_factory
 from app.storage import get_storage
 from app.studies.models import Study
-from tests.kit.services import redis_broker_url
 from tests.kit.studies import small_study
 from tests.kit.workers import (
     encoder_processes,
@@ -35,19 +34,6 @@ from tests.kit.workers import (
 )
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="session")
-def tiny_cache(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("var")
-
-
-@pytest.fixture
-def render_settings(settings: Settings, tiny_cache: Path, tmp_path: Path) -> Settings:
-    broker = f"filesystem://{tmp_path / 'broker'}" if settings.is_sqlite else redis_broker_url()
-    return settings.model_copy(
-        update={"broker_url": broker, "var_dir": tiny_cache, "render_lease_seconds": 3}
-    )
 
 
 def clips(session) -> list[Clip]:
